@@ -269,8 +269,16 @@ class SearchSpec(_Strict):
     space: dict[str, ParameterRange] = Field(default_factory=dict)
     # Run the study's defaults (the TinyBERT recipe) as the first trial.
     enqueue_defaults: bool = True
+    # Trials the sampler draws at random before it models the results; by default a
+    # quarter of the budget (at least 2), so short studies still get guided trials.
+    startup_trials: PositiveInt | None = None
+    # Students kept for export: the feasible Pareto front, every finished trial, or none.
     keep_checkpoints: Literal["pareto", "all", "none"] = "pareto"
+    # How often Ray restarts a crashed trial from its last epoch checkpoint.
     max_failures: Annotated[int, Field(ge=0)] = 2
+    # fifo runs every trial to the end; asha stops trials whose task metric lags at an
+    # epoch rung (they are recorded as PRUNED and never reach the front).
+    scheduler: Literal["fifo", "asha"] = "fifo"
 
 
 class TrackingSpec(_Strict):

@@ -65,11 +65,16 @@ class NonFiniteLossError(RuntimeError):
 
 @dataclass
 class TrialResult:
-    """The last epoch's metrics (with ``params`` and ``train_seconds``) and the student."""
+    """The last epoch's metrics (with ``params`` and ``train_seconds``) and the student.
+
+    ``outputs`` holds the per-example probabilities behind sigma (teacher, student and
+    labels on the confidence split), for the confidence figure.
+    """
 
     metrics: dict[str, Any]
     student: Any
     tokenizer: Any
+    outputs: dict[str, np.ndarray]
 
 
 @dataclass
@@ -187,7 +192,7 @@ def _uses_attention(setup: TrialSetup) -> bool:
 
 
 def _evaluate(setup: TrialSetup, student, params: dict[str, float], teacher_train: torch.Tensor,
-              teacher_eval: torch.Tensor) -> dict[str, Any]:
+              teacher_eval: torch.Tensor) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     study, data = setup.study, setup.data
     batch_size = study.distillation.eval_batch_size
     student_train = evaluate_classifier(student, data.train, batch_size, setup.device)
@@ -195,6 +200,7 @@ def _evaluate(setup: TrialSetup, student, params: dict[str, float], teacher_trai
     num_classes = data.num_labels
     convention = study.objectives.confidence.convention
     metrics: dict[str, Any] = {}
+    outputs: dict[str, dict[str, np.ndarray]] = {}
     for split_name, split, t_logits, s_logits in (("train", data.train, teacher_train, student_train),
                                                   ("eval", data.eval, teacher_eval, student_eval)):
         t_probs, s_probs = confidence.softmax(t_logits), confidence.softmax(s_logits)
@@ -204,6 +210,7 @@ def _evaluate(setup: TrialSetup, student, params: dict[str, float], teacher_trai
         except confidence.ConfidenceInputError:  # no example right for both: sigma undefined
             sigma, mean_delta, n_both = math.nan, math.nan, 0
         agreement = confidence.teacher_agreement(t_probs.argmax(1), s_probs.argmax(1), num_classes)
+        outputs[split_name] = {"teacher_probs": t_probs, "student_probs": s_probs, "labels": split.labels}
         metrics |= {
             f"sigma_{split_name}": sigma,
             f"mean_delta_{split_name}": mean_delta,
@@ -237,7 +244,7 @@ def _evaluate(setup: TrialSetup, student, params: dict[str, float], teacher_trai
         kappa = float(kappa_setting)
     metrics["kappa"] = kappa
     metrics["phi_cnf"] = bool(not math.isnan(metrics["sigma"]) and confidence.phi_cnf(metrics["sigma"], kappa))
-    return metrics
+    return metrics, outputs[split]
 
 
 def _save_checkpoint(directory: Path, student, projection, position: dict) -> None:
@@ -294,6 +301,9 @@ def run_trial(study: Study, params: dict[str, float] | None = None, report: Repo
     if resume_from is not None:
         position = _load_checkpoint(Path(resume_from), student, projection)
     metrics: dict[str, Any] = {}
+    outputs: dict[str, np.ndarray] = {}
+    total_epochs = sum(int(params[f"epochs_{name}"]) for name in stages)
+    resumed_from_epoch = position["global_epoch"]
     train_seconds = position["train_seconds"]
     global_epoch = position["global_epoch"]
 
@@ -352,10 +362,11 @@ def run_trial(study: Study, params: dict[str, float] | None = None, report: Repo
             train_seconds += time.perf_counter() - started
             global_epoch += 1
             use_attention_scores(student, False)
-            metrics = _evaluate(setup, student, params, teacher_train, teacher_eval)
+            metrics, outputs = _evaluate(setup, student, params, teacher_train, teacher_eval)
             use_attention_scores(student, use_scores)
-            metrics |= {"epoch": global_epoch, "stage": stage, "train_loss": float(loss_sum) / steps_per_epoch,
-                        "train_seconds": train_seconds}
+            metrics |= {"epoch": global_epoch, "total_epochs": total_epochs, "stage": stage,
+                        "train_loss": float(loss_sum) / steps_per_epoch, "train_seconds": train_seconds,
+                        "resumed_from_epoch": resumed_from_epoch}
             if report is not None:
                 done = {"stage": stage_index + (epoch + 1 == epochs), "epoch": 0 if epoch + 1 == epochs else epoch + 1,
                         "global_epoch": global_epoch, "train_seconds": train_seconds}
@@ -363,6 +374,10 @@ def run_trial(study: Study, params: dict[str, float] | None = None, report: Repo
                     _save_checkpoint(Path(checkpoint_dir), student, projection, done)
                     report(dict(metrics), checkpoint_dir)
     use_attention_scores(student, False)
+    if not metrics:  # resumed from a checkpoint taken after the last epoch: measure it
+        metrics, outputs = _evaluate(setup, student, params, teacher_train, teacher_eval)
+        metrics |= {"epoch": global_epoch, "total_epochs": total_epochs, "stage": stages[-1] if stages else "",
+                    "resumed_from_epoch": resumed_from_epoch}
     metrics["params"] = params
     metrics["train_seconds"] = train_seconds
-    return TrialResult(metrics=metrics, student=student.eval(), tokenizer=setup.tokenizer)
+    return TrialResult(metrics=metrics, student=student.eval(), tokenizer=setup.tokenizer, outputs=outputs)

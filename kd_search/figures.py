@@ -1,0 +1,110 @@
+"""The pictures people look at: confidence histograms of a trial and the study's Pareto front.
+
+Each function takes plain arrays and returns a matplotlib ``Figure``; tracking logs them
+to MLflow and the HTML report embeds them. Nothing here reads storage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # figures are files, never windows (workers and CI have no display)
+
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from kd_search import confidence  # noqa: E402
+
+
+def confidence_figure(teacher_probs: np.ndarray, student_probs: np.ndarray, labels: np.ndarray,
+                      kappa: float | None = None, title: str = "") -> Figure:
+    """Teacher vs student class-0 confidence and the distribution of delta (the paper's Figure 2).
+
+    Only the inputs both classify correctly are drawn, the set sigma is computed on.
+
+    Example:
+        >>> p = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+        >>> q = np.array([[0.8, 0.2], [0.3, 0.7], [0.7, 0.3]])
+        >>> confidence_figure(p, q, np.array([0, 1, 0]), kappa=0.05).axes[2].get_title()
+        'delta = p0 teacher - p0 student (sigma 0.0943)'
+    """
+    mask = confidence.both_correct_mask(teacher_probs, student_probs, labels)
+    teacher_p0, student_p0 = teacher_probs[mask, 0], student_probs[mask, 0]
+    delta = teacher_p0 - student_p0
+    figure = Figure(figsize=(12, 3.6), layout="constrained")
+    left, middle, right = figure.subplots(1, 3)
+    bins = np.linspace(0, 1, 26)
+    left.hist(teacher_p0, bins=bins, color="tab:blue", alpha=0.8)
+    left.set_title("teacher p0")
+    middle.hist(student_p0, bins=bins, color="tab:orange", alpha=0.8)
+    middle.set_title("student p0")
+    for axis in (left, middle):
+        axis.set_xlabel("class-0 probability")
+        axis.set_ylabel("inputs both classify correctly")
+    sigma = float(np.std(delta)) if delta.size else float("nan")
+    right.hist(delta, bins=41, color="tab:green", alpha=0.8)
+    right.set_title(f"delta = p0 teacher - p0 student (sigma {sigma:.4f})")
+    right.set_xlabel("delta")
+    if kappa is not None and delta.size:
+        mean = float(delta.mean())
+        for edge in (mean - kappa, mean + kappa):
+            right.axvline(edge, color="black", linestyle="--", linewidth=1)
+        right.text(0.02, 0.95, f"dashed: mean +/- kappa ({kappa:g})", transform=right.transAxes, va="top", fontsize=8)
+    if title:
+        figure.suptitle(title)
+    return figure
+
+
+def pareto_figure(metric: Sequence[float], sigma: Sequence[float], feasible: Sequence[bool], front: Sequence[int],
+                  kappa: float | None, metric_name: str = "accuracy", labels: Sequence[str] | None = None,
+                  title: str = "") -> Figure:
+    """Task metric against sigma for every finished trial: feasible vs infeasible, the front joined.
+
+    Example:
+        >>> fig = pareto_figure([0.8, 0.7, 0.75], [0.04, 0.03, 0.08], [True, True, False], [0, 1], kappa=0.05)
+        >>> fig.axes[0].get_xlabel()
+        'sigma (train split)'
+    """
+    metric, sigma = np.asarray(metric, dtype=float), np.asarray(sigma, dtype=float)
+    feasible = np.asarray(feasible, dtype=bool)
+    figure = Figure(figsize=(6.4, 4.8), layout="constrained")
+    axis = figure.subplots()
+    axis.scatter(sigma[feasible], metric[feasible], color="tab:blue", label="feasible (sigma <= kappa)")
+    axis.scatter(sigma[~feasible], metric[~feasible], color="tab:gray", marker="x", label="infeasible")
+    if len(front):
+        order = sorted(front, key=lambda i: sigma[i])
+        axis.plot(sigma[order], metric[order], color="tab:red", marker="o", markersize=9, fillstyle="none",
+                  linewidth=1.5, label="Pareto front")
+    if kappa is not None:
+        axis.axvline(kappa, color="black", linestyle="--", linewidth=1, label=f"kappa = {kappa:g}")
+    for i, label in enumerate(labels or []):
+        axis.annotate(label, (sigma[i], metric[i]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    axis.set_xlabel("sigma (train split)")
+    axis.set_ylabel(metric_name)
+    axis.legend(fontsize=8)
+    axis.grid(alpha=0.3)
+    if title:
+        axis.set_title(title)
+    return figure
+
+
+def importance_figure(importances: dict[str, dict[str, float]]) -> Figure:
+    """Horizontal bars of each parameter's importance for each objective.
+
+    Example:
+        >>> importance_figure({"accuracy": {"alpha": 0.7, "beta": 0.3}}).axes[0].get_xlabel()
+        'importance (fANOVA)'
+    """
+    names = sorted({name for values in importances.values() for name in values})
+    figure = Figure(figsize=(6.4, 0.4 * max(len(names), 3) + 1.2), layout="constrained")
+    axis = figure.subplots()
+    height = 0.8 / max(len(importances), 1)
+    for k, (objective, values) in enumerate(importances.items()):
+        positions = np.arange(len(names)) + k * height
+        axis.barh(positions, [values.get(name, 0.0) for name in names], height=height, label=objective)
+    axis.set_yticks(np.arange(len(names)) + 0.4 - height / 2, names)
+    axis.set_xlabel("importance (fANOVA)")
+    axis.legend(fontsize=8)
+    return figure
