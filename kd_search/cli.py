@@ -31,7 +31,9 @@ from kd_search import audit as audit_module
 from kd_search.confidence import ConfidenceInputError
 from kd_search.data import DataError
 from kd_search.models import ModelError
-from kd_search.spec import Study, StudyFileError, load_study, study_json_schema
+from kd_search.search import Locations, SearchError
+from kd_search.spec import StudyFileError, load_study, study_json_schema
+from kd_search.tracking import TrackingError, ui_command
 from kd_search.trial import NonFiniteLossError
 
 USER_ERRORS: tuple[type[Exception], ...] = (
@@ -41,9 +43,11 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     DataError,
     ModelError,
     NonFiniteLossError,
+    SearchError,
+    TrackingError,
 )
 
-console = Console(stderr=True)
+console = Console(stderr=True, log_path=False)
 
 
 class _Commands(click.Group):
@@ -121,11 +125,19 @@ def audit(teacher_file: str, student_file: str, kappa: float | None, convention:
 
 def workdir_option(function):
     return click.option("--workdir", envvar="KD_SEARCH_WORKDIR", default=None,
-                        help="Where the study keeps teachers, caches and results [default: runs/<study name>; env KD_SEARCH_WORKDIR].")(function)
+                        help="Where studies keep teachers, caches, storage and results "
+                             "[default: the study file's tracking.workdir, else runs; env KD_SEARCH_WORKDIR].")(function)
 
 
-def study_workdir(study: Study, workdir: str | None) -> Path:
-    return Path(workdir or study.tracking.workdir or Path("runs") / study.name)
+def location_options(function):
+    """--workdir, --storage and --tracking-uri: the same on every command that reads or writes a study."""
+    function = click.option("--tracking-uri", envvar=["KD_SEARCH_TRACKING_URI", "MLFLOW_TRACKING_URI"], default=None,
+                            help="MLflow tracking URI [default: sqlite:///<workdir>/mlflow.db; "
+                                 "env KD_SEARCH_TRACKING_URI or MLFLOW_TRACKING_URI].")(function)
+    function = click.option("--storage", envvar="KD_SEARCH_STORAGE", default=None,
+                            help="Optuna storage URL, e.g. postgresql+psycopg://user@host/db "
+                                 "[default: sqlite:///<workdir>/optuna.db; env KD_SEARCH_STORAGE].")(function)
+    return workdir_option(function)
 
 
 @contextmanager
@@ -165,7 +177,7 @@ def teacher(study_file: str, workdir: str | None) -> None:
 
     study = load_study(study_file)
     with progress_bar() as progress:
-        setup = prepare(study, study_workdir(study, workdir), progress)
+        setup = prepare(study, Locations.resolve(study, workdir).workdir, progress)
     info = setup.teacher_info
     reused = "reused" if info.get("reused") else "fine-tuned"
     accuracy = f", eval accuracy {info['eval_accuracy']:.4f}" if "eval_accuracy" in info else ""
@@ -176,7 +188,7 @@ def teacher(study_file: str, workdir: str | None) -> None:
 @click.argument("study_file", type=click.Path(dir_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="NAME=VALUE",
               help="Override a hyperparameter (alpha, temperature, layer_weight_2, epochs_prediction, ...).")
-@click.option("--out", "out_dir", default=None, help="Save the student here [default: <workdir>/distill/student].")
+@click.option("--out", "out_dir", default=None, help="Save the student here [default: <workdir>/distill/<study>/student].")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object of metrics on the last line.")
 @workdir_option
 def distill(study_file: str, overrides: tuple[str, ...], out_dir: str | None, as_json: bool, workdir: str | None) -> None:
@@ -185,13 +197,13 @@ def distill(study_file: str, overrides: tuple[str, ...], out_dir: str | None, as
     from kd_search.trial import hyperparameters, prepare, run_trial
 
     study = load_study(study_file)
-    root = study_workdir(study, workdir)
+    root = Locations.resolve(study, workdir).workdir
     with progress_bar() as progress:
         setup = prepare(study, root, progress)
         params = hyperparameters(setup, _parse_overrides(overrides))
         result = run_trial(study, params, setup=setup, progress=progress)
     metrics = {k: v for k, v in result.metrics.items() if k != "params"}
-    out = Path(out_dir) if out_dir else root / "distill" / "student"
+    out = Path(out_dir) if out_dir else root / "distill" / study.name / "student"
     card = model_card(study.name, study.teacher.model, study.task.source, params, metrics)
     save_student(result.student, result.tokenizer, out, card, metrics | {"params": params})
     summary = {k: metrics[k] for k in ("accuracy", "teacher_accuracy", "sigma", "kappa", "phi_cnf", "ece",
@@ -203,19 +215,185 @@ def distill(study_file: str, overrides: tuple[str, ...], out_dir: str | None, as
     click.echo(f"student saved to {out}")
 
 
+def _front_table(summary, title: str) -> Table:
+    table = Table(title=title)
+    for column in ("trial", summary.metric_name, "sigma", "kappa", "phi_cnf", "parameters"):
+        table.add_column(column, justify="left" if column == "parameters" else "right")
+    for t in summary.front:
+        params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(t.params.items()))
+        table.add_row(str(t.number), f"{t.metric:.4f}", f"{t.sigma:.4f}", f"{t.kappa:g}", _format(t.feasible), params)
+    return table
+
+
+@main.command()
+@click.argument("study_file", type=click.Path(dir_okay=False))
+@click.option("--trials", type=click.IntRange(min=1), default=None, help="Finished trials wanted [default: search.trials].")
+@click.option("--ray-address", envvar="RAY_ADDRESS", default=None,
+              help="Join a running Ray cluster (e.g. auto) [default: start a local one; env RAY_ADDRESS].")
+@location_options
+def launch(study_file: str, trials: int | None, ray_address: str | None, workdir: str | None, storage: str | None,
+           tracking_uri: str | None) -> None:
+    """Run a study (or resume it: finished trials are kept) and print its Pareto front."""
+    from kd_search import search
+
+    study = load_study(study_file)
+    locations = Locations.resolve(study, workdir, storage, tracking_uri)
+    with progress_bar() as progress, trial_events(console) as on_event:
+        summary = search.launch(study, locations=locations, trials=trials, progress=progress, on_event=on_event,
+                                ray_address=ray_address)
+    _print_launch_summary(summary, locations)
+
+
+def _print_launch_summary(summary, locations: Locations) -> None:
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(summary.counts().items()))
+    Console().print(_front_table(summary, f"{summary.name}: feasible Pareto front ({counts})"))
+    if not summary.front:
+        click.echo("no trial satisfies phi_cnf (sigma <= kappa) yet")
+    click.echo(f"browse: {ui_command(locations.tracking_uri)}")
+    click.echo(f"then open: {summary.ui_url}")
+
+
+@contextmanager
+def trial_events(out: Console):
+    """A live bar of finished trials, with each trial event printed above it."""
+    with Progress(TextColumn("trials"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=out, transient=True) as progress:
+        task = progress.add_task("trials", total=None)
+
+        def update(message: str, finished: int, target: int) -> None:
+            progress.update(task, completed=finished, total=target)
+            progress.console.log(message)
+
+        yield update
+
+
+@main.command()
+@click.argument("name", required=False)
+@location_options
+def status(name: str | None, workdir: str | None, storage: str | None, tracking_uri: str | None) -> None:
+    """Studies in the storage: trials by state and the best feasible trial."""
+    import optuna
+
+    from kd_search import search
+
+    locations = Locations.resolve(None, workdir, storage, tracking_uri)
+    names = [name] if name else sorted(
+        s.study_name for s in optuna.get_all_study_summaries(search.open_storage(locations.storage),
+                                                             include_best_trial=False))
+    if not names:
+        click.echo(f"no studies in {locations.storage}")
+        return
+    table = Table(title=f"studies in {locations.storage}")
+    for column in ("study", "trials", "complete", "pruned", "fail", "running", "front", "best feasible"):
+        table.add_column(column, justify="left" if column in ("study", "best feasible") else "right")
+    for study_name in names:
+        summary = search.summarize(search.load_optuna_study(study_name, locations.storage))
+        counts = summary.counts()
+        best = summary.best_feasible()
+        best_text = f"trial {best.number}: {summary.metric_name} {best.metric:.4f}, sigma {best.sigma:.4f}" if best else "-"
+        table.add_row(study_name, str(len(summary.trials)), *(str(counts.get(s, 0)) for s in
+                      ("COMPLETE", "PRUNED", "FAIL", "RUNNING")), str(len(summary.front)), best_text)
+    Console().print(table)
+
+
+@main.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print the front as one JSON list on the last line.")
+@location_options
+def pareto(name: str, as_json: bool, workdir: str | None, storage: str | None, tracking_uri: str | None) -> None:
+    """The study's feasible Pareto front (task metric up, sigma down, sigma <= kappa)."""
+    from kd_search import search
+
+    locations = Locations.resolve(None, workdir, storage, tracking_uri)
+    summary = search.summarize(search.load_optuna_study(name, locations.storage))
+    if as_json:
+        click.echo(json.dumps([t.as_dict(summary.metric_name) for t in summary.front]))
+        return
+    Console().print(_front_table(summary, f"{name}: feasible Pareto front"))
+
+
+@main.command()
+@click.argument("name")
+@click.option("--trial", "number", type=int, default=None, help="Export this trial.")
+@click.option("--best", is_flag=True, help="Export the most accurate trial that satisfies phi_cnf.")
+@click.option("--out", "out_dir", required=True, help="Directory to write the Hugging Face student to.")
+@click.option("--register", "model_name", default=None,
+              help="Also log the student to the MLflow model registry under this name.")
+@location_options
+def export(name: str, number: int | None, best: bool, out_dir: str, model_name: str | None, workdir: str | None,
+           storage: str | None, tracking_uri: str | None) -> None:
+    """Export a trial's student as a Hugging Face directory with a model card."""
+    from kd_search import search, tracking
+    from kd_search.export import export_student, model_card
+
+    if (number is None) == (not best):
+        raise SearchError("give exactly one of --trial N and --best")
+    locations = Locations.resolve(None, workdir, storage, tracking_uri)
+    optuna_study = search.load_optuna_study(name, locations.storage)
+    summary = search.summarize(optuna_study)
+    chosen = search.select_trial(summary, number, best)
+    source = search.kept_student(locations, name, chosen.number)
+    spec = optuna_study.user_attrs.get(search.SPEC_ATTR, {})
+    metrics = chosen.attrs | {"trial": chosen.number, "phi_cnf": chosen.feasible, summary.metric_name: chosen.metric}
+    params = {k: float(v) for k, v in chosen.params.items() if isinstance(v, (int, float))}
+    card = model_card(name, spec.get("teacher", {}).get("model", "?"), spec.get("task", {}).get("source", "?"),
+                      params, metrics)
+    out = export_student(source, out_dir, card, metrics | {"params": chosen.params, "study": name})
+    click.echo(f"exported trial {chosen.number} ({summary.metric_name} {chosen.metric:.4f}, sigma {chosen.sigma:.4f}, "
+               f"phi_cnf {_format(chosen.feasible)}) to {out}")
+    if model_name:
+        tracker = tracking.StudyTracker(locations.tracking_uri, locations.experiment, name, create=False)
+        run_id = tracker.trial_run_id(chosen.number)
+        if run_id is None:
+            raise TrackingError(f"{locations.tracking_uri}: no MLflow run for trial {chosen.number} of {name!r}")
+        alias = "best" if best else f"trial-{chosen.number}"
+        version = tracking.register_student(locations.tracking_uri, run_id, out, model_name, alias)
+        click.echo(f"registered {model_name} version {version} (alias @{alias})")
+
+
+@main.command()
+@click.argument("name")
+@click.option("--out", "out_file", required=True, help="HTML file to write.")
+@location_options
+def report(name: str, out_file: str, workdir: str | None, storage: str | None, tracking_uri: str | None) -> None:
+    """Write a self-contained HTML dashboard of the study (also logged on its MLflow run)."""
+    from kd_search import search, tracking
+    from kd_search.report import build_report
+
+    locations = Locations.resolve(None, workdir, storage, tracking_uri)
+    optuna_study = search.load_optuna_study(name, locations.storage)
+    spec = optuna_study.user_attrs.get(search.SPEC_ATTR, {})
+    kappa = spec.get("objectives", {}).get("confidence", {}).get("kappa")
+    out = build_report(optuna_study, search.summarize(optuna_study), locations, out_file,
+                       description=spec.get("description", ""), kappa=kappa if isinstance(kappa, float) else None)
+    try:
+        tracking.StudyTracker(locations.tracking_uri, locations.experiment, name, create=False).log_study_artifact(out)
+    except TrackingError as error:
+        click.echo(f"warning: report not logged to MLflow ({error})", err=True)
+    click.echo(f"report written to {out}")
+
+
 @main.command()
 @click.option("--study", "study_file", default="studies/demo.yaml", show_default=True, type=click.Path(dir_okay=False))
-@workdir_option
+@click.option("--out", "out_dir", default=None, help="Where the best student goes [default: <workdir>/demo-student].")
+@location_options
 @click.pass_context
-def demo(ctx: click.Context, study_file: str, workdir: str | None) -> None:
-    """Run the embedded default study end to end: prepare the teacher, distil, save the student.
-
-    The hyperparameter search over this study arrives with `kd-search launch`.
-    """
-    ctx.invoke(teacher, study_file=study_file, workdir=workdir)
-    ctx.invoke(distill, study_file=study_file, overrides=(), out_dir=None, as_json=False, workdir=workdir)
-    click.echo("next: kd-search audit, or load the student with "
-               "transformers.pipeline('text-classification', model=DIR)")
+def demo(ctx: click.Context, study_file: str, out_dir: str | None, workdir: str | None, storage: str | None,
+         tracking_uri: str | None) -> None:
+    """Run the embedded default study end to end: teacher, search, Pareto front, export of the best student."""
+    study = load_study(study_file)
+    locations = Locations.resolve(study, workdir, storage, tracking_uri)
+    options = {"workdir": workdir, "storage": storage, "tracking_uri": tracking_uri}
+    ctx.invoke(launch, study_file=study_file, trials=None, ray_address=None, **options)
+    out = out_dir or str(locations.workdir / f"{study.name}-student")
+    try:
+        ctx.invoke(export, name=study.name, number=None, best=True, out_dir=out, model_name=None, **options)
+    except SearchError as error:
+        click.echo(f"nothing exported: {error}")
+    else:
+        click.echo(f"try it: python -c \"from transformers import pipeline; "
+                   f"print(pipeline('text-classification', model='{out}')('a gripping, funny film'))\"")
+    click.echo(f"dashboard: kd-search report {study.name} --out {locations.workdir / (study.name + '.html')}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -13,7 +13,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-CARD_METRICS = ("accuracy", "teacher_accuracy", "sigma", "kappa", "phi_cnf", "ece", "agreement")
+CARD_METRICS = ("trial", "accuracy", "teacher_accuracy", "sigma", "kappa", "phi_cnf", "ece", "agreement",
+                "train_seconds")
 
 
 def model_card(study_name: str, teacher: str, data: str, params: dict[str, float], metrics: dict[str, Any]) -> str:
@@ -56,17 +57,39 @@ def save_student(student, tokenizer, out_dir: str | Path, card: str | None = Non
         >>> save_student(result.student, result.tokenizer, "out/student")  # doctest: +SKIP
         PosixPath('out/student')
     """
-    out = Path(out_dir)
+
+    def write(staging: Path) -> None:
+        student.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+
+    return _write_atomically(Path(out_dir), write, card, metrics)
+
+
+def export_student(student_dir: str | Path, out_dir: str | Path, card: str, metrics: dict[str, Any]) -> Path:
+    """Copy a kept student directory to ``out_dir`` with a fresh model card, atomically.
+
+    Example:
+        >>> export_student("runs/studies/demo/trials/3/student", "out/student", card, metrics)  # doctest: +SKIP
+        PosixPath('out/student')
+    """
+
+    def write(staging: Path) -> None:
+        shutil.copytree(student_dir, staging)
+
+    return _write_atomically(Path(out_dir), write, card, metrics)
+
+
+def _write_atomically(out: Path, write, card: str | None, metrics: dict[str, Any] | None) -> Path:
+    # Readers never see a half-written directory: build it beside the target, then rename.
     staging = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
-    student.save_pretrained(staging, safe_serialization=True)
-    tokenizer.save_pretrained(staging)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write(staging)
     if card is not None:
         (staging / "README.md").write_text(card)
     if metrics is not None:
         (staging / "kd_search_metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
     if out.exists():
         shutil.rmtree(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     os.replace(staging, out)
     return out

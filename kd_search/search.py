@@ -47,6 +47,9 @@ from optuna.distributions import (
     IntDistribution,
 )
 from optuna.trial import FrozenTrial, TrialState
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search import Searcher
 
 from kd_search import figures, pareto
 from kd_search.spec import ParameterRange, Study, expand_search_space, parse_study
@@ -308,12 +311,41 @@ def finished_count(optuna_study: optuna.Study) -> int:
                or (t.state == TrialState.FAIL and not t.user_attrs.get(INTERRUPTED_ATTR)))
 
 
+def select_trial(summary: StudySummary, number: int | None = None, best: bool = False) -> TrialRecord:
+    """Trial ``number``, or with ``best`` the most accurate trial satisfying phi_cnf.
+
+    Example:
+        >>> select_trial(summary, best=True).number  # doctest: +SKIP
+        3
+    """
+    if best:
+        chosen = summary.best_feasible()
+        if chosen is None:
+            raise SearchError(f"study {summary.name!r} has no finished trial with sigma <= kappa yet")
+        return chosen
+    by_number = {t.number: t for t in summary.trials}
+    if number not in by_number:
+        raise SearchError(f"study {summary.name!r} has no trial {number} (trials: 0..{len(summary.trials) - 1})")
+    chosen = by_number[number]
+    if chosen.state != "COMPLETE":
+        raise SearchError(f"trial {number} of study {summary.name!r} is {chosen.state}, not COMPLETE")
+    return chosen
+
+
+def kept_student(locations: Locations, study_name: str, number: int) -> Path:
+    """The directory of a finished trial's kept student, or a one-line error saying why not."""
+    directory = locations.study_dir(study_name) / "trials" / str(number) / "student"
+    if not (directory / "config.json").is_file():
+        raise SearchError(f"trial {number}'s student was not kept ({directory} is missing; the study's "
+                          "search.keep_checkpoints keeps the Pareto front by default)")
+    return directory
+
+
 # --- the Ray side: one trial in a worker ------------------------------------------
 
 def _distillation_trainable(config: dict[str, Any], *, spec: dict[str, Any], workdir: str, study_dir: str) -> None:
     """Ray Tune function trainable: one ``run_trial``, reporting each epoch with a checkpoint."""
     import torch
-    from ray import tune
 
     from kd_search.export import model_card, save_student
     from kd_search.trial import NonFiniteLossError, run_trial
@@ -474,45 +506,51 @@ def apply_keep_policy(summary: StudySummary, policy: str, study_dir: Path) -> No
             shutil.rmtree(study_dir / "trials" / str(trial.number) / "student", ignore_errors=True)
 
 
-def _ray_glue(driver: _Driver):
-    """The Searcher and Callback through which Ray feeds the driver."""
-    from ray import tune
-    from ray.tune.search import Searcher
+class ConstrainedOptunaSearcher(Searcher):
+    """Optuna ask/tell behind Ray's Searcher API, with the constraint and PRUNED states.
 
-    class ConstrainedOptunaSearcher(Searcher):
-        """Optuna ask/tell behind Ray's Searcher API, with constraints and PRUNED states."""
+    It only forwards to the driver. It is not picklable state: Tune pickles its
+    searcher for ``Tuner.restore``, which kd-search replaces by resuming from storage.
+    """
 
-        def __init__(self):
-            super().__init__(metric=driver.metric_name, mode="max")
+    def __init__(self, driver: _Driver):
+        super().__init__(metric=None, mode=None)  # Ray must not demand the metric in every result
+        self._driver = driver
 
-        def set_search_properties(self, metric, mode, config, **spec) -> bool:
-            return True
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_driver"}
 
-        def suggest(self, trial_id: str):
-            return driver.suggest(trial_id)
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        return True
 
-        def on_trial_result(self, trial_id: str, result: dict) -> None:
-            driver.on_result(trial_id, result)
+    def suggest(self, trial_id: str) -> dict[str, Any]:
+        return self._driver.suggest(trial_id)
 
-        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-            driver.on_complete(trial_id, result, error)
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        self._driver.on_result(trial_id, result)
 
-    class TrialEvents(tune.Callback):
-        """Remembers each trial (for its error file) and its last checkpoint (to continue
-        it after a driver crash)."""
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        self._driver.on_complete(trial_id, result, error)
 
-        def on_trial_start(self, iteration, trials, trial, **info):
-            driver.on_start(trial)
 
-        def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
-            driver.on_checkpoint(trial.trial_id, checkpoint.path)
+class TrialEvents(tune.Callback):
+    """Remembers each Ray trial (for its error file) and its last checkpoint (to continue
+    it after a driver crash)."""
 
-    return ConstrainedOptunaSearcher(), TrialEvents()
+    def __init__(self, driver: _Driver):
+        self._driver = driver
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {}
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._driver.on_start(trial)
+
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+        self._driver.on_checkpoint(trial.trial_id, checkpoint.path)
 
 
 def _scheduler(study: Study):
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-
     if study.search.scheduler == "asha":
         total = sum(s.epochs for s in study.distillation.stages)
         return ASHAScheduler(time_attr="epoch", metric=study.objectives.task_metric, mode="max",
@@ -539,21 +577,21 @@ def _init_ray(ray_address: str | None, num_cpus: int | None) -> None:
 
 
 def launch(study: Study, *, locations: Locations | None = None, trials: int | None = None,
-           progress: ProgressCallback | None = None, ray_address: str | None = None, num_cpus: int | None = None,
-           scheduler: Any = None) -> StudySummary:
+           progress: ProgressCallback | None = None, on_event: ProgressCallback | None = None,
+           ray_address: str | None = None, num_cpus: int | None = None, scheduler: Any = None) -> StudySummary:
     """Run (or resume) a study until it has ``trials`` finished trials; return its summary.
 
     Launching a study name that already has trials in storage resumes it: finished
     trials are kept and never re-run; trials a killed driver left RUNNING continue from
-    their last epoch checkpoint. ``scheduler`` replaces the study's Ray Tune scheduler.
+    their last epoch checkpoint. ``progress(description, done, total)`` follows the
+    teacher's preparation, ``on_event(message, finished_trials, target)`` the trials.
+    ``scheduler`` replaces the study's Ray Tune scheduler.
 
     Example:
         >>> summary = launch(load_study("studies/smoke.yaml"), trials=4)  # doctest: +SKIP
         >>> summary.counts()  # doctest: +SKIP
         {'COMPLETE': 4}
     """
-    from ray import tune
-
     from kd_search.trial import prepare, teacher_outputs
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -572,7 +610,7 @@ def launch(study: Study, *, locations: Locations | None = None, trials: int | No
     optuna_study, resumed = create_or_resume(study, locations.storage, num_mapped)
     tracker = StudyTracker(locations.tracking_uri, locations.experiment, study.name,
                            artifact_root=locations.workdir / "mlartifacts")
-    tracker.describe_study(study.description, study.model_dump(mode="json"), {
+    tracker.start_study(study.description, study.model_dump(mode="json"), {
         "sampler": study.search.sampler, "objectives": f"{study.objectives.task_metric} up, sigma down",
         "constraint": "sigma <= kappa", "kappa": study.objectives.confidence.kappa,
         "teacher": study.teacher.model, "student_layers": num_mapped, "storage": locations.storage})
@@ -584,12 +622,11 @@ def launch(study: Study, *, locations: Locations | None = None, trials: int | No
         optuna_study._storage.set_trial_user_attr(trial._trial_id, INTERRUPTED_ATTR, True)
         optuna_study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
     driver = _Driver(study, optuna_study, tracker, locations, search_distributions(study, num_mapped),
-                     study.default_hyperparameters(num_mapped), adopt, target, progress)
+                     study.default_hyperparameters(num_mapped), adopt, target, on_event)
     status = "FINISHED"
     try:
         if remaining > 0:
             _init_ray(ray_address, num_cpus)
-            searcher, recorder = _ray_glue(driver)
             resources = {"cpu": study.search.resources.cpu, "gpu": study.search.resources.gpu}
             trainable = tune.with_resources(
                 tune.with_parameters(_distillation_trainable, spec=study.model_dump(mode="json"),
@@ -597,14 +634,14 @@ def launch(study: Study, *, locations: Locations | None = None, trials: int | No
                 resources)
             tuner = tune.Tuner(
                 trainable,
-                tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler or _scheduler(study),
+                tune_config=tune.TuneConfig(search_alg=ConstrainedOptunaSearcher(driver), scheduler=scheduler or _scheduler(study),
                                             num_samples=remaining, max_concurrent_trials=study.search.concurrency,
                                             trial_dirname_creator=lambda trial: f"trial-{trial.trial_id}"),
                 run_config=tune.RunConfig(
                     name=f"{study.name}-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=str(study_dir / "ray"),
                     failure_config=tune.FailureConfig(max_failures=study.search.max_failures),
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                    callbacks=[recorder], verbose=0),
+                    callbacks=[TrialEvents(driver)], verbose=0),
             )
             tuner.fit()
     except KeyboardInterrupt:

@@ -20,11 +20,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import mlflow
+import mlflow.pyfunc
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
 FRONT_FILTER = 'tags.pareto = "true"'
+
+
+class TrackingError(RuntimeError):
+    """The study's MLflow runs cannot be found; the message is one line."""
+
 # MLflow rejects param values longer than this; study parameters are short numbers.
 _PARAM_LIMIT = 6000
 
@@ -63,30 +70,34 @@ class StudyTracker:
         >>> tracker.start_trial(0, {"alpha": 0.1}, ray_trial_id="a1b2")  # doctest: +SKIP
     """
 
-    def __init__(self, tracking_uri: str, experiment: str, study_name: str, artifact_root: str | Path | None = None):
+    def __init__(self, tracking_uri: str, experiment: str, study_name: str, artifact_root: str | Path | None = None,
+                 create: bool = True):
         self.client = MlflowClient(tracking_uri)
         self.tracking_uri = tracking_uri
         self.study_name = study_name
         found = self.client.get_experiment_by_name(experiment)
+        if found is None and not create:
+            raise TrackingError(f"{tracking_uri}: no MLflow experiment {experiment!r} (was study {study_name!r} "
+                                "launched with this tracking URI?)")
         if found is None:
             location = Path(artifact_root).resolve().as_uri() if artifact_root is not None else None
             self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
         else:
             self.experiment_id = found.experiment_id
-        self.parent_id = self._find_or_create_parent()
+        self.parent_id = self._find_or_create_parent(create)
         self._children: dict[int, str] = {
             int(run.data.tags["optuna_trial_number"]): run.info.run_id for run in self._child_runs()
         }
 
-    def _find_or_create_parent(self) -> str:
+    def _find_or_create_parent(self, create: bool) -> str:
         runs = self.client.search_runs(
             [self.experiment_id],
             filter_string=f"tags.kd_search_study = '{self.study_name}' and tags.kd_search_role = 'study'",
             order_by=["attributes.start_time ASC"], max_results=1)
         if runs:
-            run_id = runs[0].info.run_id
-            self.client.update_run(run_id, status="RUNNING")
-            return run_id
+            return runs[0].info.run_id
+        if not create:
+            raise TrackingError(f"{self.tracking_uri}: no MLflow run of study {self.study_name!r}")
         run = self.client.create_run(self.experiment_id, run_name=self.study_name,
                                      tags={"kd_search_study": self.study_name, "kd_search_role": "study"})
         return run.info.run_id
@@ -99,8 +110,9 @@ class StudyTracker:
 
     # --- the study (parent run) ---
 
-    def describe_study(self, description: str, spec: dict[str, Any], settings: dict[str, Any]) -> None:
-        """Record the study file and its fixed settings on the parent run (idempotent)."""
+    def start_study(self, description: str, spec: dict[str, Any], settings: dict[str, Any]) -> None:
+        """Mark the parent run running; record the study file and its settings (idempotent)."""
+        self.client.update_run(self.parent_id, status="RUNNING")
         self.client.set_tag(self.parent_id, "mlflow.note.content", description or f"kd-search study {self.study_name}")
         existing = self.client.get_run(self.parent_id).data.params
         new = {k: str(v)[:_PARAM_LIMIT] for k, v in settings.items() if k not in existing}
@@ -198,3 +210,38 @@ def ui_command(tracking_uri: str) -> str:
     if tracking_uri.startswith(("http://", "https://")):
         return f"open {tracking_uri}"
     return f"mlflow ui --backend-store-uri {tracking_uri}"
+
+
+class StudentClassifier(mlflow.pyfunc.PythonModel):
+    """An MLflow pyfunc model around the exported Hugging Face directory.
+
+    ``predict`` takes a list of texts and returns one ``{"label", "score"}`` per text, as
+    ``pipeline("text-classification")`` does.
+    """
+
+    def load_context(self, context) -> None:
+        from transformers import pipeline
+
+        self.pipeline = pipeline("text-classification", model=context.artifacts["student"])
+
+    def predict(self, context, model_input: list[str], params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        return self.pipeline(list(model_input))
+
+
+def register_student(tracking_uri: str, run_id: str, student_dir: str | Path, model_name: str, alias: str) -> str:
+    """Log the student on its trial's run as a pyfunc model, register it and set ``alias``.
+
+    Returns the registered version. Load it back with
+    ``mlflow.pyfunc.load_model(f"models:/{model_name}@{alias}")``.
+
+    Example:
+        >>> register_student("sqlite:///runs/mlflow.db", run_id, "out/student", "demo-student", "best")  # doctest: +SKIP
+        '1'
+    """
+    mlflow.set_tracking_uri(tracking_uri)
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.pyfunc.log_model(name="student", python_model=StudentClassifier(), artifacts={"student": str(student_dir)},
+                                       pip_requirements=["kd-search", "transformers", "torch"])
+    version = mlflow.register_model(info.model_uri, model_name)
+    MlflowClient(tracking_uri).set_registered_model_alias(model_name, alias, version.version)
+    return str(version.version)

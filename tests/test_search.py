@@ -1,0 +1,256 @@
+"""The search on tiny random BERTs with real Ray (local, 2 CPUs), Optuna on SQLite and MLflow.
+
+Faults are real: a worker process is SIGKILLed, a trial's loss becomes NaN, a Ray
+scheduler stops a trial, and the driver itself is SIGKILLed and relaunched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from mlflow import MlflowClient
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+from tiny import tiny_study, write_study
+
+from kd_search import pareto
+from kd_search.cli import main
+from kd_search.search import (
+    CONSTRAINT,
+    Locations,
+    SearchError,
+    create_or_resume,
+    launch,
+    load_optuna_study,
+    summarize,
+)
+from kd_search.spec import parse_study
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def search_study(root: Path, trials: int = 4, prediction_epochs: int = 1, **search) -> dict:
+    study = tiny_study(root)
+    study["distillation"]["stages"][1]["epochs"] = prediction_epochs
+    study["search"] = {"trials": trials, "concurrency": 2, "space": {
+        "alpha": {"low": 0.0, "high": 0.5}, "beta": {"low": 0.1, "high": 10.0, "log": True},
+        "gamma": {"low": 0.1, "high": 10.0, "log": True}, "temperature": {"low": 1.0, "high": 4.0},
+        "layer_weight": {"low": 0.25, "high": 2.0}}, **search}
+    return study
+
+
+def mlflow_runs(locations: Locations, name: str):
+    client = MlflowClient(locations.tracking_uri)
+    experiment = client.get_experiment_by_name("kd-search")
+    runs = client.search_runs([experiment.experiment_id], f"tags.kd_search_study = '{name}'", max_results=1000)
+    parents = [r for r in runs if r.data.tags["kd_search_role"] == "study"]
+    children = [r for r in runs if r.data.tags["kd_search_role"] == "trial"]
+    return client, parents, children
+
+
+# --- the front, pure ---
+
+def test_front_matches_optuna_best_trials_under_the_constraint():
+    rng = np.random.default_rng(0)
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    points, feasible = [], []
+    for _ in range(40):
+        metric, sigma, kappa = float(rng.uniform(0.5, 0.9)), float(rng.uniform(0.0, 0.1)), 0.05
+        trial = study.ask()
+        trial.set_constraint(CONSTRAINT, sigma - kappa)
+        study.tell(trial, [metric, sigma])
+        points.append((metric, sigma))
+        feasible.append(sigma <= kappa)
+    ours = sorted(pareto.pareto_front(points, feasible))
+    assert ours == sorted(t.number for t in study.best_trials)
+    assert all(feasible[i] for i in ours) and len(ours) >= 2
+
+
+def test_hypervolume_of_a_staircase_by_hand():
+    # Rectangles from the reference (0.5, 0.1): 0.3 x 0.08, plus 0.1 x (0.02 - 0.01) below it.
+    assert pareto.hypervolume([(0.8, 0.02), (0.6, 0.01), (0.55, 0.05)], (0.5, 0.1)) == pytest.approx(0.3 * 0.08 + 0.1 * 0.01)
+    assert pareto.hypervolume([(0.4, 0.01)], (0.5, 0.1)) == 0.0
+
+
+# --- faults inside one launch ---
+
+class StopAndKill(FIFOScheduler):
+    """A real Ray scheduler: SIGKILLs trial 0's worker after its second epoch (once; by
+    then Ray has registered the first epoch's checkpoint) and stops trial 2 after its
+    first epoch."""
+
+    def __init__(self):
+        super().__init__()
+        self.killed = False
+
+    def on_trial_result(self, tune_controller, trial, result):
+        number = trial.config["number"]
+        if number == 0 and result.get("epoch") == 2 and not self.killed:
+            self.killed = True
+            os.kill(result["pid"], signal.SIGKILL)
+        if number == 2 and result.get("epoch") == 1:
+            return TrialScheduler.STOP
+        return TrialScheduler.CONTINUE
+
+
+def test_killed_worker_is_retried_nan_fails_stopped_trial_is_pruned(tmp_path, ray_cluster):
+    study = parse_study(search_study(tmp_path, prediction_epochs=2))
+    locations = Locations.resolve(study, tmp_path / "work")
+    optuna_study, resumed = create_or_resume(study, locations.storage, num_mapped_layers=1)
+    assert not resumed
+    optuna_study.enqueue_trial({"temperature": 1e-40})  # trial 1: the prediction loss overflows to NaN
+
+    scheduler = StopAndKill()
+    summary = launch(study, locations=locations, scheduler=scheduler)
+
+    assert scheduler.killed
+    states = {t.number: t.state for t in summary.trials}
+    assert states == {0: "COMPLETE", 1: "FAIL", 2: "PRUNED", 3: "COMPLETE"}
+    stored = {t.number: t for t in load_optuna_study(study.name, locations.storage).trials}
+    assert stored[0].user_attrs["resumed_from_epoch"] >= 1  # continued from a checkpoint, not from scratch
+    assert stored[0].user_attrs["epoch"] == 3
+    assert "non-finite" in stored[1].user_attrs["failure"]
+    assert stored[2].values is None and stored[2].user_attrs["epoch"] == 1
+    front = {t.number for t in summary.front}
+    assert front and front <= {0, 3}
+    for number in (0, 3):
+        assert len(stored[number].values) == 2 and CONSTRAINT in stored[number].constraints
+
+    client, parents, children = mlflow_runs(locations, study.name)
+    assert len(parents) == 1 and len(children) == 4
+    by_number = {int(r.data.tags["optuna_trial_number"]): r for r in children}
+    assert {n: r.data.tags["state"] for n, r in by_number.items()} == states
+    assert {n: r.info.status for n, r in by_number.items()} == {0: "FINISHED", 1: "FAILED", 2: "KILLED", 3: "FINISHED"}
+    assert {n for n, r in by_number.items() if r.data.tags["pareto"] == "true"} == front
+    assert "non-finite" in by_number[1].data.tags["error"]
+    # Kept students: the front only (the default policy).
+    kept = {int(p.parent.name) for p in locations.study_dir(study.name).glob("trials/*/student")}
+    assert kept == front
+
+
+# --- the driver killed and relaunched ---
+
+def _poll(predicate, timeout: float):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError("condition not reached in time")
+
+
+def test_driver_sigkill_and_relaunch_finishes_the_study_without_rerunning(tmp_path):
+    study_file = write_study(tmp_path, search_study(tmp_path, trials=4, prediction_epochs=4))
+    workdir = tmp_path / "work"
+    locations = Locations.resolve(None, workdir)
+    command = [sys.executable, "-m", "kd_search.cli", "launch", str(study_file), "--workdir", str(workdir)]
+    driver = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def one_complete_one_checkpointed():
+        try:
+            trials = optuna.load_study(study_name="tiny", storage=locations.storage).trials
+        except Exception:  # the study is not created yet
+            return None
+        complete = [t for t in trials if t.state.name == "COMPLETE"]
+        running = [t for t in trials if t.state.name == "RUNNING" and "checkpoint" in t.user_attrs]
+        return (complete, running) if complete and running else None
+
+    try:
+        complete, _ = _poll(one_complete_one_checkpointed, timeout=240)
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray processes it started
+        driver.wait()
+    before = {t.number: (t.values, t.datetime_complete) for t in complete}
+
+    result = subprocess.run(command, capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = load_optuna_study("tiny", locations.storage).trials
+    # Exactly the asked number, all finished (a tiny random teacher can leave sigma undefined: FAIL).
+    assert len(trials) == 4 and all(t.state.name in ("COMPLETE", "FAIL") for t in trials)
+    assert not [t for t in trials if t.user_attrs.get("kd_search_interrupted")]
+    for number, (values, completed_at) in before.items():  # kept, not re-run
+        assert trials[number].values == values and trials[number].datetime_complete == completed_at
+    assert any(t.user_attrs.get("resumed_from_epoch", 0) >= 1 for t in trials)  # adopted from its checkpoint
+    _, parents, children = mlflow_runs(locations, "tiny")
+    assert len(parents) == 1 and len(children) == 4
+
+    again = subprocess.run(command, capture_output=True, text=True, timeout=400)  # nothing left to do
+    assert again.returncode == 0
+    assert len(load_optuna_study("tiny", locations.storage).trials) == 4
+
+
+# --- the CLI around a finished study ---
+
+def test_relaunch_with_a_changed_study_file_is_refused(tmp_path, runner):
+    workdir = tmp_path / "work"
+    study = parse_study(search_study(tmp_path))
+    create_or_resume(study, Locations.resolve(study, workdir).storage, num_mapped_layers=1)
+    changed = search_study(tmp_path)
+    changed["distillation"]["alpha"] = 0.3
+    result = runner.invoke(main, ["launch", str(write_study(tmp_path, changed)), "--workdir", str(workdir)])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1].startswith("error: study 'tiny' in sqlite:///")
+    assert "distillation.alpha" in result.output
+
+
+def test_commands_on_unknown_studies_fail_in_one_line(tmp_path, runner):
+    workdir = str(tmp_path / "work")
+    study = parse_study(search_study(tmp_path))
+    create_or_resume(study, Locations.resolve(study, workdir).storage, num_mapped_layers=1)
+    for args in (["pareto", "nope"], ["export", "nope", "--best", "--out", str(tmp_path / "x")],
+                 ["report", "nope", "--out", str(tmp_path / "r.html")], ["status", "nope"],
+                 ["export", "tiny", "--best", "--out", str(tmp_path / "x")],
+                 ["export", "tiny", "--trial", "0", "--best", "--out", str(tmp_path / "x")],
+                 ["pareto", "tiny", "--storage", "nosuchdb://x"]):
+        result = runner.invoke(main, [*args, "--workdir", workdir])
+        assert result.exit_code == 2, (args, result.output)
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), (args, result.output)
+    assert not (tmp_path / "x").exists()
+
+
+def test_sampler_choice_and_budget_scaled_startup(tmp_path):
+    from kd_search.search import make_sampler, startup_trials
+
+    study = parse_study(search_study(tmp_path, trials=16))
+    assert startup_trials(study) == 4
+    for kind, name in (("tpe", "TPESampler"), ("gp", "GPSampler"), ("nsga2", "NSGAIISampler"),
+                       ("random", "RandomSampler")):
+        assert type(make_sampler(kind, seed=0, startup_trials=4)).__name__ == name
+    assert make_sampler("nsga2", seed=0, startup_trials=4)._population_size == 4
+
+
+def test_pareto_json_matches_storage(tmp_path, runner, ray_cluster):
+    study = parse_study(search_study(tmp_path, trials=3))
+    workdir = tmp_path / "work"
+    launch(study, locations=Locations.resolve(study, workdir))
+    result = runner.invoke(main, ["pareto", "tiny", "--json", "--workdir", str(workdir)])
+    assert result.exit_code == 0, result.output
+    front = json.loads(result.output.strip().splitlines()[-1])
+    trials = [t for t in load_optuna_study("tiny", Locations.resolve(None, workdir).storage).trials
+              if t.state.name == "COMPLETE"]
+    expected = [trials[i] for i in pareto.pareto_front([tuple(t.values) for t in trials],
+                                                        [t.values[1] <= t.user_attrs["kappa"] for t in trials])]
+    assert sorted(item["trial"] for item in front) == sorted(t.number for t in expected)
+    for item in front:
+        assert set(item) >= {"trial", "accuracy", "sigma", "kappa", "phi_cnf", "params"} and item["phi_cnf"]
+    with pytest.raises(SearchError, match="no study named"):
+        load_optuna_study("other", Locations.resolve(None, workdir).storage)
+    summary = summarize(load_optuna_study("tiny", Locations.resolve(None, workdir).storage))
+    assert summary.counts() == {"COMPLETE": 3}
