@@ -7,6 +7,7 @@ stderr starting with ``error:`` and exit code 2, never as a traceback.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from contextlib import contextmanager
@@ -68,8 +69,11 @@ def main() -> None:
     # Our own rich progress replaces the libraries' tqdm bars, which would interleave
     # with the JSON line that --json promises on stdout.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     datasets.disable_progress_bars()
     hf_logging.disable_progress_bar()
+    for name in ("mlflow", "optuna", "alembic"):  # database migrations and study creation are not news
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 @main.command()

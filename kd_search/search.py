@@ -272,7 +272,9 @@ def create_or_resume(study: Study, storage: str, num_mapped_layers: int) -> tupl
         return existing, True
     created = optuna.create_study(study_name=study.name, storage=store, sampler=sampler,
                                   directions=["maximize", "minimize"])
-    created.set_metric_names([study.objectives.task_metric, "sigma"])
+    with warnings.catch_warnings():  # experimental in Optuna, stable in use since 3.2
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        created.set_metric_names([study.objectives.task_metric, "sigma"])
     created.set_user_attr(SPEC_ATTR, spec)
     if study.search.enqueue_defaults:
         defaults = study.default_hyperparameters(num_mapped_layers)

@@ -90,6 +90,8 @@ class FineTuneSpec(_Strict):
     learning_rate: PositiveFloat = 5e-5
     batch_size: PositiveInt = 32
     weight_decay: Annotated[float, Field(ge=0)] = 0.01
+    # Training examples the teacher learns from: fewer than the task's, or more (then a
+    # superset of the split the student distils on). Default: the task's train split.
     train_limit: PositiveInt | None = None
 
 

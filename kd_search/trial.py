@@ -86,6 +86,7 @@ class TrialSetup:
     tokenizer: Any
     teacher_path: str
     teacher_info: dict
+    teacher_id: str  # content key of the teacher: names its output cache
     pairs: list[tuple[int, int]]
     device: torch.device
     workdir: Path
@@ -112,7 +113,13 @@ def prepare(study: Study, workdir: str | Path, progress: ProgressCallback | None
     device = resolve_device(study.device)
     tokenizer = load_tokenizer(study.teacher.model)
     data = load_task(study.task, tokenizer)
-    teacher_path, info = prepare_teacher(study, data, workdir, device, progress)
+    teacher_data = data
+    fine_tune = study.teacher.fine_tune
+    if fine_tune and fine_tune.train_limit and fine_tune.train_limit > len(data.train):
+        # The teacher may learn from more examples than the student distils on (a superset:
+        # both are heads of the same seeded shuffle).
+        teacher_data = load_task(study.task.model_copy(update={"train_limit": fine_tune.train_limit}), tokenizer)
+    teacher_path, info = prepare_teacher(study, teacher_data, workdir, device, progress)
     teacher_config = AutoConfig.from_pretrained(resolve_model(teacher_path))
     student_layers = _student_depth(study, teacher_config)
     layer_map = study.distillation.layer_map
@@ -120,7 +127,8 @@ def prepare(study: Study, workdir: str | Path, progress: ProgressCallback | None
         pairs = layer_pairs(layer_map.kind, student_layers, teacher_config.num_hidden_layers, layer_map.pairs)
     except ValueError as error:
         raise StudyFileError(f"distillation.layer_map: {error}") from None
-    return TrialSetup(study, data, tokenizer, teacher_path, info, pairs, device, Path(workdir))
+    return TrialSetup(study, data, tokenizer, teacher_path, info, teacher_key(study, teacher_data), pairs, device,
+                      Path(workdir))
 
 
 def _student_depth(study: Study, teacher_config) -> int:
@@ -180,7 +188,7 @@ def teacher_outputs(setup: TrialSetup, needs_intermediate: bool, progress: Progr
         eval_logits = evaluate_classifier(teacher, setup.data.eval, study.distillation.eval_batch_size, setup.device)
         return source, train_logits, eval_logits
     cache_root = Path(study.distillation.cache_dir or setup.workdir / "cache").expanduser()
-    key = cache_key(teacher_key(study, setup.data), setup.data.fingerprint, hidden_layers, score_layers)
+    key = cache_key(setup.teacher_id, setup.data.fingerprint, hidden_layers, score_layers)
     cache = cached_teacher(cache_root, key, load_teacher, setup.data, hidden_layers, score_layers,
                            study.distillation.eval_batch_size, setup.device, progress)
     return cache, cache.logits("train"), cache.logits("eval")

@@ -166,3 +166,13 @@ def test_distill_cli_saves_a_loadable_student(root, runner):
     classify = pipeline("text-classification", model=str(out))
     assert classify("a good movie")[0]["label"] in {"LABEL_0", "LABEL_1"}
     assert "sigma" in (out / "README.md").read_text()
+
+
+def test_teacher_can_learn_from_a_superset_of_the_distillation_split(root):
+    data = tiny_study(root)
+    data["task"]["train_limit"] = 32
+    data["teacher"]["fine_tune"]["train_limit"] = 64
+    steps = []
+    setup = prepare(parse_study(data), root / "superset", progress=lambda what, done, total: steps.append(total))
+    assert len(setup.data.train) == 32
+    assert steps[-1] == 2 * 64 // 16  # two epochs over 64 examples, batch 16
