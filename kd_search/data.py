@@ -216,7 +216,7 @@ def load_task(task: TaskSpec, tokenizer) -> TaskData:
 
     Example:
         >>> data = load_task(study.task, tokenizer)  # doctest: +SKIP
-        >>> data.num_labels
+        >>> data.num_labels  # doctest: +SKIP
         2
     """
     train, evaluation, num_labels = load_examples(task)

@@ -28,7 +28,7 @@ def confidence_figure(teacher_probs: np.ndarray, student_probs: np.ndarray, labe
         >>> p = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
         >>> q = np.array([[0.8, 0.2], [0.3, 0.7], [0.7, 0.3]])
         >>> confidence_figure(p, q, np.array([0, 1, 0]), kappa=0.05).axes[2].get_title()
-        'delta = p0 teacher - p0 student (sigma 0.0943)'
+        'delta, sigma = 0.0943'
     """
     mask = confidence.both_correct_mask(teacher_probs, student_probs, labels)
     teacher_p0, student_p0 = teacher_probs[mask, 0], student_probs[mask, 0]
@@ -45,8 +45,8 @@ def confidence_figure(teacher_probs: np.ndarray, student_probs: np.ndarray, labe
         axis.set_ylabel("inputs both classify correctly")
     sigma = float(np.std(delta)) if delta.size else float("nan")
     right.hist(delta, bins=41, color="tab:green", alpha=0.8)
-    right.set_title(f"delta = p0 teacher - p0 student (sigma {sigma:.4f})")
-    right.set_xlabel("delta")
+    right.set_title(f"delta, sigma = {sigma:.4f}")
+    right.set_xlabel("delta = p0 teacher - p0 student")
     if kappa is not None and delta.size:
         mean = float(delta.mean())
         for edge in (mean - kappa, mean + kappa):
@@ -107,4 +107,26 @@ def importance_figure(importances: dict[str, dict[str, float]]) -> Figure:
     axis.set_yticks(np.arange(len(names)) + 0.4 - height / 2, names)
     axis.set_xlabel("importance (fANOVA)")
     axis.legend(fontsize=8)
+    return figure
+
+
+def cka_figure(matrix: np.ndarray, student_labels: Sequence[str], teacher_labels: Sequence[str],
+               title: str = "") -> Figure:
+    """Heat map of CKA between student layers (rows) and mapped teacher layers (columns).
+
+    Example:
+        >>> cka_figure(np.eye(2), ["emb", "s1"], ["emb", "t2"]).axes[0].get_ylabel()
+        'student layer'
+    """
+    figure = Figure(figsize=(1.2 * len(teacher_labels) + 2.4, 1.0 * len(student_labels) + 1.4), layout="constrained")
+    axis = figure.subplots()
+    image = axis.imshow(matrix, vmin=0, vmax=1, cmap="viridis")
+    for (i, j), value in np.ndenumerate(matrix):
+        axis.text(j, i, f"{value:.2f}", ha="center", va="center", color="white" if value < 0.6 else "black", fontsize=8)
+    axis.set_xticks(range(len(teacher_labels)), teacher_labels)
+    axis.set_yticks(range(len(student_labels)), student_labels)
+    axis.set_xlabel("teacher layer")
+    axis.set_ylabel("student layer")
+    axis.set_title(title or f"linear CKA, diagonal mean {float(np.mean(np.diagonal(matrix))):.3f}")
+    figure.colorbar(image, ax=axis)
     return figure

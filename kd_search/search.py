@@ -70,7 +70,7 @@ RAY_RESULT_KEYS = {"done", "pid", "timestamp", "training_iteration", "time_this_
                    "node_ip", "trial_id", "experiment_tag", "checkpoint_dir_name"}
 RECORDED_METRICS = ("accuracy", "teacher_accuracy", "sigma", "mean_delta", "n_both", "kappa", "phi_cnf",
                     "sigma_train", "sigma_eval", "ece", "ece_teacher", "classwise_ece", "agreement",
-                    "agreement_train", "train_seconds", "epoch", "resumed_from_epoch")
+                    "agreement_train", "train_seconds", "epoch", "resumed_from_epoch", "cka_diagonal")
 
 
 class SearchError(RuntimeError):
@@ -454,8 +454,8 @@ class _Driver:
         if state == TrialState.COMPLETE:
             trial.set_constraint(CONSTRAINT, float(result["sigma"]) - float(result["kappa"]))
         self.optuna_study.tell(trial, values=values, state=state)
-        figure = self._confidence_figure(trial.number, result) if state == TrialState.COMPLETE else None
-        self.tracker.finish_trial(trial.number, state.name, metrics, figure, error=reason)
+        pictures = self._trial_figures(trial.number, result) if state == TrialState.COMPLETE else {}
+        self.tracker.finish_trial(trial.number, state.name, metrics, pictures, error=reason)
         self.refresh_front()
         self._show(f"trial {trial.number} {state.name}" + (f": {reason}" if reason else ""))
 
@@ -474,14 +474,18 @@ class _Driver:
             return TrialState.FAIL, None, "sigma undefined: no training example is right for both teacher and student"
         return TrialState.COMPLETE, [metric, sigma], ""
 
-    def _confidence_figure(self, number: int, result: dict[str, Any]):
+    def _trial_figures(self, number: int, result: dict[str, Any]) -> dict[str, Any]:
         arrays = self.locations.study_dir(self.study.name) / "trials" / str(number) / "confidence.npz"
         if not arrays.is_file():
-            return None
+            return {}
         with np.load(arrays) as data:
-            return figures.confidence_figure(data["teacher_probs"], data["student_probs"], data["labels"],
-                                             kappa=float(result["kappa"]),
-                                             title=f"{self.study.name} trial {number}")
+            pictures = {"confidence.png": figures.confidence_figure(
+                data["teacher_probs"], data["student_probs"], data["labels"], kappa=float(result["kappa"]),
+                title=f"{self.study.name} trial {number}")}
+            if "cka_matrix" in data:  # rows/columns: embeddings, then the layer map's pairs
+                labels = ["emb", *(f"map {m}" for m in range(1, data["cka_matrix"].shape[0]))]
+                pictures["layer_cka.png"] = figures.cka_figure(data["cka_matrix"], labels, labels)
+        return pictures
 
     def refresh_front(self) -> StudySummary:
         """Recompute the feasible front, keep MLflow's pareto tags and the kept students current."""

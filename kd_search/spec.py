@@ -175,11 +175,25 @@ class StageSpec(_Strict):
     learning_rate: PositiveFloat = 5e-5
 
 
+class StructureWeights(_Strict):
+    """Weights of the structure losses added in stages with intermediate layers (0 = off).
+
+    Searchable as ``weight_fsd_intra``, ``weight_fsd_local``, ``weight_pkd``,
+    ``weight_rkd_distance`` and ``weight_rkd_angle``.
+    """
+
+    fsd_intra: Annotated[float, Field(ge=0)] = 0.0
+    fsd_local: Annotated[float, Field(ge=0)] = 0.0
+    pkd: Annotated[float, Field(ge=0)] = 0.0
+    rkd_distance: Annotated[float, Field(ge=0)] = 0.0
+    rkd_angle: Annotated[float, Field(ge=0)] = 0.0
+
+
 class DistillationSpec(_Strict):
     """The objective and its default hyperparameters.
 
     L = alpha*L_hard + (1-alpha)*L_pred(T) + beta*sum_m lambda_m*(L_hidn+L_emb)
-        + gamma*sum_m lambda_m*L_attn
+        + gamma*sum_m lambda_m*L_attn + sum_s w_s*L_s  (structure losses s, when weighted)
     """
 
     stages: list[StageSpec] = Field(
@@ -193,6 +207,7 @@ class DistillationSpec(_Strict):
     temperature: PositiveFloat = 1.0
     layer_weights: list[Annotated[float, Field(ge=0)]] | None = None
     prediction_loss: Literal["soft_ce", "kl"] = "soft_ce"
+    structure: StructureWeights = StructureWeights()
     batch_size: PositiveInt = 32
     eval_batch_size: PositiveInt = 128
     weight_decay: Annotated[float, Field(ge=0)] = 0.0
@@ -294,6 +309,7 @@ class TrackingSpec(_Strict):
 
 _SPACE_NAME = re.compile(
     r"^(alpha|beta|gamma|temperature|weight_decay|layer_weight(_[1-9][0-9]*)?"
+    r"|weight_(fsd_intra|fsd_local|pkd|rkd_distance|rkd_angle)"
     r"|(learning_rate|epochs)_(intermediate|prediction|joint))$"
 )
 
@@ -321,7 +337,7 @@ class Study(_Strict):
                 raise ValueError(
                     f"search.space: unknown hyperparameter {name!r} (known: alpha, beta, gamma, "
                     "temperature, weight_decay, layer_weight, layer_weight_<m>, "
-                    "learning_rate_<stage>, epochs_<stage>)"
+                    "learning_rate_<stage>, epochs_<stage>, weight_<structure loss>)"
                 )
             stage = name.rsplit("_", 1)[-1]
             if name.startswith(("learning_rate_", "epochs_")) and stage not in stage_names:
@@ -336,6 +352,7 @@ class Study(_Strict):
         """The study's own hyperparameters in the flat namespace (see module docstring).
 
         Example:
+            >>> study = parse_study({"name": "s", "student": {"teacher_layers": [2, 4, 6]}})
             >>> study.default_hyperparameters(3)["layer_weight_2"]
             1.0
         """
@@ -353,6 +370,7 @@ class Study(_Strict):
             "temperature": d.temperature,
             "weight_decay": d.weight_decay,
         }
+        params.update({f"weight_{name}": float(w) for name, w in d.structure.model_dump().items()})
         params.update({f"layer_weight_{m + 1}": float(w) for m, w in enumerate(weights)})
         for stage in d.stages:
             params[f"learning_rate_{stage.name}"] = stage.learning_rate

@@ -158,9 +158,10 @@ class StudyTracker:
         """Per-epoch metrics of a running trial, with the epoch as the step."""
         self._log_metrics(self._children[number], numeric_metrics(metrics), step)
 
-    def finish_trial(self, number: int, state: str, metrics: dict[str, Any], figure: Any = None,
+    def finish_trial(self, number: int, state: str, metrics: dict[str, Any], figures: dict[str, Any] | None = None,
                      error: str | None = None) -> None:
-        """Final metrics, state tag, confidence figure; the run ends FINISHED, KILLED or FAILED."""
+        """Final metrics, state tag, figures (artifact name -> figure); the run ends FINISHED,
+        KILLED or FAILED."""
         run_id = self._children.get(number)
         if run_id is None:  # a trial that never started (stopped while pending)
             run_id = self.start_trial(number, {}, ray_trial_id="")
@@ -169,8 +170,8 @@ class StudyTracker:
         if error:
             tags.append(RunTag("error", error[:4000]))
         self.client.log_batch(run_id, tags=tags)
-        if figure is not None:
-            self.client.log_figure(run_id, figure, "confidence.png")
+        for name, figure in (figures or {}).items():
+            self.client.log_figure(run_id, figure, name)
         status = {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}.get(state, "FAILED")
         self.client.set_terminated(run_id, status=status)
 

@@ -31,14 +31,16 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoConfig
 
-from kd_search import confidence
+from kd_search import analysis, confidence
 from kd_search.data import TaskData, batches, load_task
 from kd_search.losses import (
+    STRUCTURE_LOSSES,
     intermediate_objective,
     kl_distillation,
     layer_pairs,
     prediction_objective,
     soft_cross_entropy,
+    structure_objective,
 )
 from kd_search.models import (
     build_student,
@@ -57,6 +59,8 @@ Report = Callable[[dict[str, Any], str | None], None]
 ProgressCallback = Callable[[str, int, int], None]
 # On a GPU the finiteness flag is read every this many steps (reading it syncs the host).
 NONFINITE_CHECK_EVERY_CUDA = 50
+# Training inputs the layer-similarity analysis (CKA per layer pair) looks at.
+CKA_SAMPLE = 256
 
 
 class NonFiniteLossError(RuntimeError):
@@ -255,6 +259,25 @@ def _evaluate(setup: TrialSetup, student, params: dict[str, float], teacher_trai
     return metrics, outputs[split]
 
 
+def _layer_similarity(setup: TrialSetup, student, teacher) -> np.ndarray:
+    """CKA between the student's [embeddings, mapped layers] and the teacher's, on training inputs."""
+    sample = setup.data.train.subset(torch.arange(min(CKA_SAMPLE, len(setup.data.train))))
+    student_layers = [0] + [s for s, _ in setup.pairs]
+    student_tokens: list[list[torch.Tensor]] = [[] for _ in student_layers]
+    teacher_tokens: list[list[torch.Tensor]] = [[] for _ in student_layers]
+    student.eval()
+    with torch.inference_mode():
+        for rows, batch in batches(sample, setup.study.distillation.eval_batch_size, shuffle=False):
+            batch = {k: v.to(setup.device) for k, v in batch.items()}
+            target = teacher.batch(rows, batch, setup.device, with_intermediate=True)
+            hidden = student(input_ids=batch["input_ids"], token_type_ids=batch["token_type_ids"],
+                             attention_mask=batch["attention_mask"], output_hidden_states=True).hidden_states
+            for i, layer in enumerate(student_layers):
+                student_tokens[i].append(analysis.token_rows(hidden[layer].float().cpu(), batch["attention_mask"].cpu()))
+                teacher_tokens[i].append(analysis.token_rows(target.hidden[i].float().cpu(), batch["attention_mask"].cpu()))
+    return analysis.layer_cka_matrix([torch.cat(t) for t in student_tokens], [torch.cat(t) for t in teacher_tokens])
+
+
 def _save_checkpoint(directory: Path, student, projection, position: dict) -> None:
     save_file({k: v.contiguous() for k, v in student.state_dict().items()}, str(directory / "student.safetensors"))
     if projection is not None:
@@ -301,6 +324,7 @@ def run_trial(study: Study, params: dict[str, float] | None = None, report: Repo
         projection.to(device)
     student_layers = [s for s, _ in setup.pairs]
     layer_weights = [params[f"layer_weight_{m}"] for m in range(1, len(setup.pairs) + 1)]
+    structure_weights = {name: params[f"weight_{name}"] for name in STRUCTURE_LOSSES}
     distill_loss = kl_distillation if dist.prediction_loss == "kl" else soft_cross_entropy
     autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     check_every = NONFINITE_CHECK_EVERY_CUDA if device.type == "cuda" else 1
@@ -345,12 +369,15 @@ def run_trial(study: Study, params: dict[str, float] | None = None, report: Repo
                                   output_attentions=use_scores)
                     loss = torch.zeros((), device=device)
                     if intermediate:
+                        student_hidden = [out.hidden_states[0]] + [out.hidden_states[m] for m in student_layers]
                         loss = loss + intermediate_objective(
-                            [out.hidden_states[0]] + [out.hidden_states[m] for m in student_layers],
+                            student_hidden,
                             target.hidden,
                             [out.attentions[m - 1] for m in student_layers] if use_scores else None,
                             target.scores if use_scores else None,
                             layer_weights, params["beta"], params["gamma"], projection, projection)
+                        loss = loss + structure_objective(student_hidden, target.hidden, batch["attention_mask"],
+                                                          structure_weights, projection)
                     if prediction:
                         loss = loss + prediction_objective(out.logits, target.logits, batch["labels"],
                                                            params["alpha"], params["temperature"], distill_loss)
@@ -386,6 +413,9 @@ def run_trial(study: Study, params: dict[str, float] | None = None, report: Repo
         metrics, outputs = _evaluate(setup, student, params, teacher_train, teacher_eval)
         metrics |= {"epoch": global_epoch, "total_epochs": total_epochs, "stage": stages[-1] if stages else "",
                     "resumed_from_epoch": resumed_from_epoch}
+    if needs_intermediate:  # the teacher's mapped layers are at hand: compare the structures
+        outputs["cka_matrix"] = _layer_similarity(setup, student, teacher)
+        metrics["cka_diagonal"] = analysis.cka_diagonal(outputs["cka_matrix"])
     metrics["params"] = params
     metrics["train_seconds"] = train_seconds
     return TrialResult(metrics=metrics, student=student.eval(), tokenizer=setup.tokenizer, outputs=outputs)

@@ -7,8 +7,10 @@ Example:
     0.6931...
 """
 
+from kd_search.losses.cka import linear_cka
 from kd_search.losses.layer_map import layer_pairs
 from kd_search.losses.prediction import hard_cross_entropy, kl_distillation, soft_cross_entropy
+from kd_search.losses.structure import STRUCTURE_LOSSES, structure_objective
 from kd_search.losses.tinybert import (
     attention_loss,
     embedding_loss,
@@ -18,6 +20,9 @@ from kd_search.losses.tinybert import (
 )
 
 __all__ = [
+    "STRUCTURE_LOSSES",
+    "linear_cka",
+    "structure_objective",
     "attention_loss",
     "embedding_loss",
     "hard_cross_entropy",

@@ -1,0 +1,120 @@
+"""CKA and the structure losses (FSD intra/local, PKD, RKD): properties, hand values, gradients,
+and a tiny student trained with each of them."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from tiny import tiny_study
+
+from kd_search.losses import linear_cka, structure_objective
+from kd_search.losses.structure import (
+    fsd_intra_loss,
+    fsd_local_loss,
+    pkd_loss,
+    rkd_angle_loss,
+    rkd_distance_loss,
+)
+from kd_search.spec import parse_study
+from kd_search.trial import run_trial
+
+
+def numpy_cka(x: np.ndarray, y: np.ndarray) -> float:
+    """CKA straight from FSD eq. 4-5: HSIC with the centring matrix H and linear kernels."""
+    n = x.shape[0]
+    h = np.eye(n) - np.ones((n, n)) / n
+    k, l_ = x @ x.T, y @ y.T
+
+    def hsic(a, b):
+        return np.trace(a @ h @ b @ h) / (n - 1) ** 2
+
+    return hsic(k, l_) / math.sqrt(hsic(k, k) * hsic(l_, l_))
+
+
+def test_cka_properties():
+    torch.manual_seed(0)
+    x, y = torch.randn(12, 6, dtype=torch.float64), torch.randn(12, 9, dtype=torch.float64)
+    assert float(linear_cka(x, x)) == pytest.approx(1.0)
+    assert float(linear_cka(x, y)) == pytest.approx(float(linear_cka(y, x)))  # symmetric
+    assert float(linear_cka(x, y)) == pytest.approx(numpy_cka(x.numpy(), y.numpy()), rel=1e-5)  # widths differ
+    rotation, _ = torch.linalg.qr(torch.randn(6, 6, dtype=torch.float64))
+    assert float(linear_cka(x @ rotation, y)) == pytest.approx(float(linear_cka(x, y)), rel=1e-5)  # orthogonal
+    assert float(linear_cka(7.5 * x, y)) == pytest.approx(float(linear_cka(x, y)), rel=1e-5)  # isotropic scale
+    assert 0 <= float(linear_cka(x, y)) <= 1
+
+
+def test_cka_batched_with_padding_equals_unpadded():
+    torch.manual_seed(1)
+    x, y = torch.randn(2, 7, 4), torch.randn(2, 7, 5)
+    mask = torch.tensor([[1, 1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1, 1]])
+    batched = linear_cka(x, y, mask)
+    assert float(batched[0]) == pytest.approx(numpy_cka(x[0, :5].double().numpy(), y[0, :5].double().numpy()), rel=1e-4)
+    assert float(batched[1]) == pytest.approx(numpy_cka(x[1].double().numpy(), y[1].double().numpy()), rel=1e-4)
+    assert float(linear_cka(torch.ones(4, 3), x[0, :4])) == 0.0  # a constant representation: 0, not NaN
+
+
+def test_structure_losses_by_hand():
+    # PKD: [3, 4] and [0, 1] normalise to [0.6, 0.8] and [0, 1]: 0.36 + 0.04.
+    assert float(pkd_loss([torch.tensor([[3.0, 4.0]])], [torch.tensor([[0.0, 1.0]])])) == pytest.approx(0.4)
+    # RKD distance: three points on a line at 0, 1, 2 vs 0, 1, 3 (each normalised by its mean distance).
+    s, t = torch.tensor([[0.0], [1.0], [2.0]]), torch.tensor([[0.0], [1.0], [3.0]])
+    ds = np.array([[0, 1, 2], [1, 0, 1], [2, 1, 0]]) / (8 / 6)
+    dt = np.array([[0, 1, 3], [1, 0, 2], [3, 2, 0]]) / (12 / 6)
+    diff = np.abs(ds - dt)
+    huber = np.where(diff < 1, 0.5 * diff ** 2, diff - 0.5).mean()
+    assert float(rkd_distance_loss(s, t)) == pytest.approx(huber, rel=1e-5)
+    # RKD angle: a right angle against a straight line, at the middle point.
+    square = torch.tensor([[1.0, 0.0], [0.0, 0.0], [0.0, 1.0]])
+    assert float(rkd_angle_loss(square, square)) == pytest.approx(0.0, abs=1e-7)
+    assert float(rkd_angle_loss(square, torch.tensor([[1.0, 0.0], [0.0, 0.0], [-1.0, 0.0]]))) > 0
+    # FSD: identical structures cost nothing, unrelated ones cost more.
+    h = torch.randn(3, 6, 8)
+    mask = torch.ones(3, 6)
+    assert float(fsd_intra_loss(h, h @ torch.linalg.qr(torch.randn(8, 8))[0], mask)) == pytest.approx(0.0, abs=1e-5)
+    assert float(fsd_local_loss(h, torch.randn(3, 6, 8), mask)) > 0.05
+
+
+@pytest.mark.parametrize("name", ["fsd_intra", "fsd_local", "pkd", "rkd_distance", "rkd_angle"])
+def test_each_structure_loss_passes_gradcheck_and_reaches_only_the_student(name):
+    torch.manual_seed(2)
+    student = [torch.randn(3, 4, 5, dtype=torch.float64, requires_grad=True) for _ in range(2)]
+    teacher = [torch.randn(3, 4, 5, dtype=torch.float64, requires_grad=True) for _ in range(2)]
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1], [1, 1, 0, 0]])
+
+    def loss(*hidden):
+        return structure_objective(list(hidden), [t.detach() for t in teacher], mask, {name: 1.0}).double()
+
+    assert torch.autograd.gradcheck(loss, tuple(student), eps=1e-6, atol=1e-4)
+    structure_objective(student, [t.detach() for t in teacher], mask, {name: 1.0}).backward()
+    assert student[-1].grad is not None and teacher[-1].grad is None
+
+
+@pytest.mark.parametrize("name", ["fsd_intra", "fsd_local", "pkd", "rkd_distance", "rkd_angle"])
+def test_each_structure_loss_trains_a_tiny_student(tmp_path, name):
+    study = parse_study(tiny_study(tmp_path))
+    metrics = run_trial(study, {f"weight_{name}": 1.0}, workdir=tmp_path / "work").metrics
+    assert math.isfinite(metrics["train_loss"]) and metrics["params"][f"weight_{name}"] == 1.0
+    assert 0 <= metrics["accuracy"] <= 1
+
+
+def test_structure_weights_are_searchable_names():
+    study = parse_study({"name": "s", "student": {"teacher_layers": [2]}, "distillation": {"structure": {"pkd": 0.5}},
+                         "search": {"space": {"weight_fsd_intra": {"low": 0.0, "high": 2.0}}}})
+    defaults = study.default_hyperparameters(1)
+    assert defaults["weight_pkd"] == 0.5 and defaults["weight_fsd_intra"] == 0.0
+
+
+def test_trial_reports_layer_similarity_to_the_teacher(tmp_path):
+    from kd_search.losses.cka import linear_cka_by_features
+
+    x, y = torch.randn(40, 3, dtype=torch.float64), torch.randn(40, 6, dtype=torch.float64)
+    assert float(linear_cka_by_features(x, y)) == pytest.approx(float(linear_cka(x, y)))
+    result = run_trial(parse_study(tiny_study(tmp_path)), {}, workdir=tmp_path / "work")
+    matrix = result.outputs["cka_matrix"]
+    assert matrix.shape == (2, 2)  # embeddings + one mapped layer, student x teacher
+    assert np.all((matrix >= 0) & (matrix <= 1 + 1e-9))
+    assert result.metrics["cka_diagonal"] == pytest.approx(float(np.mean(np.diagonal(matrix))))
+    assert matrix[0, 0] > 0.99  # the student's embeddings are copied from the teacher's (then trained briefly)
