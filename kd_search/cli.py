@@ -285,9 +285,9 @@ def status(name: str | None, workdir: str | None, storage: str | None, tracking_
         s.study_name for s in optuna.get_all_study_summaries(search.open_storage(locations.storage),
                                                              include_best_trial=False))
     if not names:
-        click.echo(f"no studies in {locations.storage}")
+        click.echo(f"no studies in {search.display_url(locations.storage)}")
         return
-    table = Table(title=f"studies in {locations.storage}")
+    table = Table(title=f"studies in {search.display_url(locations.storage)}")
     for column in ("study", "trials", "complete", "pruned", "fail", "running", "front", "best feasible"):
         table.add_column(column, justify="left" if column in ("study", "best feasible") else "right")
     for study_name in names:

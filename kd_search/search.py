@@ -51,7 +51,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import Searcher
 
-from kd_search import figures, pareto
+from kd_search import analysis, figures, pareto
 from kd_search.spec import ParameterRange, Study, expand_search_space, parse_study
 from kd_search.tracking import StudyTracker, default_tracking_uri
 
@@ -70,7 +70,7 @@ RAY_RESULT_KEYS = {"done", "pid", "timestamp", "training_iteration", "time_this_
                    "node_ip", "trial_id", "experiment_tag", "checkpoint_dir_name"}
 RECORDED_METRICS = ("accuracy", "teacher_accuracy", "sigma", "mean_delta", "n_both", "kappa", "phi_cnf",
                     "sigma_train", "sigma_eval", "ece", "ece_teacher", "classwise_ece", "agreement",
-                    "agreement_train", "train_seconds", "epoch", "resumed_from_epoch", "cka_diagonal")
+                    "agreement_train", "train_seconds", "epoch", "resumed_from_epoch")
 
 
 class SearchError(RuntimeError):
@@ -156,6 +156,22 @@ class StudySummary:
 
 # --- Optuna: storage, samplers, search space -----------------------------------------
 
+def display_url(url: str) -> str:
+    """The storage URL as it may be printed: the password masked.
+
+    Example:
+        >>> display_url("postgresql+psycopg://kd:secret@db/optuna")
+        'postgresql+psycopg://kd:***@db/optuna'
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
+
+
 def open_storage(url: str) -> optuna.storages.BaseStorage:
     """Optuna's SQL storage for ``url`` (SQLite by default, PostgreSQL on a cluster).
 
@@ -169,7 +185,7 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
                                           if not url.startswith("sqlite") else None)
     except Exception as error:  # SQLAlchemy raises many types; users need the URL and the reason
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise SearchError(f"storage {url}: cannot open ({reason})") from None
+        raise SearchError(f"storage {display_url(url)}: cannot open ({reason.replace(url, display_url(url))})") from None
 
 
 def load_optuna_study(name: str, storage: str) -> optuna.Study:
@@ -180,7 +196,7 @@ def load_optuna_study(name: str, storage: str) -> optuna.Study:
     except KeyError:
         names = sorted(s.study_name for s in optuna.get_all_study_summaries(store, include_best_trial=False))
         known = f" (studies there: {', '.join(names)})" if names else " (it holds no studies)"
-        raise SearchError(f"no study named {name!r} in {storage}{known}") from None
+        raise SearchError(f"no study named {name!r} in {display_url(storage)}{known}") from None
 
 
 def make_sampler(kind: str, seed: int, startup_trials: int) -> optuna.samplers.BaseSampler:
@@ -267,7 +283,7 @@ def create_or_resume(study: Study, storage: str, num_mapped_layers: int) -> tupl
         if stored is not None:
             changed = _changed_fields(_relaunch_view(stored), _relaunch_view(spec))
             if changed:
-                raise SearchError(f"study {study.name!r} in {storage} was launched with a different study file "
+                raise SearchError(f"study {study.name!r} in {display_url(storage)} was launched with a different study file "
                                   f"(changed: {', '.join(changed[:5])}); give this one a new name")
         return existing, True
     created = optuna.create_study(study_name=study.name, storage=store, sampler=sampler,
@@ -453,9 +469,13 @@ class _Driver:
             trial.set_user_attr("failure", reason)
         if state == TrialState.COMPLETE:
             trial.set_constraint(CONSTRAINT, float(result["sigma"]) - float(result["kappa"]))
+            for name, value in self._trial_outputs(trial.number, result, with_figures=False)[1].items():
+                trial.set_user_attr(name, value)
         self.optuna_study.tell(trial, values=values, state=state)
-        pictures = self._trial_figures(trial.number, result) if state == TrialState.COMPLETE else {}
-        self.tracker.finish_trial(trial.number, state.name, metrics, pictures, error=reason)
+        pictures, extra = self._trial_outputs(trial.number, result) if state == TrialState.COMPLETE else ({}, {})
+        # Per-epoch metrics are already on the run; only what the trial measured after its
+        # last epoch is new.
+        self.tracker.finish_trial(trial.number, state.name, extra, pictures, error=reason)
         self.refresh_front()
         self._show(f"trial {trial.number} {state.name}" + (f": {reason}" if reason else ""))
 
@@ -474,18 +494,24 @@ class _Driver:
             return TrialState.FAIL, None, "sigma undefined: no training example is right for both teacher and student"
         return TrialState.COMPLETE, [metric, sigma], ""
 
-    def _trial_figures(self, number: int, result: dict[str, Any]) -> dict[str, Any]:
+    def _trial_outputs(self, number: int, result: dict[str, Any], with_figures: bool = True):
+        """Figures and the metrics measured after the last epoch, from the arrays the trial saved."""
         arrays = self.locations.study_dir(self.study.name) / "trials" / str(number) / "confidence.npz"
+        pictures: dict[str, Any] = {}
+        extra: dict[str, float] = {}
         if not arrays.is_file():
-            return {}
+            return pictures, extra
         with np.load(arrays) as data:
-            pictures = {"confidence.png": figures.confidence_figure(
-                data["teacher_probs"], data["student_probs"], data["labels"], kappa=float(result["kappa"]),
-                title=f"{self.study.name} trial {number}")}
             if "cka_matrix" in data:  # rows/columns: embeddings, then the layer map's pairs
-                labels = ["emb", *(f"map {m}" for m in range(1, data["cka_matrix"].shape[0]))]
-                pictures["layer_cka.png"] = figures.cka_figure(data["cka_matrix"], labels, labels)
-        return pictures
+                extra["cka_diagonal"] = analysis.cka_diagonal(data["cka_matrix"])
+            if with_figures:
+                pictures["confidence.png"] = figures.confidence_figure(
+                    data["teacher_probs"], data["student_probs"], data["labels"], kappa=float(result["kappa"]),
+                    title=f"{self.study.name} trial {number}")
+                if "cka_matrix" in data:
+                    labels = ["emb", *(f"map {m}" for m in range(1, data["cka_matrix"].shape[0]))]
+                    pictures["layer_cka.png"] = figures.cka_figure(data["cka_matrix"], labels, labels)
+        return pictures, extra
 
     def refresh_front(self) -> StudySummary:
         """Recompute the feasible front, keep MLflow's pareto tags and the kept students current."""
@@ -619,7 +645,7 @@ def launch(study: Study, *, locations: Locations | None = None, trials: int | No
     tracker.start_study(study.description, study.model_dump(mode="json"), {
         "sampler": study.search.sampler, "objectives": f"{study.objectives.task_metric} up, sigma down",
         "constraint": "sigma <= kappa", "kappa": study.objectives.confidence.kappa,
-        "teacher": study.teacher.model, "student_layers": num_mapped, "storage": locations.storage})
+        "teacher": study.teacher.model, "student_layers": num_mapped, "storage": display_url(locations.storage)})
 
     remaining = target - finished_count(optuna_study)
     stale = [t for t in optuna_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]

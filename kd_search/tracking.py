@@ -160,8 +160,8 @@ class StudyTracker:
 
     def finish_trial(self, number: int, state: str, metrics: dict[str, Any], figures: dict[str, Any] | None = None,
                      error: str | None = None) -> None:
-        """Final metrics, state tag, figures (artifact name -> figure); the run ends FINISHED,
-        KILLED or FAILED."""
+        """Metrics measured after the last epoch, the state tag and figures (artifact name ->
+        figure); the run ends FINISHED, KILLED or FAILED."""
         run_id = self._children.get(number)
         if run_id is None:  # a trial that never started (stopped while pending)
             run_id = self.start_trial(number, {}, ray_trial_id="")

@@ -63,7 +63,8 @@ def test_launch_smoke_study_then_pareto_export_report(tmp_path, runner):
         assert {"accuracy", "sigma", "kappa", "phi_cnf", "ece", "agreement", "train_seconds"} <= set(child.data.metrics)
         history = client.get_metric_history(child.info.run_id, "accuracy")
         assert sorted(m.step for m in history) == [1, 2]
-        assert "confidence.png" in {a.path for a in client.list_artifacts(child.info.run_id)}
+        assert {"confidence.png", "layer_cka.png"} <= {a.path for a in client.list_artifacts(child.info.run_id)}
+        assert 0 < child.data.metrics["cka_diagonal"] <= 1
 
     # pareto --json is the feasible front recomputed from the stored values.
     result = runner.invoke(main, ["pareto", "smoke", "--json", *options])
@@ -87,7 +88,7 @@ def test_launch_smoke_study_then_pareto_export_report(tmp_path, runner):
     prediction = pipeline("text-classification", model=str(out))("a warm, funny and moving film")
     assert prediction[0]["label"] in {"LABEL_0", "LABEL_1"}
     version = client.get_model_version_by_alias("smoke-student", "best")
-    assert version.version == "1"
+    assert str(version.version) == "1"
 
     report = tmp_path / "smoke.html"
     result = runner.invoke(main, ["report", "smoke", "--out", str(report), *options])
