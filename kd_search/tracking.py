@@ -239,10 +239,25 @@ def register_student(tracking_uri: str, run_id: str, student_dir: str | Path, mo
         >>> register_student("sqlite:///runs/mlflow.db", run_id, "out/student", "demo-student", "best")  # doctest: +SKIP
         '1'
     """
-    mlflow.set_tracking_uri(tracking_uri)
-    with mlflow.start_run(run_id=run_id):
-        info = mlflow.pyfunc.log_model(name="student", python_model=StudentClassifier(), artifacts={"student": str(student_dir)},
-                                       pip_requirements=["kd-search", "transformers", "torch"])
-    version = mlflow.register_model(info.model_uri, model_name)
-    MlflowClient(tracking_uri).set_registered_model_alias(model_name, alias, version.version)
+    import tempfile
+
+    from mlflow.exceptions import MlflowException
+
+    # Client calls only: the fluent API would set the process-wide tracking URI (and the
+    # MLFLOW_TRACKING_URI environment variable every child process inherits).
+    client = MlflowClient(tracking_uri)
+    with tempfile.TemporaryDirectory() as staging:
+        model_dir = Path(staging) / "student"
+        mlflow.pyfunc.save_model(str(model_dir), python_model=StudentClassifier(),
+                                 artifacts={"student": str(student_dir)},
+                                 pip_requirements=["kd-search", "transformers", "torch"])
+        client.log_artifacts(run_id, str(model_dir), "student")
+    try:
+        client.create_registered_model(model_name)
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    source = f"{client.get_run(run_id).info.artifact_uri}/student"
+    version = client.create_model_version(model_name, source=source, run_id=run_id)
+    client.set_registered_model_alias(model_name, alias, version.version)
     return str(version.version)

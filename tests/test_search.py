@@ -160,7 +160,11 @@ def test_driver_sigkill_and_relaunch_finishes_the_study_without_rerunning(tmp_pa
     workdir = tmp_path / "work"
     locations = Locations.resolve(None, workdir)
     command = [sys.executable, "-m", "kd_search.cli", "launch", str(study_file), "--workdir", str(workdir)]
-    driver = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # The study's locations come from --workdir alone, whatever this process's environment says.
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MLFLOW_TRACKING_URI", "KD_SEARCH_STORAGE", "KD_SEARCH_TRACKING_URI", "RAY_ADDRESS")}
+    driver = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              env=env)
 
     def one_complete_one_checkpointed():
         try:
@@ -178,7 +182,7 @@ def test_driver_sigkill_and_relaunch_finishes_the_study_without_rerunning(tmp_pa
         driver.wait()
     before = {t.number: (t.values, t.datetime_complete) for t in complete}
 
-    result = subprocess.run(command, capture_output=True, text=True, timeout=400)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=400, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     trials = load_optuna_study("tiny", locations.storage).trials
     # Exactly the asked number, all finished (a tiny random teacher can leave sigma undefined: FAIL).
@@ -190,7 +194,7 @@ def test_driver_sigkill_and_relaunch_finishes_the_study_without_rerunning(tmp_pa
     _, parents, children = mlflow_runs(locations, "tiny")
     assert len(parents) == 1 and len(children) == 4
 
-    again = subprocess.run(command, capture_output=True, text=True, timeout=400)  # nothing left to do
+    again = subprocess.run(command, capture_output=True, text=True, timeout=400, env=env)  # nothing left to do
     assert again.returncode == 0
     assert len(load_optuna_study("tiny", locations.storage).trials) == 4
 
