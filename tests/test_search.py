@@ -163,8 +163,8 @@ def test_driver_sigkill_and_relaunch_finishes_the_study_without_rerunning(tmp_pa
     # The study's locations come from --workdir alone, whatever this process's environment says.
     env = {k: v for k, v in os.environ.items()
            if k not in ("MLFLOW_TRACKING_URI", "KD_SEARCH_STORAGE", "KD_SEARCH_TRACKING_URI", "RAY_ADDRESS")}
-    driver = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              env=env)
+    log = (tmp_path / "driver.log").open("w")  # a file, not a pipe nobody reads (it would fill and block)
+    driver = subprocess.Popen(command, start_new_session=True, stdout=log, stderr=log, env=env)
 
     def one_complete_one_checkpointed():
         try:
