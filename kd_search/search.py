@@ -140,7 +140,6 @@ class StudySummary:
     trials: list[TrialRecord]
     front: list[TrialRecord] = field(default_factory=list)
     ui_url: str = ""
-    experiment_id: str = ""
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -411,7 +410,6 @@ class _Driver:
         self.metric_name = study.objectives.task_metric
         self.trials: dict[str, optuna.Trial] = {}  # Ray trial id -> Optuna trial
         self.ray_trials: dict[str, Any] = {}  # Ray trial id -> Ray's Trial (for its error file)
-        self.storage = optuna_study._storage
 
     def suggest(self, ray_trial_id: str) -> dict[str, Any]:
         if self.adopt:
@@ -651,7 +649,7 @@ def launch(study: Study, *, locations: Locations | None = None, trials: int | No
     stale = [t for t in optuna_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
     adopt, abandon = stale[:max(remaining, 0)], stale[max(remaining, 0):]
     for trial in abandon:  # the budget is met without them: close them, never leave RUNNING
-        optuna_study._storage.set_trial_user_attr(trial._trial_id, INTERRUPTED_ATTR, True)
+        optuna.Trial(optuna_study, trial._trial_id).set_user_attr(INTERRUPTED_ATTR, True)
         optuna_study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
     driver = _Driver(study, optuna_study, tracker, locations, search_distributions(study, num_mapped),
                      study.default_hyperparameters(num_mapped), adopt, target, on_event)
@@ -685,7 +683,7 @@ def launch(study: Study, *, locations: Locations | None = None, trials: int | No
         summary = driver.refresh_front()
         _log_study_results(tracker, summary, study)
         tracker.end_study(status if finished_count(optuna_study) >= target else "KILLED")
-    summary.ui_url, summary.experiment_id = tracker.front_url(), tracker.experiment_id
+    summary.ui_url = tracker.front_url()
     return summary
 
 

@@ -181,9 +181,6 @@ class StudyTracker:
         for number, run_id in self._children.items():
             self.client.set_tag(run_id, "pareto", "true" if number in front else "false")
 
-    def log_trial_artifacts(self, number: int, directory: str | Path, artifact_path: str) -> None:
-        self.client.log_artifacts(self._children[number], str(directory), artifact_path)
-
     def trial_run_id(self, number: int) -> str | None:
         return self._children.get(number)
 
