@@ -628,8 +628,9 @@ def launch(study: Study, *, locations: Locations | None = None, trials: int | No
     locations = locations or Locations.resolve(study)
     target = trials or study.search.trials
     study_dir = locations.study_dir(study.name)
-    study_dir.mkdir(parents=True, exist_ok=True)
 
+    open_storage(locations.storage)  # a bad URL fails now, not after the teacher's fine-tuning
+    study_dir.mkdir(parents=True, exist_ok=True)
     # The teacher is fine-tuned and its outputs cached once, here, before any worker starts.
     setup = prepare(study, locations.workdir, progress)
     needs_intermediate = any(s.name in ("intermediate", "joint") and s.epochs > 0 for s in study.distillation.stages) \

@@ -232,6 +232,18 @@ def test_commands_on_unknown_studies_fail_in_one_line(tmp_path, runner):
     assert not (tmp_path / "x").exists()
 
 
+def test_launch_with_a_bad_storage_url_fails_before_any_work(tmp_path, runner):
+    study_file = write_study(tmp_path, search_study(tmp_path))
+    workdir = tmp_path / "work"
+    result = runner.invoke(main, ["launch", str(study_file), "--workdir", str(workdir),
+                                  "--storage", "postgresql+nosuchdriver://kd:secret@db/optuna"])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: storage postgresql+nosuchdriver://kd:***@db/optuna")
+    assert "secret" not in result.output
+    assert not (workdir / "teachers").exists()  # nothing was prepared
+
+
 def test_sampler_choice_and_budget_scaled_startup(tmp_path):
     from kd_search.search import make_sampler, startup_trials
 
