@@ -60,13 +60,9 @@ def build_report(optuna_study: optuna.Study, summary: StudySummary, locations: L
     import matplotlib.pyplot as plt
 
     complete = [t for t in summary.trials if t.state == "COMPLETE"]
-    front = {t.number for t in summary.front}
     images: dict[str, str] = {}
     notes: dict[str, str] = {}
-    images["pareto"] = _png(figures.pareto_figure(
-        [t.metric for t in complete], [t.sigma for t in complete], [t.feasible for t in complete],
-        [i for i, t in enumerate(complete) if t.number in front], kappa, summary.metric_name,
-        labels=[str(t.number) for t in complete]))
+    images["pareto"] = _png(summary.pareto_figure(kappa))
     if len(complete) >= 2 and any(t.params for t in complete):
         images["parallel"] = _png(_parallel_coordinates(optuna_study, summary.metric_name))
         plt.close("all")
@@ -78,7 +74,7 @@ def build_report(optuna_study: optuna.Study, summary: StudySummary, locations: L
         notes["parallel"] = notes["importance"] = "Needs at least two finished trials with searched parameters."
     confidence = []
     for trial in summary.front:
-        arrays = locations.study_dir(summary.name) / "trials" / str(trial.number) / "confidence.npz"
+        arrays = locations.trial_dir(summary.name, trial.number) / "confidence.npz"
         if arrays.is_file():
             with np.load(arrays) as data:
                 confidence.append((trial.number, _png(figures.confidence_figure(

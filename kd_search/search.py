@@ -108,6 +108,14 @@ class Locations:
         """Per-study files: kept students, confidence arrays, Ray's trial directories."""
         return self.workdir / "studies" / name
 
+    def trial_dir(self, name: str, number: int) -> Path:
+        """One trial's files: ``student/`` (when kept) and ``confidence.npz``."""
+        return trial_dir(self.study_dir(name), number)
+
+
+def trial_dir(study_dir: str | Path, number: int) -> Path:
+    return Path(study_dir) / "trials" / str(number)
+
 
 @dataclass
 class TrialRecord:
@@ -146,6 +154,16 @@ class StudySummary:
         for trial in self.trials:
             out[trial.state] = out.get(trial.state, 0) + 1
         return out
+
+    def pareto_figure(self, kappa: float | None, title: str = ""):
+        """Task metric against sigma for the finished trials, the front joined (see figures)."""
+        complete = [t for t in self.trials if t.state == "COMPLETE"]
+        front = {t.number for t in self.front}
+        return figures.pareto_figure([t.metric for t in complete], [t.sigma for t in complete],
+                                     [t.feasible for t in complete],
+                                     [i for i, t in enumerate(complete) if t.number in front], kappa,
+                                     metric_name=self.metric_name, labels=[str(t.number) for t in complete],
+                                     title=title)
 
     def best_feasible(self) -> TrialRecord | None:
         """The most accurate trial that satisfies phi_cnf (sigma <= kappa)."""
@@ -351,7 +369,7 @@ def select_trial(summary: StudySummary, number: int | None = None, best: bool = 
 
 def kept_student(locations: Locations, study_name: str, number: int) -> Path:
     """The directory of a finished trial's kept student, or a one-line error saying why not."""
-    directory = locations.study_dir(study_name) / "trials" / str(number) / "student"
+    directory = locations.trial_dir(study_name, number) / "student"
     if not (directory / "config.json").is_file():
         raise SearchError(f"trial {number}'s student was not kept ({directory} is missing; the study's "
                           "search.keep_checkpoints keeps the Pareto front by default)")
@@ -384,7 +402,7 @@ def _distillation_trainable(config: dict[str, Any], *, spec: dict[str, Any], wor
     except NonFiniteLossError as error:  # deterministic: retrying it would fail the same way
         tune.report({"nonfinite": 1, "error": str(error)})
         return
-    out = Path(study_dir) / "trials" / str(number)
+    out = trial_dir(study_dir, number)
     out.mkdir(parents=True, exist_ok=True)
     np.savez(out / "confidence.npz", **result.outputs)
     card = model_card(study.name, study.teacher.model, study.task.source, result.metrics["params"], result.metrics)
@@ -494,7 +512,7 @@ class _Driver:
 
     def _trial_outputs(self, number: int, result: dict[str, Any], with_figures: bool = True):
         """Figures and the metrics measured after the last epoch, from the arrays the trial saved."""
-        arrays = self.locations.study_dir(self.study.name) / "trials" / str(number) / "confidence.npz"
+        arrays = self.locations.trial_dir(self.study.name, number) / "confidence.npz"
         pictures: dict[str, Any] = {}
         extra: dict[str, float] = {}
         if not arrays.is_file():
@@ -533,7 +551,7 @@ def apply_keep_policy(summary: StudySummary, policy: str, study_dir: Path) -> No
     keep = {t.number for t in summary.front} if policy == "pareto" else set()
     for trial in summary.trials:
         if trial.state != "RUNNING" and trial.number not in keep:
-            shutil.rmtree(study_dir / "trials" / str(trial.number) / "student", ignore_errors=True)
+            shutil.rmtree(trial_dir(study_dir, trial.number) / "student", ignore_errors=True)
 
 
 class ConstrainedOptunaSearcher(Searcher):
@@ -690,14 +708,9 @@ def launch(study: Study, *, locations: Locations | None = None, trials: int | No
 
 def _log_study_results(tracker: StudyTracker, summary: StudySummary, study: Study) -> None:
     complete = [t for t in summary.trials if t.state == "COMPLETE"]
-    front_numbers = {t.number for t in summary.front}
     kappa_setting = study.objectives.confidence.kappa
     kappa = float(kappa_setting) if kappa_setting != "bound" else None
-    figure = figures.pareto_figure([t.metric for t in complete], [t.sigma for t in complete],
-                                   [t.feasible for t in complete],
-                                   [i for i, t in enumerate(complete) if t.number in front_numbers], kappa,
-                                   metric_name=summary.metric_name, labels=[str(t.number) for t in complete],
-                                   title=f"{study.name}: {len(complete)} finished trials")
+    figure = summary.pareto_figure(kappa, title=f"{study.name}: {len(complete)} finished trials")
     table = summary_table(summary)
     best = summary.best_feasible()
     metrics = {"trials_complete": float(len(complete)), "front_size": float(len(summary.front))}
