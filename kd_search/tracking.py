@@ -9,13 +9,22 @@ relaunched study re-open its parent run and its trials' runs instead of duplicat
   ``optuna_trial_number=<n>``, ``ray_trial_id``, ``state``, ``pareto`` (``true``/``false``)
 
 In the MLflow UI the filter ``tags.pareto = "true"`` shows the study's feasible front.
+
+A tracking server that is briefly unreachable does not stop a study. MLflow's client
+retries each request (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``, with backoff); a write that
+still fails is buffered, in order, and replayed before the next one. Writes still
+undelivered when the launch ends are saved to the study's ``mlflow-backlog.pkl`` and
+replayed by the next launch of the study, so no metric is lost.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
+import pickle
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -25,12 +34,17 @@ import mlflow.pyfunc
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException, RestException
+
+from kd_search.urls import display_url
+
+logger = logging.getLogger("kd_search")
 
 FRONT_FILTER = 'tags.pareto = "true"'
 
 
 class TrackingError(RuntimeError):
-    """The study's MLflow runs cannot be found; the message is one line."""
+    """The study's MLflow runs cannot be found or reached; the message is one line."""
 
 # MLflow rejects param values longer than this; study parameters are short numbers.
 _PARAM_LIMIT = 6000
@@ -44,6 +58,68 @@ def default_tracking_uri(workdir: str | Path) -> str:
         'sqlite:////tmp/runs/mlflow.db'
     """
     return f"sqlite:///{Path(workdir).resolve() / 'mlflow.db'}"
+
+
+def check_tracking_uri(tracking_uri: str, timeout: float = 10.0) -> None:
+    """Fail now, in one line, if the tracking server or database cannot be reached.
+
+    MLflow's own client would retry a dead server for minutes (and a dead database for
+    nearly an hour) before the first trial; a study should not start that way.
+
+    Example:
+        >>> check_tracking_uri("http://127.0.0.1:9", timeout=1)
+        Traceback (most recent call last):
+        kd_search.tracking.TrackingError: MLflow tracking server http://127.0.0.1:9: unreachable (...)
+    """
+    if tracking_uri.startswith(("http://", "https://")):
+        import requests
+
+        try:
+            requests.get(f"{tracking_uri.rstrip('/')}/health", timeout=timeout).raise_for_status()
+        except requests.RequestException as error:
+            reason = type(error).__name__ if not str(error) else str(error).splitlines()[0][:200]
+            raise TrackingError(f"MLflow tracking server {display_url(tracking_uri)}: unreachable ({reason})") from None
+    elif not tracking_uri.startswith(("sqlite", "file:", "/", "databricks")) and "://" in tracking_uri:
+        import sqlalchemy
+
+        connect_args = {"connect_timeout": int(timeout)} if tracking_uri.startswith("postgresql") else {}
+        try:
+            with sqlalchemy.create_engine(tracking_uri, connect_args=connect_args).connect():
+                pass
+        except Exception as error:  # any driver's error: the user needs the URL and the reason
+            cause = error.__cause__ or error
+            reason = next((line.strip() for line in str(cause).splitlines() if line.strip()), type(cause).__name__)
+            raise TrackingError(f"MLflow backend {display_url(tracking_uri)}: cannot connect ({reason})") from None
+
+
+def is_unreachable(error: BaseException) -> bool:
+    """Whether an MLflow error means the server or its database is (briefly) out of reach.
+
+    MLflow has already retried such a request; anything else (a bad request, a bug) is
+    raised, never buffered.
+
+    Example:
+        >>> is_unreachable(MlflowException("API request to http://mlflow/api failed with exception ..."))
+        True
+        >>> is_unreachable(MlflowException("Invalid metric name"))
+        False
+    """
+    if isinstance(error, RestException):
+        return error.get_http_status_code() in (408, 429, 500, 502, 503, 504)
+    if isinstance(error, MlflowException):
+        return error.error_code == "TEMPORARILY_UNAVAILABLE" or str(error.message).startswith("API request to")
+    return False
+
+
+def _buffered(write: Callable) -> Callable:
+    """Run ``write`` after every write buffered before it; buffer it while MLflow is unreachable."""
+
+    @functools.wraps(write)
+    def buffered(self: StudyTracker, *args: Any, **kwargs: Any) -> None:
+        self.backlog.append((write.__name__, args, kwargs))
+        self.flush()
+
+    return buffered
 
 
 def numeric_metrics(metrics: dict[str, Any]) -> dict[str, float]:
@@ -71,16 +147,24 @@ class StudyTracker:
     """
 
     def __init__(self, tracking_uri: str, experiment: str, study_name: str, artifact_root: str | Path | None = None,
-                 create: bool = True):
+                 create: bool = True, backlog_file: str | Path | None = None,
+                 notify: Callable[[str], None] | None = None):
         self.client = MlflowClient(tracking_uri)
         self.tracking_uri = tracking_uri
         self.study_name = study_name
+        # Writes not yet delivered: (method name, args, kwargs), oldest first.
+        self.backlog: list[tuple[str, tuple, dict]] = []
+        self.backlog_file = Path(backlog_file) if backlog_file is not None else None
+        self.notify = notify or logger.warning
+        self._unreachable_since: float | None = None
         found = self.client.get_experiment_by_name(experiment)
         if found is None and not create:
             raise TrackingError(f"{tracking_uri}: no MLflow experiment {experiment!r} (was study {study_name!r} "
                                 "launched with this tracking URI?)")
         if found is None:
-            location = Path(artifact_root).resolve().as_uri() if artifact_root is not None else None
+            # A tracking server keeps artifacts in its own store; a local database beside the work dir.
+            local = not tracking_uri.startswith(("http://", "https://"))
+            location = Path(artifact_root).resolve().as_uri() if artifact_root is not None and local else None
             self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
         else:
             self.experiment_id = found.experiment_id
@@ -88,6 +172,55 @@ class StudyTracker:
         self._children: dict[int, str] = {
             int(run.data.tags["optuna_trial_number"]): run.info.run_id for run in self._child_runs()
         }
+        if self.backlog_file is not None and self.backlog_file.is_file():
+            self.backlog = pickle.loads(self.backlog_file.read_bytes())
+            self.notify(f"replaying {len(self.backlog)} MLflow writes a past launch could not deliver")
+            if self.flush():
+                self.backlog_file.unlink()
+
+    # --- delivery: MLflow's retries, then a buffer replayed in order ---
+
+    def flush(self) -> bool:
+        """Deliver the buffered writes in order; False (and they stay buffered) while unreachable."""
+        while self.backlog:
+            name, args, kwargs = self.backlog[0]
+            try:
+                getattr(type(self), name).__wrapped__(self, *args, **kwargs)
+            except Exception as error:
+                if not is_unreachable(error):
+                    self.backlog.pop(0)
+                    raise
+                if self._unreachable_since is None:
+                    self._unreachable_since = time.monotonic()
+                    reason = str(getattr(error, "message", error)).splitlines()[0][:160]
+                    self.notify(f"MLflow at {display_url(self.tracking_uri)} unreachable ({reason}); "
+                                "buffering its writes, the study goes on")
+                return False
+            self.backlog.pop(0)
+        if self._unreachable_since is not None:
+            self.notify(f"MLflow at {display_url(self.tracking_uri)} reachable again after "
+                        f"{time.monotonic() - self._unreachable_since:.0f} s; buffered writes delivered")
+            self._unreachable_since = None
+        return True
+
+    def close(self, grace_seconds: float = 60.0) -> int:
+        """Deliver what is buffered, waiting up to ``grace_seconds``; save the rest for the
+        next launch (``backlog_file``). Returns how many writes were saved."""
+        deadline = time.monotonic() + grace_seconds
+        while not self.flush() and time.monotonic() < deadline:
+            time.sleep(min(5.0, max(0.0, deadline - time.monotonic())))
+        if not self.backlog:
+            return 0
+        if self.backlog_file is None:
+            raise TrackingError(f"MLflow at {display_url(self.tracking_uri)} unreachable: "
+                                f"{len(self.backlog)} writes not delivered")
+        self.backlog_file.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.backlog_file.with_suffix(".tmp")
+        partial.write_bytes(pickle.dumps(self.backlog))
+        partial.replace(self.backlog_file)
+        self.notify(f"MLflow at {display_url(self.tracking_uri)} still unreachable: {len(self.backlog)} writes "
+                    f"saved to {self.backlog_file}; the next launch of the study delivers them")
+        return len(self.backlog)
 
     def _find_or_create_parent(self, create: bool) -> str:
         runs = self.client.search_runs(
@@ -110,6 +243,7 @@ class StudyTracker:
 
     # --- the study (parent run) ---
 
+    @_buffered
     def start_study(self, description: str, spec: dict[str, Any], settings: dict[str, Any]) -> None:
         """Mark the parent run running; record the study file and its settings (idempotent)."""
         self.client.update_run(self.parent_id, status="RUNNING")
@@ -120,6 +254,7 @@ class StudyTracker:
             self.client.log_batch(self.parent_id, params=[Param(k, v) for k, v in new.items()])
         self.client.log_dict(self.parent_id, spec, "study.json")
 
+    @_buffered
     def log_study_results(self, figures: dict[str, Any], summary: pd.DataFrame, metrics: dict[str, float]) -> None:
         """Pareto-front figure(s), the study summary table and headline metrics on the parent."""
         for name, figure in figures.items():
@@ -129,16 +264,22 @@ class StudyTracker:
             self.client.log_text(self.parent_id, summary.to_csv(index=False), "study_summary.csv")
         self._log_metrics(self.parent_id, metrics, step=0)
 
+    @_buffered
     def log_study_artifact(self, path: str | Path) -> None:
         self.client.log_artifact(self.parent_id, str(path))
 
+    @_buffered
     def end_study(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.parent_id, status=status)
 
     # --- the trials (nested runs) ---
 
-    def start_trial(self, number: int, params: dict[str, float], ray_trial_id: str) -> str:
+    @_buffered
+    def start_trial(self, number: int, params: dict[str, float], ray_trial_id: str) -> None:
         """Open (or re-open, for a resumed trial) the trial's nested run and log its parameters."""
+        self._open_trial_run(number, params, ray_trial_id)
+
+    def _open_trial_run(self, number: int, params: dict[str, float], ray_trial_id: str) -> str:
         run_id = self._children.get(number)
         if run_id is None:
             run = self.client.create_run(self.experiment_id, run_name=f"trial-{number:03d}", tags={
@@ -154,17 +295,19 @@ class StudyTracker:
         self.client.log_batch(run_id, params=new_params, tags=tags)
         return run_id
 
+    @_buffered
     def log_epoch(self, number: int, metrics: dict[str, Any], step: int) -> None:
         """Per-epoch metrics of a running trial, with the epoch as the step."""
         self._log_metrics(self._children[number], numeric_metrics(metrics), step)
 
+    @_buffered
     def finish_trial(self, number: int, state: str, metrics: dict[str, Any], figures: dict[str, Any] | None = None,
                      error: str | None = None) -> None:
         """Metrics measured after the last epoch, the state tag and figures (artifact name ->
         figure); the run ends FINISHED, KILLED or FAILED."""
         run_id = self._children.get(number)
         if run_id is None:  # a trial that never started (stopped while pending)
-            run_id = self.start_trial(number, {}, ray_trial_id="")
+            run_id = self._open_trial_run(number, {}, ray_trial_id="")
         self._log_metrics(run_id, numeric_metrics(metrics), int(metrics.get("epoch", 0)))
         tags = [RunTag("state", state)]
         if error:
@@ -175,6 +318,7 @@ class StudyTracker:
         status = {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}.get(state, "FAILED")
         self.client.set_terminated(run_id, status=status)
 
+    @_buffered
     def mark_front(self, front: Iterable[int]) -> None:
         """Keep ``pareto`` tags current: true on front members, false on every other trial."""
         front = set(front)

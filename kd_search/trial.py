@@ -412,7 +412,9 @@ def run_trial(study: Study, params: dict[str, float] | None = None, report: Repo
     if not metrics:  # resumed from a checkpoint taken after the last epoch: measure it
         metrics, outputs = _evaluate(setup, student, params, teacher_train, teacher_eval)
         metrics |= {"epoch": global_epoch, "total_epochs": total_epochs, "stage": stages[-1] if stages else "",
-                    "resumed_from_epoch": resumed_from_epoch}
+                    "train_seconds": train_seconds, "resumed_from_epoch": resumed_from_epoch}
+        if report is not None:  # the search waits for this result (its driver died before reading it)
+            report(dict(metrics), None)
     if needs_intermediate:  # the teacher's mapped layers are at hand: compare the structures
         outputs["cka_matrix"] = _layer_similarity(setup, student, teacher)
         metrics["cka_diagonal"] = analysis.cka_diagonal(outputs["cka_matrix"])

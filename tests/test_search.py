@@ -12,14 +12,13 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import optuna
 import pytest
 from mlflow import MlflowClient
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
-from tiny import tiny_study, write_study
+from tiny import search_study, write_study
 
 from kd_search import pareto
 from kd_search.cli import main
@@ -42,16 +41,6 @@ def ray_cluster():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
-
-
-def search_study(root: Path, trials: int = 4, prediction_epochs: int = 1, **search) -> dict:
-    study = tiny_study(root)
-    study["distillation"]["stages"][1]["epochs"] = prediction_epochs
-    study["search"] = {"trials": trials, "concurrency": 2, "space": {
-        "alpha": {"low": 0.0, "high": 0.5}, "beta": {"low": 0.1, "high": 10.0, "log": True},
-        "gamma": {"low": 0.1, "high": 10.0, "log": True}, "temperature": {"low": 1.0, "high": 4.0},
-        "layer_weight": {"low": 0.25, "high": 2.0}}, **search}
-    return study
 
 
 def mlflow_runs(locations: Locations, name: str):

@@ -74,6 +74,17 @@ def tiny_study(root: Path, **overrides) -> dict:
     return study
 
 
+def search_study(root: Path, trials: int = 4, prediction_epochs: int = 1, **search) -> dict:
+    """A tiny study searching the TinyBERT weights, two trials at a time."""
+    study = tiny_study(root)
+    study["distillation"]["stages"][1]["epochs"] = prediction_epochs
+    study["search"] = {"trials": trials, "concurrency": 2, "space": {
+        "alpha": {"low": 0.0, "high": 0.5}, "beta": {"low": 0.1, "high": 10.0, "log": True},
+        "gamma": {"low": 0.1, "high": 10.0, "log": True}, "temperature": {"low": 1.0, "high": 4.0},
+        "layer_weight": {"low": 0.25, "high": 2.0}}, **search}
+    return study
+
+
 def write_study(root: Path, study: dict) -> Path:
     path = root / "study.yaml"
     path.write_text(yaml.safe_dump(study))

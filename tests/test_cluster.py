@@ -1,0 +1,154 @@
+"""Cluster mode on real servers on loopback: PostgreSQL for Optuna and MLflow, an MLflow
+tracking server process, and a Ray cluster of two nodes started with ``ray start``.
+
+Each server is stopped mid-study once, the way it happens on a cluster, and the study
+must end with every trial finished and nothing already stored lost.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import optuna
+import pytest
+from click.testing import CliRunner
+from mlflow import MlflowClient
+from servers import PG_PASSWORD, mlflow_server, postgres_server, ray_cluster
+from tiny import search_study, write_study
+
+from kd_search.cli import main
+from kd_search.search import CONSTRAINT, Locations, SearchError, launch, load_optuna_study
+from kd_search.spec import parse_study
+
+
+@pytest.fixture
+def local_ray():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def study_runs(tracking_uri: str, name: str):
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name("kd-search")
+    runs = client.search_runs([experiment.experiment_id], f"tags.kd_search_study = '{name}'", max_results=100)
+    return client, [r for r in runs if r.data.tags["kd_search_role"] == "study"], \
+        [r for r in runs if r.data.tags["kd_search_role"] == "trial"]
+
+
+def test_study_on_postgresql_survives_a_server_stop(tmp_path, local_ray, monkeypatch):
+    with postgres_server() as pg:
+        pg.create_database("optuna")
+        pg.create_database("mlflow")
+        # The password comes from the environment, as on a cluster; the URLs carry none.
+        monkeypatch.setenv("PGPASSWORD", PG_PASSWORD)
+        locations = Locations.resolve(workdir=tmp_path / "work", storage=pg.url("optuna", password=False),
+                                      tracking_uri=pg.url("mlflow", password=False))
+        study = parse_study(search_study(tmp_path, trials=4))
+        events: list[str] = []
+
+        def stop_after_first_trial(message: str, finished: int | None, target: int) -> None:
+            events.append(message)
+            if finished == 1 and not stopped.is_set():
+                stopped.set()
+                pg.stop()
+
+        stopped = threading.Event()
+        with pytest.raises(SearchError) as lost:
+            launch(study, locations=locations, on_event=stop_after_first_trial)
+        message = str(lost.value)
+        assert "\n" not in message and PG_PASSWORD not in message
+        assert "relaunch" in message
+
+        pg.start()
+        before = {t.number: t for t in load_optuna_study("tiny", locations.storage).trials if t.state.is_finished()}
+        assert len(before) >= 1
+        summary = launch(study, locations=locations)
+        assert summary.counts() == {"COMPLETE": 4}, [t.attrs.get("failure") for t in summary.trials]
+        stored = load_optuna_study("tiny", locations.storage)
+        assert stored.directions == [optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE]
+        assert all(t.constraints[CONSTRAINT] == pytest.approx(t.values[1] - t.user_attrs["kappa"])
+                   for t in stored.trials)
+        for number, first in before.items():  # nothing stored before the stop changed
+            again = stored.trials[number]
+            assert (again.state, again.values, again.datetime_complete) == (first.state, first.values,
+                                                                           first.datetime_complete)
+
+        _, parents, children = study_runs(locations.tracking_uri, "tiny")
+        assert len(parents) == 1 and len(children) == 4
+        for run in [*parents, *children]:
+            assert not any(PG_PASSWORD in str(v) for v in [*run.data.params.values(), *run.data.tags.values()])
+
+        # A stopped server: every command fails in one line, before any work, password masked.
+        pg.stop()
+        monkeypatch.delenv("PGPASSWORD")
+        study_file = write_study(tmp_path, search_study(tmp_path))
+        urls = ["--storage", pg.url("optuna"), "--tracking-uri", pg.url("mlflow"), "--workdir", str(tmp_path / "w2")]
+        for command in (["launch", str(study_file)], ["status"], ["pareto", "tiny"]):
+            result = CliRunner().invoke(main, [*command, *urls])
+            assert result.exit_code == 2, result.output
+            assert result.output.startswith("error: storage postgresql+psycopg://kd:***@127.0.0.1")
+            assert result.output.count("\n") == 1 and PG_PASSWORD not in result.output
+        assert not (tmp_path / "w2" / "teachers").exists()
+
+
+def test_study_logs_through_an_mlflow_server_that_goes_away(tmp_path, local_ray, monkeypatch):
+    # MLflow's own retries, shortened so the outage reaches kd-search's buffer quickly.
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")
+    with mlflow_server(tmp_path / "mlflow") as server:
+        locations = Locations.resolve(workdir=tmp_path / "work", tracking_uri=server.url)
+        study = parse_study(search_study(tmp_path, trials=3, prediction_epochs=2))
+        events: list[str] = []
+        stopped = threading.Event()
+
+        def stop_at_first_start(message: str, finished: int | None, target: int) -> None:
+            events.append(message)
+            if "started" in message and not stopped.is_set():
+                stopped.set()
+                server.stop()
+                threading.Timer(3.0, server.start).start()  # back while the study runs on
+
+        summary = launch(study, locations=locations, on_event=stop_at_first_start)
+        assert summary.counts() == {"COMPLETE": 3} and summary.tracking_backlog == 0
+        assert any("unreachable" in e and "the study goes on" in e for e in events)
+        assert any("reachable again" in e for e in events)
+
+        client, parents, children = study_runs(server.url, "tiny")
+        assert len(parents) == 1 and len(children) == 3
+        for run in children:  # every epoch's metrics, the figures, the final state
+            assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [1, 2, 3]
+            assert {"confidence.png", "layer_cka.png"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+            assert run.info.status == "FINISHED" and run.data.tags["state"] == "COMPLETE"
+            assert run.info.artifact_uri.startswith("mlflow-artifacts:")
+        assert "pareto_front.png" in {a.path for a in client.list_artifacts(parents[0].info.run_id)}
+        assert list((tmp_path / "mlflow" / "artifacts").rglob("confidence.png"))  # in the server's store
+
+
+def test_undelivered_mlflow_writes_are_saved_and_replayed(tmp_path, monkeypatch):
+    from kd_search.tracking import StudyTracker, TrackingError, check_tracking_uri
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    backlog = tmp_path / "mlflow-backlog.pkl"
+    with mlflow_server(tmp_path / "mlflow") as server:
+        tracker = StudyTracker(server.url, "kd-search", "offline", backlog_file=backlog, notify=lambda m: None)
+        tracker.start_trial(0, {"alpha": 0.1}, ray_trial_id="r0")
+        server.stop()
+        with pytest.raises(TrackingError, match="unreachable"):
+            check_tracking_uri(server.url, timeout=2)
+        for epoch in (1, 2):
+            tracker.log_epoch(0, {"sigma": 0.1 / epoch}, step=epoch)
+        tracker.finish_trial(0, "COMPLETE", {"accuracy": 0.8})
+        assert len(tracker.backlog) == 3
+        assert tracker.close(grace_seconds=0) == 3 and backlog.is_file()
+
+        server.start()
+        replayed = StudyTracker(server.url, "kd-search", "offline", backlog_file=backlog, notify=lambda m: None)
+        assert not backlog.exists() and not replayed.backlog
+        run_id = replayed.trial_run_id(0)
+        history = replayed.client.get_metric_history(run_id, "sigma")
+        assert [(m.step, m.value) for m in history] == [(1, 0.1), (2, 0.05)]
+        run = replayed.client.get_run(run_id)
+        assert run.info.status == "FINISHED" and run.data.metrics["accuracy"] == 0.8
