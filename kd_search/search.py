@@ -32,6 +32,7 @@ import os
 import shutil
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,7 @@ from ray.tune.search import Searcher
 
 from kd_search import analysis, figures, pareto
 from kd_search.spec import ParameterRange, Study, expand_search_space, parse_study
+from kd_search.telemetry import StudyGauges, TrialGauges
 from kd_search.tracking import StudyTracker, check_tracking_uri, default_tracking_uri
 from kd_search.urls import display_url
 
@@ -66,10 +68,12 @@ INTERRUPTED_ATTR = "kd_search_interrupted"
 RELAUNCH_MUTABLE = {("search", "trials"), ("search", "concurrency"), ("search", "max_failures"),
                     ("search", "resources"), ("search", "scheduler"), ("tracking",), ("description",),
                     ("device",)}
+# Node ids are shown by this many leading hex characters, as `ray status` does.
+NODE_ID_CHARS = 8
 # Keys Ray adds to every result; the trial's own metrics are the rest.
 RAY_RESULT_KEYS = {"done", "pid", "timestamp", "training_iteration", "time_this_iter_s", "time_total_s",
                    "time_since_restore", "iterations_since_restore", "should_checkpoint", "date", "hostname",
-                   "node_ip", "trial_id", "experiment_tag", "checkpoint_dir_name"}
+                   "node_ip", "trial_id", "experiment_tag", "checkpoint_dir_name", "node_id"}
 RECORDED_METRICS = ("accuracy", "teacher_accuracy", "sigma", "mean_delta", "n_both", "kappa", "phi_cnf",
                     "sigma_train", "sigma_eval", "ece", "ece_teacher", "classwise_ece", "agreement",
                     "agreement_train", "train_seconds", "epoch", "resumed_from_epoch")
@@ -392,7 +396,30 @@ def kept_student(locations: Locations, study_name: str, number: int) -> Path:
 
 # --- the Ray side: one trial in a worker ------------------------------------------
 
-def _distillation_trainable(config: dict[str, Any], *, spec: dict[str, Any], workdir: str, study_dir: str) -> None:
+def trial_dirname(ray_trial_id: str) -> str:
+    """The name of a Ray trial's directory (its checkpoints) under the run's storage path."""
+    return f"trial-{ray_trial_id}"
+
+
+def _resume_point(config: dict[str, Any], ray_trial_dir: Path) -> str | None:
+    """The checkpoint a trial continues from, or None to start it over.
+
+    Ray hands back the last checkpoint when it retries a trial whose worker crashed, but
+    starts a trial whose *node* died from scratch; its checkpoints are still in the shared
+    trial directory. A trial adopted from a killed driver brings its own (``resume_from``).
+    """
+    ray_checkpoint = tune.get_checkpoint()
+    if ray_checkpoint is not None:
+        return ray_checkpoint.path
+    complete = sorted(p.parent for p in ray_trial_dir.glob("checkpoint_*/position.json"))  # written last
+    if complete:
+        return str(complete[-1])
+    resume = config.get("resume_from")
+    return resume if resume is not None and Path(resume).is_dir() else None  # gone (cleanup): start over
+
+
+def _distillation_trainable(config: dict[str, Any], *, spec: dict[str, Any], workdir: str, study_dir: str,
+                            run_dir: str) -> None:
     """Ray Tune function trainable: one ``run_trial``, reporting each epoch with a checkpoint."""
     import torch
 
@@ -403,14 +430,19 @@ def _distillation_trainable(config: dict[str, Any], *, spec: dict[str, Any], wor
     torch.set_num_threads(max(1, int(study.search.resources.cpu or 1)))
     number = config["number"]
 
-    def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
-        checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-        tune.report(_reportable(metrics), checkpoint=checkpoint)
+    import ray
 
-    ray_checkpoint = tune.get_checkpoint()  # set when Ray retries this trial after a crash
-    resume = ray_checkpoint.path if ray_checkpoint is not None else config.get("resume_from")
-    if resume is not None and not Path(resume).is_dir():
-        resume = None  # a checkpoint that is gone (policy, cleanup): start the trial over
+    # On a cluster the node's IP need not tell nodes apart (several per host); its id does.
+    node_id = ray.get_runtime_context().get_node_id()
+
+    gauges = TrialGauges(study.name, number)
+
+    def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
+        gauges.record(int(metrics["epoch"]))
+        checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        tune.report(_reportable(metrics) | {"node_id": node_id}, checkpoint=checkpoint)
+
+    resume = _resume_point(config, Path(run_dir) / trial_dirname(tune.get_context().get_trial_id()))
     try:
         result = run_trial(study, config["params"], report, workdir=workdir, resume_from=resume)
     except NonFiniteLossError as error:  # deterministic: retrying it would fail the same way
@@ -442,6 +474,8 @@ class _Driver:
         self.metric_name = study.objectives.task_metric
         self.trials: dict[str, optuna.Trial] = {}  # Ray trial id -> Optuna trial
         self.ray_trials: dict[str, Any] = {}  # Ray trial id -> Ray's Trial (for its error file)
+        self.nodes: dict[int, list[str]] = {}  # trial number -> the Ray nodes it ran on, in order
+        self.gauges: StudyGauges | None = None  # Prometheus, once Ray is up
 
     def suggest(self, ray_trial_id: str) -> dict[str, Any]:
         if self.adopt:
@@ -463,9 +497,15 @@ class _Driver:
         if trial is None or "epoch" not in result:
             return
         trial.set_user_attr("epoch", int(result["epoch"]))
+        node = str(result.get("node_id", ""))[:NODE_ID_CHARS]
+        if trial.number not in self.nodes:  # an adopted trial already ran somewhere
+            self.nodes[trial.number] = list(trial.user_attrs.get("nodes", []))
+        if node and node not in self.nodes[trial.number]:  # a retried trial may move to another node
+            self.nodes[trial.number].append(node)
+            trial.set_user_attr("nodes", self.nodes[trial.number])
         metrics = {k: v for k, v in result.items() if k not in RAY_RESULT_KEYS and not k.startswith("config/")}
         self.tracker.log_epoch(trial.number, metrics, step=int(result["epoch"]))
-        self._show(f"trial {trial.number} epoch {result['epoch']}/{result.get('total_epochs')}: "
+        self._show(f"trial {trial.number} epoch {result['epoch']}/{result.get('total_epochs')} on node {node}: "
                    f"{self.metric_name} {result.get(self.metric_name, float('nan')):.3f}, "
                    f"sigma {result.get('sigma', float('nan')):.4f}")
 
@@ -554,6 +594,9 @@ class _Driver:
         return finished_count(self.optuna_study)
 
     def _show(self, message: str) -> None:
+        counts = Counter(t.state.name for t in self.optuna_study.get_trials(deepcopy=False))
+        if self.gauges is not None:
+            self.gauges.set_counts(counts)
         if self.progress:
             self.progress(message, self.finished(), self.target)
 
@@ -711,6 +754,7 @@ def launch(study: Study, *, locations: Locations | None = None, trials: int | No
     try:
         if remaining > 0:
             _init_ray(ray_address, num_cpus)
+            driver.gauges = StudyGauges(study.name)
             _run_tuner(study, driver, locations, remaining, scheduler)
     except KeyboardInterrupt:
         _close_launch(driver, tracker, study, "KILLED")
@@ -733,19 +777,22 @@ def launch(study: Study, *, locations: Locations | None = None, trials: int | No
 def _run_tuner(study: Study, driver: _Driver, locations: Locations, remaining: int, scheduler: Any) -> None:
     """One Ray Tune run of ``remaining`` trials; the driver answers the searcher's calls."""
     study_dir = locations.study_dir(study.name)
+    # Every node reads and writes these paths: on a cluster the work dir is a shared directory.
+    storage_path, run_name = study_dir / "ray", f"{study.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     resources = {"cpu": study.search.resources.cpu, "gpu": study.search.resources.gpu}
     trainable = tune.with_resources(
         tune.with_parameters(_distillation_trainable, spec=study.model_dump(mode="json"),
-                             workdir=str(locations.workdir), study_dir=str(study_dir)),
+                             workdir=str(locations.workdir), study_dir=str(study_dir),
+                             run_dir=str(storage_path / run_name)),
         resources)
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(search_alg=ConstrainedOptunaSearcher(driver),
                                     scheduler=scheduler or _scheduler(study),
                                     num_samples=remaining, max_concurrent_trials=study.search.concurrency,
-                                    trial_dirname_creator=lambda trial: f"trial-{trial.trial_id}"),
+                                    trial_dirname_creator=lambda trial: trial_dirname(trial.trial_id)),
         run_config=tune.RunConfig(
-            name=f"{study.name}-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=str(study_dir / "ray"),
+            name=run_name, storage_path=str(storage_path),
             failure_config=tune.FailureConfig(max_failures=study.search.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             callbacks=[TrialEvents(driver)], verbose=0),

@@ -164,24 +164,39 @@ class RayCluster:
     address: str
     env: dict[str, str]
     worker_ports: list[int]
+    metrics_port: int
+
+    def metrics(self) -> str:
+        """The head node's Prometheus page (what the compose stack's Prometheus scrapes)."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
+                return response.read().decode()
+        except OSError:
+            return ""
 
     def add_worker(self, num_cpus: int) -> int:
         """Start one more node; returns its node-manager port (which names its raylet)."""
         port = free_port()
-        subprocess.run([str(BIN / "ray"), "start", f"--address={self.address}", f"--num-cpus={num_cpus}",
+        subprocess.run([str(BIN / "ray"), "start", f"--address={self.address}", "--node-ip-address=127.0.0.1",
+                        f"--num-cpus={num_cpus}",
                         f"--node-manager-port={port}", "--disable-usage-stats"],
                        check=True, capture_output=True, env=self.env, timeout=120)
         self.worker_ports.append(port)
         return port
 
     def kill_worker(self, port: int) -> None:
-        """SIGKILL the raylet of the node started with this node-manager port (and its workers)."""
+        """Lose the node started with this node-manager port, as when its machine dies: SIGKILL
+        its raylet and every worker process it started, at once."""
         out = subprocess.run(["pgrep", "-f", f"raylet.*--node_manager_port={port}"], capture_output=True, text=True)
-        pids = [int(p) for p in out.stdout.split()]
-        if not pids:
+        raylets = [int(p) for p in out.stdout.split()]
+        if not raylets:
             raise RuntimeError(f"no raylet with node-manager port {port}")
-        for pid in pids:
-            os.kill(pid, signal.SIGKILL)
+        children = subprocess.run(["pgrep", "-P", ",".join(map(str, raylets))], capture_output=True, text=True)
+        for pid in [*raylets, *(int(p) for p in children.stdout.split())]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 @contextmanager
@@ -189,13 +204,18 @@ def ray_cluster(root: Path, head_cpus: int = 1) -> Iterator[RayCluster]:
     """A Ray head on 127.0.0.1 (no dashboard) started by ``ray start --head``."""
     if not (BIN / "ray").exists():
         pytest.skip("the ray command is not installed in this environment")
-    port = free_port()
-    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+    port, metrics_port = free_port(), free_port()
+    # Loopback only, so no token authentication (the docker stack uses a token). Every process
+    # of this cluster, drivers included, gets this environment: a ray.init() earlier in the
+    # test process sets RAY_AUTH_MODE=token in os.environ, which would lock them out. A lost node is declared dead after about 3 s instead of 15 s or more.
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled",
+               RAY_health_check_period_ms="1000", RAY_health_check_failure_threshold="3")
     env.pop("RAY_ADDRESS", None)
     subprocess.run([str(BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
-                    f"--num-cpus={head_cpus}", "--include-dashboard=false", "--disable-usage-stats"],
+                    f"--num-cpus={head_cpus}", "--include-dashboard=false", f"--metrics-export-port={metrics_port}",
+                    "--disable-usage-stats"],
                    check=True, capture_output=True, env=env, timeout=120)
-    cluster = RayCluster(f"127.0.0.1:{port}", env, [])
+    cluster = RayCluster(f"127.0.0.1:{port}", env, [], metrics_port)
     try:
         yield cluster
     finally:

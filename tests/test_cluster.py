@@ -7,14 +7,19 @@ must end with every trial finished and nothing already stored lost.
 
 from __future__ import annotations
 
+import json
+import re
+import subprocess
+import sys
 import threading
+import time
 
 import optuna
 import pytest
 from click.testing import CliRunner
 from mlflow import MlflowClient
-from servers import PG_PASSWORD, mlflow_server, postgres_server, ray_cluster
-from tiny import search_study, write_study
+from servers import BIN, PG_PASSWORD, mlflow_server, postgres_server, ray_cluster
+from tiny import search_study, tiny_task_files, write_study
 
 from kd_search.cli import main
 from kd_search.search import CONSTRAINT, Locations, SearchError, launch, load_optuna_study
@@ -152,3 +157,64 @@ def test_undelivered_mlflow_writes_are_saved_and_replayed(tmp_path, monkeypatch)
         assert [(m.step, m.value) for m in history] == [(1, 0.1), (2, 0.05)]
         run = replayed.client.get_run(run_id)
         assert run.info.status == "FINISHED" and run.data.metrics["accuracy"] == 0.8
+
+
+def node_ids(address: str, env: dict[str, str]) -> dict[int, str]:
+    """Node-manager port -> short node id, asked by a short-lived driver of its own."""
+    code = ("import json, sys, ray; ray.init(address=sys.argv[1], logging_level='ERROR'); "
+            "print(json.dumps({n['NodeManagerPort']: n['NodeID'][:8] for n in ray.nodes() if n['Alive']}))")
+    out = subprocess.run([sys.executable, "-c", code, address], capture_output=True, text=True, timeout=120, env=env)
+    return {int(port): node for port, node in json.loads(out.stdout.strip().splitlines()[-1]).items()}
+
+
+def test_two_node_ray_cluster_loses_a_node_mid_study(tmp_path):
+    with ray_cluster(tmp_path) as cluster:
+        worker_port = cluster.add_worker(num_cpus=1)
+        worker = node_ids(cluster.address, cluster.env)[worker_port]
+        # Long enough epochs (1,500 sentences) that the kill lands mid-trial.
+        raw = search_study(tmp_path, trials=4, prediction_epochs=3)
+        tiny_task_files(tmp_path, train_rows=1500)
+        storage = f"sqlite:///{tmp_path / 'work' / 'optuna.db'}"
+        # The driver is `kd-search launch --ray-address`, the command `ray job submit` runs.
+        log = open(tmp_path / "driver.log", "w")
+        driver = subprocess.Popen([str(BIN / "kd-search"), "launch", str(write_study(tmp_path, raw)), "--ray-address",
+                                   cluster.address, "--workdir", str(tmp_path / "work")], stdout=log,
+                                  stderr=subprocess.STDOUT, env=cluster.env)
+        killed, exported = None, ""
+        try:
+            while driver.poll() is None:
+                time.sleep(0.5)
+                page = cluster.metrics()
+                if "ray_kd_search_trials{" in page and "ray_kd_search_trial_epoch{" in page:
+                    exported = page  # while the driver runs: it exports the study's counts
+                if killed is None and (tmp_path / "work" / "optuna.db").exists():
+                    running = [t for t in optuna_trials(storage) if t.state == optuna.trial.TrialState.RUNNING]
+                    on_worker = [t for t in running if t.user_attrs.get("nodes", [None])[-1] == worker
+                                 and t.user_attrs.get("epoch", 0) >= 1]
+                    if on_worker:  # mid-trial, on the second node: lose the node
+                        killed = on_worker[0].number
+                        cluster.kill_worker(worker_port)
+        finally:
+            if driver.poll() is None:
+                driver.kill()
+            log.close()
+    output = (tmp_path / "driver.log").read_text()
+    assert driver.returncode == 0, output[-3000:]
+    assert killed is not None, "no trial ran on the second node"
+    trials = {t.number: t for t in optuna_trials(storage)}
+    assert [t.state.name for t in trials.values()] == ["COMPLETE"] * 4, output[-3000:]
+    assert len({node for t in trials.values() for node in t.user_attrs["nodes"]}) == 2
+    moved = trials[killed]
+    # It ran on the lost node, then went on from its last checkpoint on the head node.
+    assert moved.user_attrs["nodes"][0] == worker and len(moved.user_attrs["nodes"]) == 2, moved.user_attrs
+    assert moved.user_attrs["resumed_from_epoch"] >= 1, moved.user_attrs
+    # The study's own Prometheus metrics, as the compose stack's Prometheus scrapes them.
+    assert re.search(r'ray_kd_search_trials\{[^}]*study="tiny"', exported)
+    assert re.search(r'ray_kd_search_trial_epoch\{[^}]*study="tiny"[^}]*trial="\d+"', exported)
+
+
+def optuna_trials(storage: str) -> list:
+    try:
+        return optuna.load_study(study_name="tiny", storage=storage).get_trials(deepcopy=False)
+    except KeyError:  # not created yet
+        return []

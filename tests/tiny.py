@@ -20,8 +20,8 @@ def tiny_teacher_dir(root: Path, layers: int = 2, hidden: int = 32, heads: int =
         return directory
     directory.mkdir(parents=True)
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
-    (directory / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(directory / "vocab.txt"), do_lower_case=True)
+    # transformers 5 ignores vocab_file= (every word would be [UNK]); the vocabulary goes in as a dict.
+    tokenizer = BertTokenizerFast(vocab={word: i for i, word in enumerate(vocab)}, do_lower_case=True)
     import torch
 
     torch.manual_seed(seed)

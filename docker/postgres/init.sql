@@ -1,0 +1,3 @@
+-- One server, two databases: the Optuna studies and the MLflow backend.
+CREATE DATABASE optuna;
+CREATE DATABASE mlflow;
