@@ -220,6 +220,32 @@ def distill(study_file: str, overrides: tuple[str, ...], out_dir: str | None, as
     click.echo(f"student saved to {out}")
 
 
+@main.command()
+@click.argument("comparison_file", type=click.Path(dir_okay=False))
+@workdir_option
+def compare(comparison_file: str, workdir: str | None) -> None:
+    """Run each method of a comparison file once per seed; print accuracy, sigma and CKA."""
+    from kd_search import compare as comparing
+    from kd_search.spec import load_comparison
+
+    comparison, studies = load_comparison(comparison_file)
+    root = Locations.resolve(next(iter(studies.values())), workdir).workdir
+    total = len(studies) * len(comparison.seeds)
+    with progress_bar() as progress:
+        def show(run) -> None:
+            console.log(f"{run.method} seed {run.seed}: accuracy {run.accuracy:.3f}, sigma {run.sigma:.4f}, "
+                        f"CKA diagonal {run.cka_diagonal:.3f}")
+
+        runs = comparing.run_comparison(comparison, studies, root, progress, on_run=show)
+    rows = comparing.summarize_runs(runs)
+    out = root / "compare" / Path(comparison_file).stem
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "runs.json").write_text(json.dumps([r.as_dict() for r in runs], indent=2))
+    (out / "summary.md").write_text(comparing.markdown_table(rows) + "\n")
+    click.echo(comparing.markdown_table(rows))
+    click.echo(f"{total} runs; saved to {out}")
+
+
 def _front_table(summary, title: str) -> Table:
     table = Table(title=title)
     for column in ("trial", summary.metric_name, "sigma", "kappa", "phi_cnf", "parameters"):

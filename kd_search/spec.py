@@ -218,6 +218,9 @@ class DistillationSpec(_Strict):
     cache_teacher: bool = True
     # A directory every worker reaches (on a cluster: every node); default <workdir>/cache.
     cache_dir: str | None = None
+    # Seed of the student's training (initial layers, shuffling, dropout); default: the
+    # study's seed. Seeds of one study share its teacher, which the study's seed fixes.
+    seed: int | None = None
 
     @field_validator("stages")
     @classmethod
@@ -460,19 +463,81 @@ def load_study(path: str | Path) -> Study:
         [2, 4, 6]
     """
     path = Path(path)
+    return parse_study(_read_yaml(path, "study file"), str(path))
+
+
+class Comparison(_Strict):
+    """A comparison file: distillation methods run on one base study with the same budget.
+
+    ``common`` (the shared budget) and then ``methods[name]`` change the base study's
+    fields, merged key by key; every method is run once per seed in ``seeds`` (the
+    student's training seed, ``distillation.seed``; the teacher stays the base study's).
+    The base study's ``search`` section is ignored.
+    """
+
+    description: str = ""
+    study: str
+    seeds: list[int] = Field(min_length=1)
+    common: dict[str, Any] = Field(default_factory=dict)
+    methods: dict[Annotated[str, Field(pattern=STUDY_NAME_PATTERN)], dict[str, Any]] = Field(min_length=1)
+
+
+def merge_fields(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``changes`` merged in, dictionaries key by key, anything else replaced.
+
+    Example:
+        >>> merge_fields({"distillation": {"alpha": 0.0, "beta": 1.0}}, {"distillation": {"alpha": 0.5}})
+        {'distillation': {'alpha': 0.5, 'beta': 1.0}}
+    """
+    merged = dict(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_fields(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_yaml(path: Path, what: str) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise StudyFileError(f"{path}: no such study file") from None
+        raise StudyFileError(f"{path}: no such {what}") from None
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as error:
-        raise StudyFileError(f"{path}: cannot read study file ({type(error).__name__})") from None
+        raise StudyFileError(f"{path}: cannot read {what} ({type(error).__name__})") from None
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise StudyFileError(f"{path}: not valid YAML{where}") from None
-    return parse_study(data, str(path))
+
+
+def load_comparison(path: str | Path) -> tuple[Comparison, dict[str, Study]]:
+    """Read a comparison file; return it and each method's validated study (seed 0 of its list).
+
+    Example:
+        >>> comparison, studies = load_comparison("studies/compare_methods.yaml")
+        >>> sorted(studies)
+        ['fsd', 'pkd', 'rkd', 'tinybert', 'vkd']
+    """
+    path = Path(path)
+    data = _read_yaml(path, "comparison file")
+    try:
+        comparison = Comparison.model_validate(data)
+    except ValidationError as error:
+        raise StudyFileError(_format_validation_error(str(path), error)) from None
+    base_path = (path.parent / comparison.study).resolve()
+    base = _read_yaml(base_path, "study file")
+    if not isinstance(base, dict):
+        raise StudyFileError(f"{base_path}: a study file must be a mapping")
+    base.pop("search", None)  # a comparison runs each method once per seed, no search
+    studies = {}
+    for method, changes in comparison.methods.items():
+        merged = merge_fields(merge_fields(base, comparison.common), changes)
+        merged["name"] = f"{base.get('name', 'study')}-{method}"
+        studies[method] = parse_study(merged, f"{path}: methods.{method}")
+    return comparison, studies
 
 
 def study_json_schema() -> str:

@@ -259,8 +259,18 @@ def _evaluate(setup: TrialSetup, student, params: dict[str, float], teacher_trai
     return metrics, outputs[split]
 
 
-def _layer_similarity(setup: TrialSetup, student, teacher) -> np.ndarray:
-    """CKA between the student's [embeddings, mapped layers] and the teacher's, on training inputs."""
+def layer_similarity(setup: TrialSetup, student, teacher=None) -> np.ndarray:
+    """CKA between the student's [embeddings, mapped layers] and the teacher's, on training inputs.
+
+    ``teacher`` is the trial's teacher outputs when they hold the mapped layers; without
+    it they are read (or computed once) from the cache.
+
+    Example:
+        >>> layer_similarity(setup, result.student).shape  # doctest: +SKIP
+        (4, 4)
+    """
+    if teacher is None:
+        teacher = teacher_outputs(setup, needs_intermediate=True)[0]
     sample = setup.data.train.subset(torch.arange(min(CKA_SAMPLE, len(setup.data.train))))
     student_layers = [0] + [s for s, _ in setup.pairs]
     student_tokens: list[list[torch.Tensor]] = [[] for _ in student_layers]
@@ -310,9 +320,10 @@ def run_trial(study: Study, params: dict[str, float] | None = None, report: Repo
     """
     setup = setup or prepare(study, workdir, progress)
     params = hyperparameters(setup, params)
-    _seed_everything(study.seed)
-    device = setup.device
     dist = study.distillation
+    seed = study.seed if dist.seed is None else dist.seed
+    _seed_everything(seed)
+    device = setup.device
     stages = [s.name for s in dist.stages if int(params[f"epochs_{s.name}"]) > 0]
     needs_intermediate = any(name in ("intermediate", "joint") for name in stages)
     teacher, teacher_train, teacher_eval = teacher_outputs(setup, needs_intermediate, progress)
@@ -360,7 +371,7 @@ def run_trial(study: Study, params: dict[str, float] | None = None, report: Repo
             loss_sum = torch.zeros((), device=device)
             nonfinite = torch.zeros((), dtype=torch.bool, device=device)
             for step, (rows, batch) in enumerate(batches(setup.data.train, dist.batch_size, shuffle=True,
-                                                         seed=study.seed * 1000 + global_epoch)):
+                                                         seed=seed * 1000 + global_epoch)):
                 batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
                 target = teacher.batch(rows, batch, device, with_intermediate=intermediate)
                 with torch.autocast(**autocast):
@@ -416,7 +427,7 @@ def run_trial(study: Study, params: dict[str, float] | None = None, report: Repo
         if report is not None:  # the search waits for this result (its driver died before reading it)
             report(dict(metrics), None)
     if needs_intermediate:  # the teacher's mapped layers are at hand: compare the structures
-        outputs["cka_matrix"] = _layer_similarity(setup, student, teacher)
+        outputs["cka_matrix"] = layer_similarity(setup, student, teacher)
         metrics["cka_diagonal"] = analysis.cka_diagonal(outputs["cka_matrix"])
     metrics["params"] = params
     metrics["train_seconds"] = train_seconds
