@@ -56,7 +56,7 @@ from kd_search import analysis, figures, pareto
 from kd_search.spec import ParameterRange, Study, expand_search_space, parse_study
 from kd_search.telemetry import StudyGauges, TrialGauges
 from kd_search.tracking import StudyTracker, check_tracking_uri, default_tracking_uri
-from kd_search.urls import display_url
+from kd_search.urls import display_url, error_reason
 
 # (message, done or None when unknown, total)
 ProgressCallback = Callable[[str, int | None, int], None]
@@ -207,9 +207,8 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
 
 def storage_error(url: str, error: BaseException, what: str) -> SearchError:
     """A one-line SearchError for a storage failure, the password masked everywhere."""
-    cause = error.__cause__ or error
-    reason = next((line.strip() for line in str(cause).splitlines() if line.strip()), type(cause).__name__)
-    return SearchError(f"storage {display_url(url)}: {what} ({reason.replace(url, display_url(url))})")
+    reason = error_reason(error).replace(url, display_url(url))
+    return SearchError(f"storage {display_url(url)}: {what} ({reason})")
 
 
 def is_storage_outage(error: BaseException) -> bool:

@@ -36,7 +36,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException, RestException
 
-from kd_search.urls import display_url
+from kd_search.urls import display_url, error_reason
 
 logger = logging.getLogger("kd_search")
 
@@ -87,9 +87,8 @@ def check_tracking_uri(tracking_uri: str, timeout: float = 10.0) -> None:
             with sqlalchemy.create_engine(tracking_uri, connect_args=connect_args).connect():
                 pass
         except Exception as error:  # any driver's error: the user needs the URL and the reason
-            cause = error.__cause__ or error
-            reason = next((line.strip() for line in str(cause).splitlines() if line.strip()), type(cause).__name__)
-            raise TrackingError(f"MLflow backend {display_url(tracking_uri)}: cannot connect ({reason})") from None
+            raise TrackingError(f"MLflow backend {display_url(tracking_uri)}: cannot connect "
+                                f"({error_reason(error)})") from None
 
 
 def is_unreachable(error: BaseException) -> bool:

@@ -1,4 +1,5 @@
-"""Server addresses as they may be shown: in messages, logs, MLflow params and tags."""
+"""Server addresses and server errors as they may be shown: in one-line messages, logs,
+MLflow params and tags."""
 
 from __future__ import annotations
 
@@ -27,3 +28,14 @@ def has_password(url: str) -> bool:
         False
     """
     return _USERINFO.match(url) is not None
+
+
+def error_reason(error: BaseException) -> str:
+    """The first line of what a server error (or the driver error under it) says.
+
+    Example:
+        >>> error_reason(ConnectionError("connection refused\nIs the server running?"))
+        'connection refused'
+    """
+    cause = error.__cause__ or error
+    return next((line.strip() for line in str(cause).splitlines() if line.strip()), type(cause).__name__)

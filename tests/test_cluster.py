@@ -218,3 +218,17 @@ def optuna_trials(storage: str) -> list:
         return optuna.load_study(study_name="tiny", storage=storage).get_trials(deepcopy=False)
     except KeyError:  # not created yet
         return []
+
+
+def test_launch_against_a_stopped_tracking_server_fails_in_one_line(tmp_path):
+    from servers import free_port
+
+    study_file = write_study(tmp_path, search_study(tmp_path))
+    dead = f"http://kd:mlflow-Secret@127.0.0.1:{free_port()}"  # nothing listens there
+    result = CliRunner().invoke(main, ["launch", str(study_file), "--workdir", str(tmp_path / "work"),
+                                       "--tracking-uri", dead])
+    assert result.exit_code == 2
+    assert result.output.startswith("error: MLflow tracking server http://kd:***@127.0.0.1:")
+    assert "unreachable" in result.output and result.output.count("\n") == 1
+    assert "mlflow-Secret" not in result.output
+    assert not (tmp_path / "work" / "teachers").exists()  # nothing was prepared
