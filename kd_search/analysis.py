@@ -45,3 +45,44 @@ def cka_diagonal(matrix: np.ndarray) -> float:
         0.8
     """
     return float(np.mean(np.diagonal(matrix)))
+
+
+def relation_differences(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor,
+                         mask: torch.Tensor) -> dict[str, float]:
+    """FSD's relation analysis (eq. 12-13, as the authors' code measures it): the mean
+    absolute difference between the teacher's and the student's relations, by Euclidean
+    distance and by cosine similarity,
+
+    - intra-feature: between the tokens of each sample (padding excluded);
+    - inter-feature: between the samples of the batch (mean-pooled tokens).
+
+    Distances keep each model's own scale, as in FSD; cosines are comparable across widths.
+
+    Example:
+        >>> h = torch.randn(3, 4, 8)
+        >>> d = relation_differences(h, h.clone(), torch.ones(3, 4))
+        >>> sorted(d), max(d.values()) < 1e-5
+        (['inter_cosine', 'inter_distance', 'intra_cosine', 'intra_distance'], True)
+    """
+    from kd_search.losses.structure import masked_mean
+
+    student_hidden, teacher_hidden, mask = student_hidden.double(), teacher_hidden.double(), mask.double()
+    pairs = mask.unsqueeze(2) * mask.unsqueeze(1)  # (samples, tokens, tokens): both tokens real
+
+    def intra(relation) -> float:
+        gap = (relation(student_hidden) - relation(teacher_hidden)).abs() * pairs
+        return float(gap.sum() / pairs.sum())
+
+    def inter(relation) -> float:
+        pooled_s, pooled_t = masked_mean(student_hidden, mask), masked_mean(teacher_hidden, mask)
+        return float((relation(pooled_s.unsqueeze(0)) - relation(pooled_t.unsqueeze(0))).abs().mean())
+
+    def distance(x: torch.Tensor) -> torch.Tensor:
+        return torch.cdist(x, x)
+
+    def cosine(x: torch.Tensor) -> torch.Tensor:
+        unit = torch.nn.functional.normalize(x, dim=-1)
+        return unit @ unit.transpose(-1, -2)
+
+    return {"intra_distance": intra(distance), "intra_cosine": intra(cosine),
+            "inter_distance": inter(distance), "inter_cosine": inter(cosine)}

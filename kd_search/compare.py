@@ -52,7 +52,7 @@ def run_comparison(comparison: Comparison, studies: dict[str, Study], workdir: s
         >>> {r.method for r in runs}  # doctest: +SKIP
         {'fsd', 'pkd', 'rkd', 'tinybert', 'vkd'}
     """
-    from kd_search.trial import layer_similarity, prepare, run_trial
+    from kd_search.trial import prepare, run_trial, structure_analysis
 
     runs = []
     for method, study in studies.items():
@@ -64,7 +64,7 @@ def run_comparison(comparison: Comparison, studies: dict[str, Study], workdir: s
             # Methods without intermediate layers (VKD) are compared on the same layers too.
             cka = metrics.get("cka_diagonal")
             if cka is None:
-                cka = analysis.cka_diagonal(layer_similarity(setup, result.student))
+                cka = analysis.cka_diagonal(structure_analysis(setup, result.student)[0])
             run = MethodRun(method, seed, float(metrics["accuracy"]), float(metrics["sigma"]), float(cka),
                             float(metrics["teacher_accuracy"]), bool(metrics["phi_cnf"]),
                             float(metrics["train_seconds"]))

@@ -573,6 +573,7 @@ class _Driver:
         with np.load(arrays) as data:
             if "cka_matrix" in data:  # rows/columns: embeddings, then the layer map's pairs
                 extra["cka_diagonal"] = analysis.cka_diagonal(data["cka_matrix"])
+            extra |= {name: float(data[name]) for name in data.files if name.startswith("relation_")}
             if with_figures:
                 pictures["confidence.png"] = figures.confidence_figure(
                     data["teacher_probs"], data["student_probs"], data["labels"], kappa=float(result["kappa"]),

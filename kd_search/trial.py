@@ -259,15 +259,18 @@ def _evaluate(setup: TrialSetup, student, params: dict[str, float], teacher_trai
     return metrics, outputs[split]
 
 
-def layer_similarity(setup: TrialSetup, student, teacher=None) -> np.ndarray:
-    """CKA between the student's [embeddings, mapped layers] and the teacher's, on training inputs.
+def structure_analysis(setup: TrialSetup, student, teacher=None) -> tuple[np.ndarray, dict[str, float]]:
+    """How the student arranges its representations against the teacher, on training inputs:
+    the CKA matrix of the student's [embeddings, mapped layers] against the teacher's, and
+    FSD's relation differences (``relation_*``) at the last mapped layer.
 
     ``teacher`` is the trial's teacher outputs when they hold the mapped layers; without
     it they are read (or computed once) from the cache.
 
     Example:
-        >>> layer_similarity(setup, result.student).shape  # doctest: +SKIP
-        (4, 4)
+        >>> matrix, relations = structure_analysis(setup, result.student)  # doctest: +SKIP
+        >>> matrix.shape, sorted(relations)[0]  # doctest: +SKIP
+        ((4, 4), 'relation_inter_cosine')
     """
     if teacher is None:
         teacher = teacher_outputs(setup, needs_intermediate=True)[0]
@@ -275,6 +278,7 @@ def layer_similarity(setup: TrialSetup, student, teacher=None) -> np.ndarray:
     student_layers = [0] + [s for s, _ in setup.pairs]
     student_tokens: list[list[torch.Tensor]] = [[] for _ in student_layers]
     teacher_tokens: list[list[torch.Tensor]] = [[] for _ in student_layers]
+    relations: list[dict[str, float]] = []
     student.eval()
     with torch.inference_mode():
         for rows, batch in batches(sample, setup.study.distillation.eval_batch_size, shuffle=False):
@@ -282,10 +286,14 @@ def layer_similarity(setup: TrialSetup, student, teacher=None) -> np.ndarray:
             target = teacher.batch(rows, batch, setup.device, with_intermediate=True)
             hidden = student(input_ids=batch["input_ids"], token_type_ids=batch["token_type_ids"],
                              attention_mask=batch["attention_mask"], output_hidden_states=True).hidden_states
+            mask = batch["attention_mask"].cpu()
             for i, layer in enumerate(student_layers):
-                student_tokens[i].append(analysis.token_rows(hidden[layer].float().cpu(), batch["attention_mask"].cpu()))
-                teacher_tokens[i].append(analysis.token_rows(target.hidden[i].float().cpu(), batch["attention_mask"].cpu()))
-    return analysis.layer_cka_matrix([torch.cat(t) for t in student_tokens], [torch.cat(t) for t in teacher_tokens])
+                student_tokens[i].append(analysis.token_rows(hidden[layer].float().cpu(), mask))
+                teacher_tokens[i].append(analysis.token_rows(target.hidden[i].float().cpu(), mask))
+            relations.append(analysis.relation_differences(hidden[student_layers[-1]].float().cpu(),
+                                                           target.hidden[-1].float().cpu(), mask))
+    matrix = analysis.layer_cka_matrix([torch.cat(t) for t in student_tokens], [torch.cat(t) for t in teacher_tokens])
+    return matrix, {f"relation_{name}": float(np.mean([r[name] for r in relations])) for name in relations[0]}
 
 
 def _save_checkpoint(directory: Path, student, projection, position: dict) -> None:
@@ -427,8 +435,10 @@ def run_trial(study: Study, params: dict[str, float] | None = None, report: Repo
         if report is not None:  # the search waits for this result (its driver died before reading it)
             report(dict(metrics), None)
     if needs_intermediate:  # the teacher's mapped layers are at hand: compare the structures
-        outputs["cka_matrix"] = layer_similarity(setup, student, teacher)
+        outputs["cka_matrix"], relations = structure_analysis(setup, student, teacher)
         metrics["cka_diagonal"] = analysis.cka_diagonal(outputs["cka_matrix"])
+        metrics |= relations
+        outputs |= {name: np.array(value) for name, value in relations.items()}  # for the search's driver
     metrics["params"] = params
     metrics["train_seconds"] = train_seconds
     return TrialResult(metrics=metrics, student=student.eval(), tokenizer=setup.tokenizer, outputs=outputs)

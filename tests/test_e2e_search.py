@@ -65,6 +65,7 @@ def test_launch_smoke_study_then_pareto_export_report(tmp_path, runner):
         assert sorted(m.step for m in history) == [1, 2]
         assert {"confidence.png", "layer_cka.png"} <= {a.path for a in client.list_artifacts(child.info.run_id)}
         assert 0 < child.data.metrics["cka_diagonal"] <= 1
+        assert child.data.metrics["relation_intra_cosine"] >= 0  # FSD's relation analysis
 
     # pareto --json is the feasible front recomputed from the stored values.
     result = runner.invoke(main, ["pareto", "smoke", "--json", *options])

@@ -118,3 +118,31 @@ def test_trial_reports_layer_similarity_to_the_teacher(tmp_path):
     assert np.all((matrix >= 0) & (matrix <= 1 + 1e-9))
     assert result.metrics["cka_diagonal"] == pytest.approx(float(np.mean(np.diagonal(matrix))))
     assert matrix[0, 0] > 0.99  # the student's embeddings are copied from the teacher's (then trained briefly)
+    relations = {k: v for k, v in result.metrics.items() if k.startswith("relation_")}
+    assert set(relations) == {"relation_intra_distance", "relation_intra_cosine", "relation_inter_distance",
+                              "relation_inter_cosine"}
+    assert all(np.isfinite(v) and v >= 0 for v in relations.values())
+
+
+def test_relation_differences_by_hand():
+    from kd_search.analysis import relation_differences
+
+    # Two tokens at distance 5 in the teacher; the student doubles every vector.
+    teacher = torch.tensor([[[0.0, 0.0], [3.0, 4.0], [7.0, 7.0]]])
+    mask = torch.tensor([[1, 1, 0]])  # the third token is padding
+    d = relation_differences(2 * teacher, teacher, mask)
+    # Pairs of real tokens: (0,0), (0,1), (1,0), (1,1); distances 0, 5, 5, 0 -> 0, 10, 10, 0.
+    assert d["intra_distance"] == pytest.approx((5 + 5) / 4)
+    assert d["intra_cosine"] == pytest.approx(0.0)  # scaling keeps every angle
+    assert d["inter_distance"] == pytest.approx(0.0) and d["inter_cosine"] == pytest.approx(0.0)  # one sample
+    padded = teacher.clone()
+    padded[0, 2] = torch.tensor([100.0, -3.0])  # what padding holds never counts
+    assert relation_differences(2 * padded, teacher, mask) == pytest.approx(d)
+    # Two samples: a change of basis (swapped coordinates) keeps every relation; moving
+    # one sample changes the inter-feature ones: distance sqrt(5) -> 1, cosine 0 -> 1.
+    pair = torch.tensor([[[1.0, 0.0]], [[0.0, 2.0]]])
+    assert max(relation_differences(pair.flip(-1), pair, torch.ones(2, 1)).values()) == pytest.approx(0.0)
+    moved = torch.tensor([[[1.0, 0.0]], [[2.0, 0.0]]])
+    d2 = relation_differences(moved, pair, torch.ones(2, 1))
+    assert d2["inter_distance"] == pytest.approx(2 * (5**0.5 - 1) / 4)  # off-diagonal pairs of 4 entries
+    assert d2["inter_cosine"] == pytest.approx(2 * 1.0 / 4)
