@@ -210,6 +210,19 @@ class WidthProjection(nn.Module):
         return self.dense(hidden)
 
 
+class StudentMemory(nn.Module):
+    """The student's learned memory of k items for FSD's global structure (training-only).
+
+    Example:
+        >>> StudentMemory(100, 32).items.shape
+        torch.Size([100, 32])
+    """
+
+    def __init__(self, size: int, width: int) -> None:
+        super().__init__()
+        self.items = nn.Parameter(torch.randn(size, width) * 0.02)
+
+
 def width_projection(student: PreTrainedModel, teacher: PreTrainedModel) -> WidthProjection | None:
     """A projection when the hidden widths differ, else None.
 

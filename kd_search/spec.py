@@ -180,12 +180,13 @@ class StageSpec(_Strict):
 class StructureWeights(_Strict):
     """Weights of the structure losses added in stages with intermediate layers (0 = off).
 
-    Searchable as ``weight_fsd_intra``, ``weight_fsd_local``, ``weight_pkd``,
-    ``weight_rkd_distance`` and ``weight_rkd_angle``.
+    Searchable as ``weight_fsd_intra``, ``weight_fsd_local``, ``weight_fsd_global``,
+    ``weight_pkd``, ``weight_rkd_distance`` and ``weight_rkd_angle``.
     """
 
     fsd_intra: Annotated[float, Field(ge=0)] = 0.0
     fsd_local: Annotated[float, Field(ge=0)] = 0.0
+    fsd_global: Annotated[float, Field(ge=0)] = 0.0
     pkd: Annotated[float, Field(ge=0)] = 0.0
     rkd_distance: Annotated[float, Field(ge=0)] = 0.0
     rkd_angle: Annotated[float, Field(ge=0)] = 0.0
@@ -210,6 +211,8 @@ class DistillationSpec(_Strict):
     layer_weights: list[Annotated[float, Field(ge=0)]] | None = None
     prediction_loss: Literal["soft_ce", "kl"] = "soft_ce"
     structure: StructureWeights = StructureWeights()
+    # FSD global: k items in the teacher's k-means memory (FSD: 100, 300 for large tasks).
+    fsd_memory_size: PositiveInt = 100
     batch_size: PositiveInt = 32
     eval_batch_size: PositiveInt = 128
     weight_decay: Annotated[float, Field(ge=0)] = 0.0
@@ -323,7 +326,7 @@ class TrackingSpec(_Strict):
 
 _SPACE_NAME = re.compile(
     r"^(alpha|beta|gamma|temperature|weight_decay|layer_weight(_[1-9][0-9]*)?"
-    r"|weight_(fsd_intra|fsd_local|pkd|rkd_distance|rkd_angle)"
+    r"|weight_(fsd_intra|fsd_local|fsd_global|pkd|rkd_distance|rkd_angle)"
     r"|(learning_rate|epochs)_(intermediate|prediction|joint))$"
 )
 

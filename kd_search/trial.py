@@ -42,7 +42,9 @@ from kd_search.losses import (
     soft_cross_entropy,
     structure_objective,
 )
+from kd_search.losses.structure import masked_mean
 from kd_search.models import (
+    StudentMemory,
     build_student,
     load_classifier,
     load_tokenizer,
@@ -54,6 +56,7 @@ from kd_search.optim import linear_warmup_schedule
 from kd_search.spec import Study, StudyFileError
 from kd_search.teacher import evaluate_classifier, prepare_teacher, teacher_key
 from kd_search.teacher_cache import OnTheFlyTeacher, cache_key, cached_teacher
+from kd_search.teacher_memory import teacher_memory
 
 Report = Callable[[dict[str, Any], str | None], None]
 ProgressCallback = Callable[[str, int, int], None]
@@ -191,11 +194,39 @@ def teacher_outputs(setup: TrialSetup, needs_intermediate: bool, progress: Progr
         train_logits = evaluate_classifier(teacher, setup.data.train, study.distillation.eval_batch_size, setup.device)
         eval_logits = evaluate_classifier(teacher, setup.data.eval, study.distillation.eval_batch_size, setup.device)
         return source, train_logits, eval_logits
-    cache_root = Path(study.distillation.cache_dir or setup.workdir / "cache").expanduser()
+    cache_root = _cache_root(setup)
     key = cache_key(setup.teacher_id, setup.data.fingerprint, hidden_layers, score_layers)
     cache = cached_teacher(cache_root, key, load_teacher, setup.data, hidden_layers, score_layers,
                            study.distillation.eval_batch_size, setup.device, progress)
     return cache, cache.logits("train"), cache.logits("eval")
+
+
+def _cache_root(setup: TrialSetup) -> Path:
+    return Path(setup.study.distillation.cache_dir or setup.workdir / "cache").expanduser()
+
+
+def fsd_teacher_memory(setup: TrialSetup, teacher) -> torch.Tensor:
+    """FSD's teacher memory: k-means over the teacher's mean-pooled last mapped layer on
+    the whole training set, computed once and cached beside the teacher outputs.
+
+    Example:
+        >>> fsd_teacher_memory(setup, teacher).shape  # doctest: +SKIP
+        torch.Size([100, 384])
+    """
+    k = setup.study.distillation.fsd_memory_size
+    layer = setup.pairs[-1][1]
+    name = f"{setup.teacher_id[:16]}-{setup.data.fingerprint[:16]}-layer{layer}-k{k}-seed{setup.study.seed}"
+
+    def pooled_features() -> torch.Tensor:
+        rows = []
+        with torch.inference_mode():
+            for ids, batch in batches(setup.data.train, setup.study.distillation.eval_batch_size, shuffle=False):
+                target = teacher.batch(ids, batch, torch.device("cpu"), with_intermediate=True)
+                rows.append(masked_mean(target.hidden[-1].float(), batch["attention_mask"]))
+        return torch.cat(rows)
+
+    return teacher_memory(_cache_root(setup) / "fsd-memory" / f"{name}.safetensors", pooled_features, k,
+                          seed=setup.study.seed)
 
 
 def _uses_attention(setup: TrialSetup) -> bool:
@@ -296,17 +327,19 @@ def structure_analysis(setup: TrialSetup, student, teacher=None) -> tuple[np.nda
     return matrix, {f"relation_{name}": float(np.mean([r[name] for r in relations])) for name in relations[0]}
 
 
-def _save_checkpoint(directory: Path, student, projection, position: dict) -> None:
+def _save_checkpoint(directory: Path, student, helpers: dict[str, torch.nn.Module], position: dict) -> None:
+    """The student, its training-only helpers (width projection, FSD memory) and where training is."""
     save_file({k: v.contiguous() for k, v in student.state_dict().items()}, str(directory / "student.safetensors"))
-    if projection is not None:
-        save_file(projection.state_dict(), str(directory / "projection.safetensors"))
-    (directory / "position.json").write_text(json.dumps(position))
+    for name, module in helpers.items():
+        save_file(module.state_dict(), str(directory / f"{name}.safetensors"))
+    (directory / "position.json").write_text(json.dumps(position))  # last: marks the checkpoint complete
 
 
-def _load_checkpoint(directory: Path, student, projection) -> dict:
+def _load_checkpoint(directory: Path, student, helpers: dict[str, torch.nn.Module]) -> dict:
     student.load_state_dict(load_file(str(directory / "student.safetensors")))
-    if projection is not None and (directory / "projection.safetensors").is_file():
-        projection.load_state_dict(load_file(str(directory / "projection.safetensors")))
+    for name, module in helpers.items():
+        if (directory / f"{name}.safetensors").is_file():
+            module.load_state_dict(load_file(str(directory / f"{name}.safetensors")))
     return json.loads((directory / "position.json").read_text())
 
 
@@ -344,13 +377,20 @@ def run_trial(study: Study, params: dict[str, float] | None = None, report: Repo
     student_layers = [s for s, _ in setup.pairs]
     layer_weights = [params[f"layer_weight_{m}"] for m in range(1, len(setup.pairs) + 1)]
     structure_weights = {name: params[f"weight_{name}"] for name in STRUCTURE_LOSSES}
+    memory = memories = None
+    if structure_weights["fsd_global"] > 0 and needs_intermediate:
+        teacher_items = fsd_teacher_memory(setup, teacher).to(device)
+        memory = StudentMemory(len(teacher_items), student.config.hidden_size).to(device)
+        memories = (memory.items, teacher_items)
+    # Training-only modules, learned in stages with intermediate layers and checkpointed.
+    helpers = {name: module for name, module in (("projection", projection), ("fsd_memory", memory)) if module}
     distill_loss = kl_distillation if dist.prediction_loss == "kl" else soft_cross_entropy
     autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     check_every = NONFINITE_CHECK_EVERY_CUDA if device.type == "cuda" else 1
 
     position = {"stage": 0, "epoch": 0, "global_epoch": 0, "train_seconds": 0.0}
     if resume_from is not None:
-        position = _load_checkpoint(Path(resume_from), student, projection)
+        position = _load_checkpoint(Path(resume_from), student, helpers)
     metrics: dict[str, Any] = {}
     outputs: dict[str, np.ndarray] = {}
     total_epochs = sum(int(params[f"epochs_{name}"]) for name in stages)
@@ -366,7 +406,8 @@ def run_trial(study: Study, params: dict[str, float] | None = None, report: Repo
         prediction = stage in ("prediction", "joint")
         use_scores = intermediate and params["gamma"] > 0 and _uses_attention(setup)
         use_attention_scores(student, use_scores)
-        trainable = list(student.parameters()) + (list(projection.parameters()) if projection and intermediate else [])
+        trainable = list(student.parameters()) + [p for module in helpers.values() if intermediate
+                                                   for p in module.parameters()]
         optimizer = torch.optim.AdamW(trainable, lr=params[f"learning_rate_{stage}"], weight_decay=params["weight_decay"])
         steps_per_epoch = -(-len(setup.data.train) // dist.batch_size)
         schedule = linear_warmup_schedule(optimizer, epochs * steps_per_epoch)
@@ -396,7 +437,7 @@ def run_trial(study: Study, params: dict[str, float] | None = None, report: Repo
                             target.scores if use_scores else None,
                             layer_weights, params["beta"], params["gamma"], projection, projection)
                         loss = loss + structure_objective(student_hidden, target.hidden, batch["attention_mask"],
-                                                          structure_weights, projection)
+                                                          structure_weights, projection, memories)
                     if prediction:
                         loss = loss + prediction_objective(out.logits, target.logits, batch["labels"],
                                                            params["alpha"], params["temperature"], distill_loss)
@@ -425,7 +466,7 @@ def run_trial(study: Study, params: dict[str, float] | None = None, report: Repo
                 done = {"stage": stage_index + (epoch + 1 == epochs), "epoch": 0 if epoch + 1 == epochs else epoch + 1,
                         "global_epoch": global_epoch, "train_seconds": train_seconds}
                 with tempfile.TemporaryDirectory(prefix="kd-search-ckpt-") as checkpoint_dir:
-                    _save_checkpoint(Path(checkpoint_dir), student, projection, done)
+                    _save_checkpoint(Path(checkpoint_dir), student, helpers, done)
                     report(dict(metrics), checkpoint_dir)
     use_attention_scores(student, False)
     if not metrics:  # resumed from a checkpoint taken after the last epoch: measure it

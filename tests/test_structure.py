@@ -92,12 +92,53 @@ def test_each_structure_loss_passes_gradcheck_and_reaches_only_the_student(name)
     assert student[-1].grad is not None and teacher[-1].grad is None
 
 
-@pytest.mark.parametrize("name", ["fsd_intra", "fsd_local", "pkd", "rkd_distance", "rkd_angle"])
+@pytest.mark.parametrize("name", ["fsd_intra", "fsd_local", "fsd_global", "pkd", "rkd_distance", "rkd_angle"])
 def test_each_structure_loss_trains_a_tiny_student(tmp_path, name):
     study = parse_study(tiny_study(tmp_path))
     metrics = run_trial(study, {f"weight_{name}": 1.0}, workdir=tmp_path / "work").metrics
     assert math.isfinite(metrics["train_loss"]) and metrics["params"][f"weight_{name}"] == 1.0
     assert 0 <= metrics["accuracy"] <= 1
+    if name == "fsd_global":  # the teacher memory was computed once, beside the teacher outputs
+        assert len(list((tmp_path / "cache" / "fsd-memory").glob("*.safetensors"))) == 1
+
+
+def test_fsd_global_loss_by_hand_and_gradcheck():
+    from kd_search.losses.structure import fsd_global_loss
+
+    memory = torch.eye(2)
+    # Teacher feature [1, 0]: distances to the items 0 and sqrt 2 (scaled by their mean: 0, 2),
+    # cosines 1 and 0. Student feature [0, 1]: scaled distances 2, 0 and cosines 0, 1. Same memory
+    # structure (CKA 1): 0 + mean((2-0)^2, (0-2)^2) + mean(1, 1) = 5.
+    loss = fsd_global_loss(torch.tensor([[0.0, 1.0]]), torch.tensor([[1.0, 0.0]]), memory, memory)
+    assert float(loss) == pytest.approx(5.0)
+    torch.manual_seed(0)
+    features, items = torch.randn(4, 3, dtype=torch.float64, requires_grad=True), \
+        torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    teacher_features, teacher_items = torch.randn(4, 6, dtype=torch.float64), torch.randn(5, 6, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda f, m: fsd_global_loss(f, teacher_features, m, teacher_items),
+                                    (features, items), eps=1e-6, atol=1e-4)
+
+
+def test_kmeans_memory_converges_on_separable_data(tmp_path):
+    from kd_search.teacher_memory import kmeans, teacher_memory
+
+    torch.manual_seed(0)
+    centers = torch.tensor([[0.0] * 5, [10.0] * 5, [-10.0, 10.0, -10.0, 10.0, -10.0]])
+    points = torch.cat([c + 0.2 * torch.randn(40, 5) for c in centers])
+    centroids = kmeans(points, 3, seed=1)
+    nearest = torch.cdist(centers, centroids).min(dim=1).values
+    assert float(nearest.max()) < 0.15  # every blob found, centroid at its mean
+    assignment = torch.cdist(points, centroids).argmin(dim=1).reshape(3, 40)
+    assert all(len(set(row.tolist())) == 1 for row in assignment) and len(set(assignment[:, 0].tolist())) == 3
+    calls = []
+
+    def features():
+        calls.append(1)
+        return points
+
+    first = teacher_memory(tmp_path / "memory.safetensors", features, 3)
+    again = teacher_memory(tmp_path / "memory.safetensors", features, 3)
+    assert torch.equal(first, again) and len(calls) == 1  # computed once, then read from the cache
 
 
 def test_structure_weights_are_searchable_names():

@@ -109,16 +109,55 @@ def rkd_angle_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor
     return F.smooth_l1_loss(cosines(student), target)
 
 
-STRUCTURE_LOSSES = ("fsd_intra", "fsd_local", "pkd", "rkd_distance", "rkd_angle")
+def fsd_global_loss(student_features: torch.Tensor, teacher_features: torch.Tensor, student_memory: torch.Tensor,
+                    teacher_memory: torch.Tensor) -> torch.Tensor:
+    """FSD global inter-feature structure (eq. 8-10) against memories of k items: the
+    teacher's (k-means centroids of its features over the whole training set, fixed) and
+    the student's (learned, its own width).
+
+    - eq. 8: 1 - CKA between the two memories (the structure of the items);
+    - eq. 9: each sample's Euclidean distances to the k items, student vs teacher (squared
+      error; each side divided by its mean distance, as the widths' scales differ);
+    - eq. 10: each sample's cosine similarities to the k items, student vs teacher.
+
+    Features are (batch, width) rows, e.g. mean-pooled last-layer tokens.
+
+    Example:
+        >>> features, memory = torch.randn(4, 8), torch.randn(3, 8)
+        >>> round(float(fsd_global_loss(2 * features, features, 2 * memory, memory)), 5)
+        0.0
+    """
+    student_features, student_memory = full_precision(student_features), full_precision(student_memory)
+    teacher_features, teacher_memory = full_precision(teacher_features).detach(), full_precision(teacher_memory)
+
+    def scaled_distances(x: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        distances = torch.cdist(x, items)
+        return distances / distances.mean().clamp_min(1e-12)
+
+    def cosines(x: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return F.normalize(x, dim=-1) @ F.normalize(items, dim=-1).T
+
+    structure = 1 - linear_cka(student_memory, teacher_memory.to(student_memory.dtype))
+    distance = F.mse_loss(scaled_distances(student_features, student_memory),
+                          scaled_distances(teacher_features, teacher_memory).to(student_features.dtype))
+    cosine = F.mse_loss(cosines(student_features, student_memory),
+                        cosines(teacher_features, teacher_memory).to(student_features.dtype))
+    return structure + distance + cosine
+
+
+STRUCTURE_LOSSES = ("fsd_intra", "fsd_local", "fsd_global", "pkd", "rkd_distance", "rkd_angle")
 
 
 def structure_objective(student_hidden: list[torch.Tensor], teacher_hidden: list[torch.Tensor], mask: torch.Tensor,
-                        weights: dict[str, float], projection=None) -> torch.Tensor:
-    """sum_s w_s * L_s over the structure losses with a positive weight.
+                        weights: dict[str, float], projection=None,
+                        memories: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """sum_s w_s * L_s over the structure losses with a positive weight (FSD eq. 11).
 
     ``*_hidden`` are [embeddings, mapped layer 1, ..., mapped layer M] as in TinyBERT's
     map. FSD and RKD use the last mapped layer (the features under the classifier: the
-    pooled [CLS] vector for RKD); PKD uses every mapped layer's [CLS] vector.
+    pooled [CLS] vector for RKD, mean-pooled tokens for FSD global); PKD uses every
+    mapped layer's [CLS] vector. ``memories`` = (student memory, teacher memory) for
+    ``fsd_global``.
 
     Example:
         >>> h = [torch.randn(4, 5, 8) for _ in range(2)]
@@ -128,10 +167,14 @@ def structure_objective(student_hidden: list[torch.Tensor], teacher_hidden: list
     unknown = set(weights) - set(STRUCTURE_LOSSES)
     if unknown:
         raise ValueError(f"unknown structure losses: {sorted(unknown)}")
+    if weights.get("fsd_global", 0) > 0 and memories is None:
+        raise ValueError("fsd_global needs the student and teacher memories")
     student_last, teacher_last = student_hidden[-1], teacher_hidden[-1].to(student_hidden[-1].dtype)
     terms = {
         "fsd_intra": lambda: fsd_intra_loss(student_last, teacher_last, mask),
         "fsd_local": lambda: fsd_local_loss(student_last, teacher_last, mask),
+        "fsd_global": lambda: fsd_global_loss(masked_mean(student_last, mask), masked_mean(teacher_last, mask),
+                                              *memories),
         "pkd": lambda: pkd_loss([h[:, 0] for h in student_hidden[1:]], [h[:, 0] for h in teacher_hidden[1:]],
                                 projection),
         "rkd_distance": lambda: rkd_distance_loss(student_last[:, 0], teacher_last[:, 0]),
