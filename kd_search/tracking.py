@@ -77,8 +77,8 @@ def check_tracking_uri(tracking_uri: str, timeout: float = 10.0) -> None:
         try:
             requests.get(f"{tracking_uri.rstrip('/')}/health", timeout=timeout).raise_for_status()
         except requests.RequestException as error:
-            reason = type(error).__name__ if not str(error) else str(error).splitlines()[0][:200]
-            raise TrackingError(f"MLflow tracking server {display_url(tracking_uri)}: unreachable ({reason})") from None
+            raise TrackingError(f"MLflow tracking server {display_url(tracking_uri)}: unreachable "
+                                f"({error_reason(error)[:200]})") from None
     elif not tracking_uri.startswith(("sqlite", "file:", "/", "databricks")) and "://" in tracking_uri:
         import sqlalchemy
 
