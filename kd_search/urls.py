@@ -31,7 +31,7 @@ def has_password(url: str) -> bool:
 
 
 def error_reason(error: BaseException) -> str:
-    """The first line of what a server error (or the driver error under it) says.
+    r"""The first line of what a server error (or the driver error under it) says.
 
     Example:
         >>> error_reason(ConnectionError("connection refused\nIs the server running?"))
