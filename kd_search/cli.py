@@ -281,6 +281,9 @@ def _print_launch_summary(summary, locations: Locations) -> None:
     Console().print(_front_table(summary, f"{summary.name}: feasible Pareto front ({counts})"))
     if not summary.front:
         click.echo("no trial satisfies phi_cnf (sigma <= kappa) yet")
+    if summary.tracking_backlog:
+        click.echo(f"warning: {summary.tracking_backlog} MLflow writes wait for the next launch of this study "
+                   "(the tracking server was unreachable)", err=True)
     click.echo(f"browse: {ui_command(locations.tracking_uri)}")
     click.echo(f"then open: {summary.ui_url}")
 
