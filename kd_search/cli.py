@@ -80,7 +80,14 @@ def main() -> None:
 @main.command()
 @click.argument("study_file", type=click.Path(dir_okay=False))
 def validate(study_file: str) -> None:
-    """Check a study file; print its name and exit 0, or one error line and exit 2."""
+    """Check a study (or comparison) file; print what it holds and exit 0, or one error line and exit 2."""
+    from kd_search.spec import is_comparison_file, load_comparison
+
+    if is_comparison_file(study_file):
+        comparison, studies = load_comparison(study_file)
+        click.echo(f"ok: {study_file} (comparison of {len(studies)} methods x {len(comparison.seeds)} seeds "
+                   f"on {comparison.study})")
+        return
     study = load_study(study_file)
     click.echo(f"ok: {study_file} (study {study.name!r}, {study.search.trials} trials)")
 

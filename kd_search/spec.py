@@ -516,6 +516,17 @@ def _read_yaml(path: Path, what: str) -> Any:
         raise StudyFileError(f"{path}: not valid YAML{where}") from None
 
 
+def is_comparison_file(path: str | Path) -> bool:
+    """Whether ``path`` holds a comparison file (``study`` and ``methods``) rather than a study.
+
+    Example:
+        >>> is_comparison_file("studies/compare_methods.yaml"), is_comparison_file("studies/demo.yaml")
+        (True, False)
+    """
+    data = _read_yaml(Path(path), "study file")
+    return isinstance(data, dict) and "methods" in data and "study" in data
+
+
 def load_comparison(path: str | Path) -> tuple[Comparison, dict[str, Study]]:
     """Read a comparison file; return it and each method's validated study (seed 0 of its list).
 
