@@ -73,9 +73,11 @@ def relation_differences(student_hidden: torch.Tensor, teacher_hidden: torch.Ten
         gap = (relation(student_hidden) - relation(teacher_hidden)).abs() * pairs
         return float(gap.sum() / pairs.sum())
 
+    # One "sample" of the batch's mean-pooled vectors, so the same relations apply.
+    pooled_student, pooled_teacher = masked_mean(student_hidden, mask)[None], masked_mean(teacher_hidden, mask)[None]
+
     def inter(relation) -> float:
-        pooled_s, pooled_t = masked_mean(student_hidden, mask), masked_mean(teacher_hidden, mask)
-        return float((relation(pooled_s.unsqueeze(0)) - relation(pooled_t.unsqueeze(0))).abs().mean())
+        return float((relation(pooled_student) - relation(pooled_teacher)).abs().mean())
 
     def distance(x: torch.Tensor) -> torch.Tensor:
         return torch.cdist(x, x)

@@ -356,11 +356,14 @@ def summarize(optuna_study: optuna.Study) -> StudySummary:
     return StudySummary(optuna_study.study_name, metric_names[0], records, sorted(front, key=lambda r: -r.metric))
 
 
+def _counts_against_budget(trial: FrozenTrial) -> bool:
+    return trial.state in (TrialState.COMPLETE, TrialState.PRUNED) \
+        or (trial.state == TrialState.FAIL and not trial.user_attrs.get(INTERRUPTED_ATTR))
+
+
 def finished_count(optuna_study: optuna.Study) -> int:
     """Trials that count against the budget: COMPLETE, PRUNED and FAIL (not interrupted)."""
-    return sum(1 for t in optuna_study.get_trials(deepcopy=False)
-               if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-               or (t.state == TrialState.FAIL and not t.user_attrs.get(INTERRUPTED_ATTR)))
+    return sum(map(_counts_against_budget, optuna_study.get_trials(deepcopy=False)))
 
 
 def select_trial(summary: StudySummary, number: int | None = None, best: bool = False) -> TrialRecord:
@@ -590,15 +593,12 @@ class _Driver:
         apply_keep_policy(summary, self.study.search.keep_checkpoints, self.locations.study_dir(self.study.name))
         return summary
 
-    def finished(self) -> int:
-        return finished_count(self.optuna_study)
-
     def _show(self, message: str) -> None:
-        counts = Counter(t.state.name for t in self.optuna_study.get_trials(deepcopy=False))
+        trials = self.optuna_study.get_trials(deepcopy=False)  # one storage read per event
         if self.gauges is not None:
-            self.gauges.set_counts(counts)
+            self.gauges.set_counts(Counter(t.state.name for t in trials))
         if self.progress:
-            self.progress(message, self.finished(), self.target)
+            self.progress(message, sum(map(_counts_against_budget, trials)), self.target)
 
 
 def apply_keep_policy(summary: StudySummary, policy: str, study_dir: Path) -> None:
