@@ -21,7 +21,7 @@ import time
 
 from kd_search.search import Locations, launch, load_optuna_study
 from kd_search.spec import load_study
-from kd_search.trial import prepare, teacher_outputs
+from kd_search.trial import prepare, teacher_layers, teacher_outputs
 
 
 def main() -> None:
@@ -33,7 +33,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as workdir:
         locations = Locations.resolve(study, workdir)
         started = time.perf_counter()
-        teacher_outputs(prepare(study, locations.workdir), needs_intermediate=True)
+        setup = prepare(study, locations.workdir)
+        teacher_outputs(setup, teacher_layers(setup))
         teacher_seconds = time.perf_counter() - started
         started = time.perf_counter()
         summary = launch(study, locations=locations, trials=args.trials)

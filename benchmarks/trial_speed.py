@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from kd_search.spec import parse_study
-from kd_search.trial import prepare, run_trial, teacher_outputs
+from kd_search.trial import prepare, run_trial, teacher_layers, teacher_outputs
 
 
 def bert_base_teacher(directory: Path) -> str:
@@ -78,7 +78,7 @@ def main() -> None:
                 setup = prepare(study, workdir)
                 if cache:  # fill the cache outside the timed trial
                     started = time.perf_counter()
-                    teacher_outputs(setup, needs_intermediate=stage == "intermediate")
+                    teacher_outputs(setup, teacher_layers(setup))
                     print(f"{pair} {stage}: cache fill {time.perf_counter() - started:.1f} s (once per study)")
                 seconds[cache] = run_trial(study, {}, setup=setup).metrics["train_seconds"]
             ratio = seconds[False] / seconds[True]

@@ -50,7 +50,7 @@ def run_comparison(comparison: Comparison, studies: dict[str, Study], workdir: s
     Example:
         >>> runs = run_comparison(comparison, studies, workdir="runs")  # doctest: +SKIP
         >>> {r.method for r in runs}  # doctest: +SKIP
-        {'fsd', 'pkd', 'rkd', 'tinybert', 'vkd'}
+        {'fsd', 'minilm', 'pkd', 'rkd', 'tinybert', 'vkd'}
     """
     from kd_search.trial import prepare, run_trial, structure_analysis
 

@@ -10,6 +10,10 @@ attention implementations do not return. ``kd_scores`` is registered with transf
 attention interface; it computes the same attention and returns the masked scores in
 place of the probabilities. :func:`use_attention_scores` switches a model to it only
 for the stages that need it (the default SDPA is used otherwise).
+
+Value vectors: MiniLM distils the relations between a layer's value vectors, which no
+model output holds; :func:`capture_values` records them with a forward hook on the
+layer's value projection.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from __future__ import annotations
 import copy
 import importlib.util
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -65,6 +71,35 @@ def use_attention_scores(model: PreTrainedModel, enabled: bool) -> None:
         >>> use_attention_scores(student, True)  # doctest: +SKIP
     """
     model.set_attn_implementation(SCORES_ATTENTION if enabled else "sdpa")
+
+
+@contextmanager
+def capture_values(model: PreTrainedModel, layers: list[int]) -> Iterator[dict[int, torch.Tensor]]:
+    """Within the block, each forward records the value vectors V = H W_V + b_V of the given
+    1-based layers, (batch, tokens, width), in the yielded dict (with their autograd graph).
+
+    Example:
+        >>> with capture_values(student, [3]) as values:  # doctest: +SKIP
+        ...     student(**batch)
+        >>> values[3].shape  # doctest: +SKIP
+        torch.Size([32, 64, 384])
+    """
+    captured: dict[int, torch.Tensor] = {}
+    encoder_layers = getattr(getattr(getattr(model, "base_model", model), "encoder", None), "layer", None)
+    handles = []
+    for layer in layers:
+        try:
+            projection = encoder_layers[layer - 1].attention.self.value
+        except (AttributeError, IndexError, TypeError):
+            raise ModelError(f"{type(model).__name__} has no BERT-style value projection in layer {layer} "
+                             "(encoder.layer[i].attention.self.value), which MiniLM's losses need") from None
+        handles.append(projection.register_forward_hook(
+            lambda module, inputs, output, layer=layer: captured.__setitem__(layer, output)))
+    try:
+        yield captured
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def embedded_model_dir() -> Path:

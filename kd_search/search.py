@@ -711,7 +711,7 @@ def launch(study: Study, *, locations: Locations | None = None, trials: int | No
         >>> summary.counts()  # doctest: +SKIP
         {'COMPLETE': 4}
     """
-    from kd_search.trial import prepare, teacher_outputs
+    from kd_search.trial import prepare, teacher_layers, teacher_outputs
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     locations = locations or Locations.resolve(study)
@@ -722,9 +722,7 @@ def launch(study: Study, *, locations: Locations | None = None, trials: int | No
     study_dir.mkdir(parents=True, exist_ok=True)
     # The teacher is fine-tuned and its outputs cached once, here, before any worker starts.
     setup = prepare(study, locations.workdir, progress)
-    needs_intermediate = any(s.name in ("intermediate", "joint") and s.epochs > 0 for s in study.distillation.stages) \
-        or any(name.startswith("epochs_") for name in study.search.space)
-    teacher_outputs(setup, needs_intermediate, progress)
+    teacher_outputs(setup, teacher_layers(setup), progress)
     num_mapped = len(setup.pairs)
 
     optuna_study, resumed = create_or_resume(study, locations.storage, num_mapped)

@@ -181,7 +181,8 @@ class StructureWeights(_Strict):
     """Weights of the structure losses added in stages with intermediate layers (0 = off).
 
     Searchable as ``weight_fsd_intra``, ``weight_fsd_local``, ``weight_fsd_global``,
-    ``weight_pkd``, ``weight_rkd_distance`` and ``weight_rkd_angle``.
+    ``weight_pkd``, ``weight_rkd_distance``, ``weight_rkd_angle``,
+    ``weight_minilm_attention`` and ``weight_minilm_value``.
     """
 
     fsd_intra: Annotated[float, Field(ge=0)] = 0.0
@@ -190,6 +191,9 @@ class StructureWeights(_Strict):
     pkd: Annotated[float, Field(ge=0)] = 0.0
     rkd_distance: Annotated[float, Field(ge=0)] = 0.0
     rkd_angle: Annotated[float, Field(ge=0)] = 0.0
+    # MiniLM: attention distributions and value relations of the last mapped layer.
+    minilm_attention: Annotated[float, Field(ge=0)] = 0.0
+    minilm_value: Annotated[float, Field(ge=0)] = 0.0
 
 
 class DistillationSpec(_Strict):
@@ -326,7 +330,7 @@ class TrackingSpec(_Strict):
 
 _SPACE_NAME = re.compile(
     r"^(alpha|beta|gamma|temperature|weight_decay|layer_weight(_[1-9][0-9]*)?"
-    r"|weight_(fsd_intra|fsd_local|fsd_global|pkd|rkd_distance|rkd_angle)"
+    r"|weight_(fsd_intra|fsd_local|fsd_global|pkd|rkd_distance|rkd_angle|minilm_attention|minilm_value)"
     r"|(learning_rate|epochs)_(intermediate|prediction|joint))$"
 )
 
@@ -533,7 +537,7 @@ def load_comparison(path: str | Path) -> tuple[Comparison, dict[str, Study]]:
     Example:
         >>> comparison, studies = load_comparison("studies/compare_methods.yaml")
         >>> sorted(studies)
-        ['fsd', 'pkd', 'rkd', 'tinybert', 'vkd']
+        ['fsd', 'minilm', 'pkd', 'rkd', 'tinybert', 'vkd']
     """
     path = Path(path)
     data = _read_yaml(path, "comparison file")

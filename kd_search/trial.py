@@ -34,7 +34,9 @@ from transformers import AutoConfig
 from kd_search import analysis, confidence
 from kd_search.data import TaskData, batches, load_task
 from kd_search.losses import (
+    MINILM_LOSSES,
     STRUCTURE_LOSSES,
+    SelfAttentionPair,
     intermediate_objective,
     kl_distillation,
     layer_pairs,
@@ -46,6 +48,7 @@ from kd_search.losses.structure import masked_mean
 from kd_search.models import (
     StudentMemory,
     build_student,
+    capture_values,
     load_classifier,
     load_tokenizer,
     resolve_model,
@@ -55,7 +58,7 @@ from kd_search.models import (
 from kd_search.optim import linear_warmup_schedule
 from kd_search.spec import Study, StudyFileError
 from kd_search.teacher import evaluate_classifier, prepare_teacher, teacher_key
-from kd_search.teacher_cache import OnTheFlyTeacher, cache_key, cached_teacher
+from kd_search.teacher_cache import OnTheFlyTeacher, TeacherLayers, cache_key, cached_teacher
 from kd_search.teacher_memory import teacher_memory
 
 Report = Callable[[dict[str, Any], str | None], None]
@@ -64,6 +67,8 @@ ProgressCallback = Callable[[str, int, int], None]
 NONFINITE_CHECK_EVERY_CUDA = 50
 # Training inputs the layer-similarity analysis (CKA per layer pair) looks at.
 CKA_SAMPLE = 256
+# Stages that train on the teacher's intermediate layers (the others on its logits only).
+INTERMEDIATE_STAGES = ("intermediate", "joint")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -172,32 +177,74 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def teacher_outputs(setup: TrialSetup, needs_intermediate: bool, progress: ProgressCallback | None = None):
+def uses_intermediate_layers(study: Study, params: dict[str, float] | None = None) -> bool:
+    """Whether a trial with ``params`` trains a stage that reads the teacher's intermediate
+    layers; without ``params``, whether any trial of the study may.
+
+    Example:
+        >>> from kd_search.spec import parse_study
+        >>> study = parse_study({"name": "s", "student": {"teacher_layers": [2]},
+        ...                      "distillation": {"stages": [{"name": "prediction"}]}})
+        >>> uses_intermediate_layers(study)
+        False
+    """
+    for stage in study.distillation.stages:
+        if stage.name not in INTERMEDIATE_STAGES:
+            continue
+        if params is None and (stage.epochs > 0 or f"epochs_{stage.name}" in study.search.space):
+            return True
+        if params is not None and int(params[f"epochs_{stage.name}"]) > 0:
+            return True
+    return False
+
+
+def teacher_layers(setup: TrialSetup, params: dict[str, float] | None = None) -> TeacherLayers:
+    """The teacher outputs besides logits that the study's losses may read: the embeddings
+    and mapped layers' hidden states, their attention scores (TinyBERT), and the last
+    mapped layer's scores and value vectors (MiniLM).
+
+    Every trial of a study reads the same set (one cache entry); ``params`` that switch on
+    more than the study file does (an override) add to it.
+
+    Example:
+        >>> teacher_layers(setup)  # doctest: +SKIP
+        TeacherLayers(hidden=(0, 2, 4, 6), scores=(2, 4, 6), values=())
+    """
+    study = setup.study
+    if not (uses_intermediate_layers(study) or (params is not None and uses_intermediate_layers(study, params))):
+        return TeacherLayers()
+    mapped = tuple(t for _, t in setup.pairs)
+    attention = _uses_attention(setup) or (params is not None and params["gamma"] > 0)
+    minilm = _uses_minilm(setup) or (params is not None and any(params[f"weight_{n}"] > 0 for n in MINILM_LOSSES))
+    scores = set(mapped) if attention else set()
+    if minilm:
+        scores.add(mapped[-1])
+    return TeacherLayers(hidden=(0, *mapped), scores=tuple(sorted(scores)), values=mapped[-1:] if minilm else ())
+
+
+def teacher_outputs(setup: TrialSetup, layers: TeacherLayers, progress: ProgressCallback | None = None):
     """The teacher's outputs for training (cache or on-the-fly) and its train/eval logits.
 
     Fills the shared cache on first use.
 
     Example:
-        >>> source, train_logits, eval_logits = teacher_outputs(setup, needs_intermediate=True)  # doctest: +SKIP
+        >>> source, train_logits, eval_logits = teacher_outputs(setup, teacher_layers(setup))  # doctest: +SKIP
     """
     study = setup.study
-    hidden_layers = [0] + [t for _, t in setup.pairs] if needs_intermediate else []
-    score_layers = [t for _, t in setup.pairs] if needs_intermediate and _uses_attention(setup) else []
 
     def load_teacher():
         return load_classifier(setup.teacher_path, setup.data.num_labels)
 
     if study.teacher.dropout or not study.distillation.cache_teacher:
         teacher = load_teacher()
-        source = OnTheFlyTeacher(teacher, hidden_layers, score_layers, setup.device,
-                                 dropout=study.teacher.dropout)
+        source = OnTheFlyTeacher(teacher, layers, setup.device, dropout=study.teacher.dropout)
         train_logits = evaluate_classifier(teacher, setup.data.train, study.distillation.eval_batch_size, setup.device)
         eval_logits = evaluate_classifier(teacher, setup.data.eval, study.distillation.eval_batch_size, setup.device)
         return source, train_logits, eval_logits
     cache_root = _cache_root(setup)
-    key = cache_key(setup.teacher_id, setup.data.fingerprint, hidden_layers, score_layers)
-    cache = cached_teacher(cache_root, key, load_teacher, setup.data, hidden_layers, score_layers,
-                           study.distillation.eval_batch_size, setup.device, progress)
+    key = cache_key(setup.teacher_id, setup.data.fingerprint, layers)
+    cache = cached_teacher(cache_root, key, load_teacher, setup.data, layers, study.distillation.eval_batch_size,
+                           setup.device, progress)
     return cache, cache.logits("train"), cache.logits("eval")
 
 
@@ -232,6 +279,12 @@ def fsd_teacher_memory(setup: TrialSetup, teacher) -> torch.Tensor:
 def _uses_attention(setup: TrialSetup) -> bool:
     # Attention scores are distilled unless gamma is fixed at 0 and not searched.
     return setup.study.distillation.gamma > 0 or "gamma" in setup.study.search.space
+
+
+def _uses_minilm(setup: TrialSetup) -> bool:
+    # MiniLM's losses are on unless both weights are fixed at 0 and not searched.
+    weights = setup.study.distillation.structure
+    return any(getattr(weights, name) > 0 or f"weight_{name}" in setup.study.search.space for name in MINILM_LOSSES)
 
 
 def _evaluate(setup: TrialSetup, student, params: dict[str, float], teacher_train: torch.Tensor,
@@ -304,7 +357,7 @@ def structure_analysis(setup: TrialSetup, student, teacher=None) -> tuple[np.nda
         ((4, 4), 'relation_inter_cosine')
     """
     if teacher is None:
-        teacher = teacher_outputs(setup, needs_intermediate=True)[0]
+        teacher = teacher_outputs(setup, TeacherLayers(hidden=(0, *(t for _, t in setup.pairs))))[0]
     sample = setup.data.train.subset(torch.arange(min(CKA_SAMPLE, len(setup.data.train))))
     student_layers = [0] + [s for s, _ in setup.pairs]
     student_tokens: list[list[torch.Tensor]] = [[] for _ in student_layers]
@@ -366,8 +419,8 @@ def run_trial(study: Study, params: dict[str, float] | None = None, report: Repo
     _seed_everything(seed)
     device = setup.device
     stages = [s.name for s in dist.stages if int(params[f"epochs_{s.name}"]) > 0]
-    needs_intermediate = any(name in ("intermediate", "joint") for name in stages)
-    teacher, teacher_train, teacher_eval = teacher_outputs(setup, needs_intermediate, progress)
+    needs_intermediate = uses_intermediate_layers(study, params)
+    teacher, teacher_train, teacher_eval = teacher_outputs(setup, teacher_layers(setup, params), progress)
     base_teacher = load_classifier(setup.teacher_path, setup.data.num_labels)
     student = build_student(study.student, base_teacher, setup.data.num_labels).to(device)
     projection = width_projection(student, base_teacher)
@@ -377,6 +430,9 @@ def run_trial(study: Study, params: dict[str, float] | None = None, report: Repo
     student_layers = [s for s, _ in setup.pairs]
     layer_weights = [params[f"layer_weight_{m}"] for m in range(1, len(setup.pairs) + 1)]
     structure_weights = {name: params[f"weight_{name}"] for name in STRUCTURE_LOSSES}
+    tinybert_attention = params["gamma"] > 0
+    minilm = any(structure_weights[name] > 0 for name in MINILM_LOSSES)
+    student_last, teacher_last = setup.pairs[-1]
     memory = memories = None
     if structure_weights["fsd_global"] > 0 and needs_intermediate:
         teacher_items = fsd_teacher_memory(setup, teacher).to(device)
@@ -402,10 +458,11 @@ def run_trial(study: Study, params: dict[str, float] | None = None, report: Repo
         if stage_index < position["stage"]:
             continue
         epochs = int(params[f"epochs_{stage}"])
-        intermediate = stage in ("intermediate", "joint")
+        intermediate = stage in INTERMEDIATE_STAGES
         prediction = stage in ("prediction", "joint")
-        use_scores = intermediate and params["gamma"] > 0 and _uses_attention(setup)
+        use_scores = intermediate and (tinybert_attention or minilm)
         use_attention_scores(student, use_scores)
+        value_layers = [student_last] if intermediate and minilm else []
         trainable = list(student.parameters()) + [p for module in helpers.values() if intermediate
                                                    for p in module.parameters()]
         optimizer = torch.optim.AdamW(trainable, lr=params[f"learning_rate_{stage}"], weight_decay=params["weight_decay"])
@@ -423,7 +480,7 @@ def run_trial(study: Study, params: dict[str, float] | None = None, report: Repo
                                                          seed=seed * 1000 + global_epoch)):
                 batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
                 target = teacher.batch(rows, batch, device, with_intermediate=intermediate)
-                with torch.autocast(**autocast):
+                with torch.autocast(**autocast), capture_values(student, value_layers) as student_values:
                     out = student(input_ids=batch["input_ids"], token_type_ids=batch["token_type_ids"],
                                   attention_mask=batch["attention_mask"], output_hidden_states=intermediate,
                                   output_attentions=use_scores)
@@ -433,11 +490,14 @@ def run_trial(study: Study, params: dict[str, float] | None = None, report: Repo
                         loss = loss + intermediate_objective(
                             student_hidden,
                             target.hidden,
-                            [out.attentions[m - 1] for m in student_layers] if use_scores else None,
-                            target.scores if use_scores else None,
+                            [out.attentions[m - 1] for m in student_layers] if tinybert_attention else None,
+                            [target.scores[t] for _, t in setup.pairs] if tinybert_attention else None,
                             layer_weights, params["beta"], params["gamma"], projection, projection)
+                        attention = SelfAttentionPair(out.attentions[student_last - 1], target.scores[teacher_last],
+                                                      student_values[student_last],
+                                                      target.values[teacher_last]) if minilm else None
                         loss = loss + structure_objective(student_hidden, target.hidden, batch["attention_mask"],
-                                                          structure_weights, projection, memories)
+                                                          structure_weights, projection, memories, attention)
                     if prediction:
                         loss = loss + prediction_objective(out.logits, target.logits, batch["labels"],
                                                            params["alpha"], params["temperature"], distill_loss)

@@ -15,7 +15,7 @@ from kd_search.cli import main
 from kd_search.data import load_task
 from kd_search.models import build_student, load_classifier, load_tokenizer, width_projection
 from kd_search.spec import FreshStudentConfig, StudentSpec, parse_study
-from kd_search.teacher_cache import cached_teacher
+from kd_search.teacher_cache import TeacherLayers, cached_teacher
 from kd_search.trial import NonFiniteLossError, prepare, run_trial
 
 
@@ -53,8 +53,9 @@ def test_cache_is_reused_without_calling_the_teacher(root):
         calls.append(1)
         return load_classifier(teacher_dir, 2)
 
-    first = cached_teacher(root / "reuse", "k", load_teacher, data, [0, 2], [2])
-    second = cached_teacher(root / "reuse", "k", load_teacher, data, [0, 2], [2])
+    layers = TeacherLayers(hidden=(0, 2), scores=(2,), values=(2,))
+    first = cached_teacher(root / "reuse", "k", load_teacher, data, layers)
+    second = cached_teacher(root / "reuse", "k", load_teacher, data, layers)
     assert len(calls) == 1
     torch.testing.assert_close(first.logits("train"), second.logits("train"))
     # The cached logits are the teacher's own.
@@ -65,8 +66,15 @@ def test_cache_is_reused_without_calling_the_teacher(root):
     torch.testing.assert_close(second.logits("eval"), direct, atol=1e-4, rtol=1e-4)
     batch = second.batch(torch.tensor([3, 0]), {"input_ids": torch.zeros(2, 8)}, torch.device("cpu"),
                          with_intermediate=True)
-    assert batch.hidden[0].shape == (2, 8, 32) and batch.scores[0].shape == (2, 2, 8, 8)
+    assert batch.hidden[0].shape == (2, 8, 32) and batch.scores[2].shape == (2, 2, 8, 8)
     assert batch.hidden[0].dtype == torch.float16
+    # MiniLM's value vectors: layer 2's value projection of its input, layer 1's output.
+    with torch.no_grad():
+        layer_input = teacher(input_ids=data.train.input_ids[[3, 0], :8], token_type_ids=data.train.token_type_ids[[3, 0], :8],
+                              attention_mask=data.train.attention_mask[[3, 0], :8], output_hidden_states=True).hidden_states[1]
+        values = teacher.bert.encoder.layer[1].attention.self.value(layer_input)
+    mask = data.train.attention_mask[[3, 0], :8].bool()
+    torch.testing.assert_close(batch.values[2].float()[mask], values[mask], atol=2e-2, rtol=1e-2)
 
 
 def test_cache_is_safe_when_two_processes_fill_it_at_once(root):

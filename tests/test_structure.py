@@ -1,4 +1,4 @@
-"""CKA and the structure losses (FSD intra/local, PKD, RKD): properties, hand values, gradients,
+"""CKA and the structure losses (FSD, PKD, RKD, MiniLM): properties, hand values, gradients,
 and a tiny student trained with each of them."""
 
 from __future__ import annotations
@@ -10,7 +10,14 @@ import pytest
 import torch
 from tiny import tiny_study
 
-from kd_search.losses import linear_cka, structure_objective
+from kd_search.losses import (
+    STRUCTURE_LOSSES,
+    SelfAttentionPair,
+    attention_distribution_loss,
+    linear_cka,
+    structure_objective,
+    value_relation_loss,
+)
 from kd_search.losses.structure import (
     fsd_intra_loss,
     fsd_local_loss,
@@ -92,7 +99,7 @@ def test_each_structure_loss_passes_gradcheck_and_reaches_only_the_student(name)
     assert student[-1].grad is not None and teacher[-1].grad is None
 
 
-@pytest.mark.parametrize("name", ["fsd_intra", "fsd_local", "fsd_global", "pkd", "rkd_distance", "rkd_angle"])
+@pytest.mark.parametrize("name", STRUCTURE_LOSSES)
 def test_each_structure_loss_trains_a_tiny_student(tmp_path, name):
     study = parse_study(tiny_study(tmp_path))
     metrics = run_trial(study, {f"weight_{name}": 1.0}, workdir=tmp_path / "work").metrics
@@ -100,6 +107,8 @@ def test_each_structure_loss_trains_a_tiny_student(tmp_path, name):
     assert 0 <= metrics["accuracy"] <= 1
     if name == "fsd_global":  # the teacher memory was computed once, beside the teacher outputs
         assert len(list((tmp_path / "cache" / "fsd-memory").glob("*.safetensors"))) == 1
+    if name.startswith("minilm"):  # the teacher's last-layer value vectors were cached
+        assert len(list((tmp_path / "cache").glob("*/train_values_2.npy"))) == 1
 
 
 def test_fsd_global_loss_by_hand_and_gradcheck():
@@ -117,6 +126,78 @@ def test_fsd_global_loss_by_hand_and_gradcheck():
     teacher_features, teacher_items = torch.randn(4, 6, dtype=torch.float64), torch.randn(5, 6, dtype=torch.float64)
     assert torch.autograd.gradcheck(lambda f, m: fsd_global_loss(f, teacher_features, m, teacher_items),
                                     (features, items), eps=1e-6, atol=1e-4)
+
+
+def test_minilm_losses_by_hand():
+    # Attention: the teacher spreads a query's attention evenly over 2 tokens, the student
+    # puts 3/4 on the first: KL = 0.5 ln(0.5/0.75) + 0.5 ln(0.5/0.25) = 0.5 ln(4/3) per query.
+    teacher = torch.zeros(1, 1, 3, 3)
+    student = torch.tensor([math.log(3.0), 0.0, 0.0]).expand(1, 1, 3, 3).clone()
+    mask = torch.tensor([[1, 1, 0]])
+    # The padded key and query (index 2) are ignored, whatever they hold.
+    teacher[..., 2], student[..., 2], student[:, :, 2] = 50.0, -7.0, 9.0
+    assert float(attention_distribution_loss(student, teacher, mask)) == pytest.approx(0.5 * math.log(4 / 3))
+    # Value relation: teacher values [1, 0], [0, 1] relate each token to itself by 1/sqrt 2,
+    # student values [1, 0], [1, 0] relate both tokens equally (uniform rows).
+    p = 1 / (1 + math.exp(-1 / math.sqrt(2)))
+    expected = p * math.log(2 * p) + (1 - p) * math.log(2 * (1 - p))
+    loss = value_relation_loss(torch.tensor([[[1.0, 0.0], [1.0, 0.0]]]), torch.tensor([[[1.0, 0.0], [0.0, 1.0]]]),
+                               torch.ones(1, 2), heads=1)
+    assert float(loss) == pytest.approx(expected, rel=1e-5)
+    # Widths differ (relation heads of 2 and 4 dims): identical relations still cost nothing.
+    # Each teacher head repeats the student's head, scaled so that V V^T / sqrt(d_k) agree.
+    values = torch.randn(2, 5, 4)
+    heads = values.split(2, dim=-1)
+    teacher_values = torch.cat([torch.cat([h, h], -1) for h in heads], -1) * 2 ** -0.25
+    assert float(value_relation_loss(values, teacher_values, torch.ones(2, 5), heads=2)) == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="does not split into 3 relation heads"):
+        value_relation_loss(values, values, torch.ones(2, 5), heads=3)
+    # Head counts differ: the student's one head against the teacher's mean distribution.
+    teacher_heads = torch.randn(2, 2, 5, 5)
+    mean_distribution = teacher_heads.softmax(-1).mean(1, keepdim=True)
+    assert float(attention_distribution_loss(mean_distribution.log(), teacher_heads, torch.ones(2, 5))) \
+        == pytest.approx(0.0, abs=1e-6)
+
+
+def test_minilm_losses_pass_gradcheck_and_reach_only_the_student():
+    torch.manual_seed(3)
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])
+    hidden = [torch.randn(2, 4, 6, dtype=torch.float64)] * 2
+    teacher_scores, teacher_values = torch.randn(2, 2, 4, 4, dtype=torch.float64), torch.randn(2, 4, 8, dtype=torch.float64)
+    student_scores = torch.randn(2, 2, 4, 4, dtype=torch.float64, requires_grad=True)
+    student_values = torch.randn(2, 4, 6, dtype=torch.float64, requires_grad=True)
+
+    def loss(scores, values):
+        return structure_objective(hidden, hidden, mask, {"minilm_attention": 1.0, "minilm_value": 0.5},
+                                   attention=SelfAttentionPair(scores, teacher_scores, values, teacher_values))
+
+    assert torch.autograd.gradcheck(loss, (student_scores, student_values), eps=1e-6, atol=1e-4)
+    teacher_values.requires_grad_(True)
+    loss(student_scores, student_values).backward()
+    assert student_values.grad is not None and teacher_values.grad is None
+    with pytest.raises(ValueError, match="minilm losses need"):
+        structure_objective(hidden, hidden, mask, {"minilm_value": 1.0})
+
+
+def test_capture_values_records_the_value_projection(tmp_path):
+    from tiny import tiny_teacher_dir
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+
+    from kd_search.models import ModelError, capture_values, load_classifier
+
+    model = load_classifier(str(tiny_teacher_dir(tmp_path)), 2).eval()
+    ids = torch.tensor([[2, 5, 6, 3]])
+    with torch.no_grad(), capture_values(model, [2]) as values:
+        hidden = model(input_ids=ids, output_hidden_states=True).hidden_states
+    expected = model.bert.encoder.layer[1].attention.self.value(hidden[1])
+    torch.testing.assert_close(values[2], expected)
+    model(input_ids=ids)
+    assert values[2] is not None and not model.bert.encoder.layer[1].attention.self.value._forward_hooks
+    other = DistilBertForSequenceClassification(DistilBertConfig(vocab_size=30, dim=32, n_layers=1, n_heads=2,
+                                                                 hidden_dim=64))
+    with pytest.raises(ModelError, match="DistilBertForSequenceClassification has no BERT-style value projection"):
+        with capture_values(other, [1]):
+            pass
 
 
 def test_kmeans_memory_converges_on_separable_data(tmp_path):
@@ -187,3 +268,16 @@ def test_relation_differences_by_hand():
     d2 = relation_differences(moved, pair, torch.ones(2, 1))
     assert d2["inter_distance"] == pytest.approx(2 * (5**0.5 - 1) / 4)  # off-diagonal pairs of 4 entries
     assert d2["inter_cosine"] == pytest.approx(2 * 1.0 / 4)
+
+
+def test_minilm_trains_a_student_of_other_width_and_head_count(tmp_path):
+    # MiniLM asks nothing of the student's shape: 1 head of width 16 against 2 heads of 32.
+    # An intermediate stage with only MiniLM's terms: its training loss is theirs alone.
+    study = tiny_study(tmp_path, student={"config": {"layers": 1, "hidden": 16, "heads": 1}})
+    study["distillation"] |= {"stages": [{"name": "intermediate", "epochs": 2, "learning_rate": 1e-3}],
+                              "beta": 0.0, "gamma": 0.0,
+                              "structure": {"minilm_attention": 1.0, "minilm_value": 1.0}}
+    losses = []
+    run_trial(parse_study(study), report=lambda metrics, _: losses.append(metrics["train_loss"]),
+              workdir=tmp_path / "work")
+    assert all(math.isfinite(loss) and loss > 0 for loss in losses) and losses[1] < losses[0]

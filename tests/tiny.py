@@ -98,7 +98,7 @@ def fill_cache_in_process(root: str, marker: str, result_file: str) -> None:
     from kd_search.data import load_task
     from kd_search.models import load_classifier, load_tokenizer
     from kd_search.spec import parse_study
-    from kd_search.teacher_cache import cached_teacher
+    from kd_search.teacher_cache import TeacherLayers, cached_teacher
 
     study = parse_study(tiny_study(Path(root)))
     teacher_dir = str(tiny_teacher_dir(Path(root)))
@@ -109,5 +109,6 @@ def fill_cache_in_process(root: str, marker: str, result_file: str) -> None:
             handle.write("computed\n")
         return load_classifier(teacher_dir, 2)
 
-    cache = cached_teacher(Path(root) / "cache", "shared-key", load_teacher, data, [0, 2], [2])
+    cache = cached_teacher(Path(root) / "cache", "shared-key", load_teacher, data,
+                           TeacherLayers(hidden=(0, 2), scores=(2,)))
     Path(result_file).write_text(json.dumps(cache.logits("train").tolist()))

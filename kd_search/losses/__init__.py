@@ -9,8 +9,13 @@ Example:
 
 from kd_search.losses.cka import linear_cka
 from kd_search.losses.layer_map import layer_pairs
+from kd_search.losses.minilm import (
+    SelfAttentionPair,
+    attention_distribution_loss,
+    value_relation_loss,
+)
 from kd_search.losses.prediction import hard_cross_entropy, kl_distillation, soft_cross_entropy
-from kd_search.losses.structure import STRUCTURE_LOSSES, structure_objective
+from kd_search.losses.structure import MINILM_LOSSES, STRUCTURE_LOSSES, structure_objective
 from kd_search.losses.tinybert import (
     attention_loss,
     embedding_loss,
@@ -20,9 +25,13 @@ from kd_search.losses.tinybert import (
 )
 
 __all__ = [
+    "MINILM_LOSSES",
     "STRUCTURE_LOSSES",
+    "SelfAttentionPair",
+    "attention_distribution_loss",
     "linear_cka",
     "structure_objective",
+    "value_relation_loss",
     "attention_loss",
     "embedding_loss",
     "hard_cross_entropy",

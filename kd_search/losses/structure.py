@@ -1,4 +1,4 @@
-"""Structure-based distillation losses: FSD (CKA structures), PKD and RKD.
+"""Structure-based distillation losses: FSD (CKA structures), PKD, RKD and MiniLM.
 
 Each compares how the teacher and the student *arrange* their representations rather
 than the representations themselves, so the widths may differ (PKD aside, which goes
@@ -11,6 +11,11 @@ import torch
 import torch.nn.functional as F
 
 from kd_search.losses.cka import full_precision, linear_cka
+from kd_search.losses.minilm import (
+    SelfAttentionPair,
+    attention_distribution_loss,
+    value_relation_loss,
+)
 
 
 def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -145,19 +150,23 @@ def fsd_global_loss(student_features: torch.Tensor, teacher_features: torch.Tens
     return structure + distance + cosine
 
 
-STRUCTURE_LOSSES = ("fsd_intra", "fsd_local", "fsd_global", "pkd", "rkd_distance", "rkd_angle")
+STRUCTURE_LOSSES = ("fsd_intra", "fsd_local", "fsd_global", "pkd", "rkd_distance", "rkd_angle", "minilm_attention",
+                    "minilm_value")
+MINILM_LOSSES = ("minilm_attention", "minilm_value")
 
 
 def structure_objective(student_hidden: list[torch.Tensor], teacher_hidden: list[torch.Tensor], mask: torch.Tensor,
                         weights: dict[str, float], projection=None,
-                        memories: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+                        memories: tuple[torch.Tensor, torch.Tensor] | None = None,
+                        attention: SelfAttentionPair | None = None) -> torch.Tensor:
     """sum_s w_s * L_s over the structure losses with a positive weight (FSD eq. 11).
 
     ``*_hidden`` are [embeddings, mapped layer 1, ..., mapped layer M] as in TinyBERT's
     map. FSD and RKD use the last mapped layer (the features under the classifier: the
     pooled [CLS] vector for RKD, mean-pooled tokens for FSD global); PKD uses every
     mapped layer's [CLS] vector. ``memories`` = (student memory, teacher memory) for
-    ``fsd_global``.
+    ``fsd_global``; ``attention`` = the last mapped layer's self-attention for MiniLM
+    (its value relation uses the teacher's head count).
 
     Example:
         >>> h = [torch.randn(4, 5, 8) for _ in range(2)]
@@ -169,6 +178,8 @@ def structure_objective(student_hidden: list[torch.Tensor], teacher_hidden: list
         raise ValueError(f"unknown structure losses: {sorted(unknown)}")
     if weights.get("fsd_global", 0) > 0 and memories is None:
         raise ValueError("fsd_global needs the student and teacher memories")
+    if any(weights.get(name, 0) > 0 for name in MINILM_LOSSES) and attention is None:
+        raise ValueError("minilm losses need the last layer's attention scores and values")
     student_last, teacher_last = student_hidden[-1], teacher_hidden[-1].to(student_hidden[-1].dtype)
     terms = {
         "fsd_intra": lambda: fsd_intra_loss(student_last, teacher_last, mask),
@@ -179,6 +190,10 @@ def structure_objective(student_hidden: list[torch.Tensor], teacher_hidden: list
                                 projection),
         "rkd_distance": lambda: rkd_distance_loss(student_last[:, 0], teacher_last[:, 0]),
         "rkd_angle": lambda: rkd_angle_loss(student_last[:, 0], teacher_last[:, 0]),
+        "minilm_attention": lambda: attention_distribution_loss(attention.student_scores, attention.teacher_scores,
+                                                                mask),
+        "minilm_value": lambda: value_relation_loss(attention.student_values, attention.teacher_values, mask,
+                                                    heads=attention.teacher_scores.shape[1]),
     }
     total = torch.zeros((), device=student_last.device)
     for name, weight in weights.items():
