@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -141,11 +142,15 @@ def workdir_option(function):
                              "[default: the study file's tracking.workdir, else runs; env KD_SEARCH_WORKDIR].")(function)
 
 
+def tracking_uri_option(function):
+    return click.option("--tracking-uri", envvar=["KD_SEARCH_TRACKING_URI", "MLFLOW_TRACKING_URI"], default=None,
+                        help="MLflow tracking URI [default: sqlite:///<workdir>/mlflow.db; "
+                             "env KD_SEARCH_TRACKING_URI or MLFLOW_TRACKING_URI].")(function)
+
+
 def location_options(function):
     """--workdir, --storage and --tracking-uri: the same on every command that reads or writes a study."""
-    function = click.option("--tracking-uri", envvar=["KD_SEARCH_TRACKING_URI", "MLFLOW_TRACKING_URI"], default=None,
-                            help="MLflow tracking URI [default: sqlite:///<workdir>/mlflow.db; "
-                                 "env KD_SEARCH_TRACKING_URI or MLFLOW_TRACKING_URI].")(function)
+    function = tracking_uri_option(function)
     function = click.option("--storage", envvar="KD_SEARCH_STORAGE", default=None,
                             help="Optuna storage URL, e.g. postgresql+psycopg://user@host/db "
                                  "[default: sqlite:///<workdir>/optuna.db; env KD_SEARCH_STORAGE].")(function)
@@ -229,28 +234,43 @@ def distill(study_file: str, overrides: tuple[str, ...], out_dir: str | None, as
 
 @main.command()
 @click.argument("comparison_file", type=click.Path(dir_okay=False))
+@tracking_uri_option
 @workdir_option
-def compare(comparison_file: str, workdir: str | None) -> None:
-    """Run each method of a comparison file once per seed; print accuracy, sigma and CKA."""
+def compare(comparison_file: str, tracking_uri: str | None, workdir: str | None) -> None:
+    """Run each method of a comparison file once per seed; print accuracy, sigma and CKA.
+
+    Each invocation is one MLflow parent run, compare-<file>-<time>, with a nested run per
+    method and seed.
+    """
     from kd_search import compare as comparing
     from kd_search.spec import load_comparison
+    from kd_search.tracking import StudyTracker, check_tracking_uri
 
     comparison, studies = load_comparison(comparison_file)
-    root = Locations.resolve(next(iter(studies.values())), workdir).workdir
+    locations = Locations.resolve(next(iter(studies.values())), workdir, tracking_uri=tracking_uri)
+    check_tracking_uri(locations.tracking_uri)
+    stem = Path(comparison_file).stem
+    out = locations.workdir / "compare" / stem
+    out.mkdir(parents=True, exist_ok=True)
+    tracker = StudyTracker(locations.tracking_uri, locations.experiment, f"compare-{stem}-{time.strftime('%Y%m%d-%H%M%S')}",
+                           artifact_root=locations.workdir / "mlartifacts", backlog_file=out / "mlflow-backlog.pkl")
     total = len(studies) * len(comparison.seeds)
     with progress_bar() as progress:
         def show(run) -> None:
             console.log(f"{run.method} seed {run.seed}: accuracy {run.accuracy:.3f}, sigma {run.sigma:.4f}, "
                         f"CKA diagonal {run.cka_diagonal:.3f}")
 
-        runs = comparing.run_comparison(comparison, studies, root, progress, on_run=show)
+        try:
+            runs = comparing.run_comparison(comparison, studies, locations.workdir, progress, on_run=show,
+                                            tracker=tracker)
+        finally:
+            tracker.close()
     rows = comparing.summarize_runs(runs)
-    out = root / "compare" / Path(comparison_file).stem
-    out.mkdir(parents=True, exist_ok=True)
     (out / "runs.json").write_text(json.dumps([r.as_dict() for r in runs], indent=2))
     (out / "summary.md").write_text(comparing.markdown_table(rows) + "\n")
     click.echo(comparing.markdown_table(rows))
-    click.echo(f"{total} runs; saved to {out}")
+    click.echo(f"{total} runs; saved to {out} and to MLflow run {tracker.study_name} "
+               f"({display_url(locations.tracking_uri)})")
 
 
 def _front_table(summary, title: str) -> Table:

@@ -4,6 +4,8 @@ A comparison file (``studies/compare_methods.yaml``) names the base study, the s
 per method, the study fields it changes. Every method runs once per seed with the same
 teacher and budget; the table gives accuracy, sigma (train split) and the CKA diagonal
 (mean similarity of mapped teacher/student layers) as mean and spread over the seeds.
+With a tracker, the comparison is one MLflow parent run (the table and an accuracy/sigma
+figure) with a nested run per method and seed (epoch metrics, confidence and CKA figures).
 
 Example:
     >>> comparison, studies = load_comparison("studies/compare_methods.yaml")  # doctest: +SKIP
@@ -19,8 +21,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from kd_search import analysis
+import pandas as pd
+
+from kd_search import analysis, figures
 from kd_search.spec import Comparison, Study
+from kd_search.tracking import StudyTracker
 
 COLUMNS = ("accuracy", "sigma", "cka_diagonal")
 
@@ -44,7 +49,8 @@ class MethodRun:
 
 def run_comparison(comparison: Comparison, studies: dict[str, Study], workdir: str | Path = "runs",
                    progress: Callable[[str, int, int], None] | None = None,
-                   on_run: Callable[[MethodRun], None] | None = None) -> list[MethodRun]:
+                   on_run: Callable[[MethodRun], None] | None = None,
+                   tracker: StudyTracker | None = None) -> list[MethodRun]:
     """Train every method once per seed; the teacher is fine-tuned (or reused) once.
 
     Example:
@@ -52,26 +58,64 @@ def run_comparison(comparison: Comparison, studies: dict[str, Study], workdir: s
         >>> {r.method for r in runs}  # doctest: +SKIP
         {'fsd', 'minilm', 'pkd', 'rkd', 'tinybert', 'vkd'}
     """
-    from kd_search.trial import prepare, run_trial, structure_analysis
+    from kd_search.trial import hyperparameters, prepare, run_trial, structure_analysis
 
-    runs = []
+    if tracker:
+        tracker.start_study(comparison.description, comparison.model_dump(mode="json"),
+                            {"base_study": comparison.study, "methods": ", ".join(studies),
+                             "seeds": ", ".join(map(str, comparison.seeds))})
+    runs: list[MethodRun] = []
     for method, study in studies.items():
         setup = prepare(study, workdir, progress)
         for seed in comparison.seeds:
             seeded = study.model_copy(update={"distillation": study.distillation.model_copy(update={"seed": seed})})
-            result = run_trial(seeded, setup=setup, progress=progress)
-            metrics = result.metrics
+            number, params = len(runs), hyperparameters(setup)
+            if tracker:
+                tracker.start_trial(number, {"method": method, "seed": seed} | params, ray_trial_id="",
+                                    run_name=f"{method}-seed{seed}")
+            report = (lambda metrics, _, number=number: tracker.log_epoch(number, metrics, int(metrics["epoch"]))) \
+                if tracker else None
+            try:
+                result = run_trial(seeded, params, report, setup=setup, progress=progress)
+            except Exception as error:
+                if tracker:
+                    tracker.finish_trial(number, "FAIL", {}, error=str(error))
+                    tracker.end_study("FAILED")
+                raise
+            metrics, outputs = result.metrics, result.outputs
             # Methods without intermediate layers (VKD) are compared on the same layers too.
-            cka = metrics.get("cka_diagonal")
-            if cka is None:
-                cka = analysis.cka_diagonal(structure_analysis(setup, result.student)[0])
-            run = MethodRun(method, seed, float(metrics["accuracy"]), float(metrics["sigma"]), float(cka),
-                            float(metrics["teacher_accuracy"]), bool(metrics["phi_cnf"]),
-                            float(metrics["train_seconds"]))
+            if "cka_matrix" not in outputs:
+                outputs["cka_matrix"] = structure_analysis(setup, result.student)[0]
+            metrics["cka_diagonal"] = analysis.cka_diagonal(outputs["cka_matrix"])
+            run = MethodRun(method, seed, float(metrics["accuracy"]), float(metrics["sigma"]),
+                            float(metrics["cka_diagonal"]), float(metrics["teacher_accuracy"]),
+                            bool(metrics["phi_cnf"]), float(metrics["train_seconds"]))
             runs.append(run)
+            if tracker:  # the epochs' metrics are on the run; add what was measured after training
+                measured_after = {k: v for k, v in metrics.items() if k == "cka_diagonal" or k.startswith("relation_")}
+                tracker.finish_trial(number, "COMPLETE", measured_after,
+                                     _run_figures(f"{method} seed {seed}", metrics, outputs))
             if on_run:
                 on_run(run)
+    if tracker:
+        rows = summarize_runs(runs)
+        kappa = studies[next(iter(studies))].objectives.confidence.kappa
+        figure = figures.comparison_figure(
+            [r["method"] for r in rows], [(r["accuracy_mean"], r["accuracy_std"]) for r in rows],
+            [(r["sigma_mean"], r["sigma_std"]) for r in rows], kappa if isinstance(kappa, float) else None,
+            title=f"{len(comparison.seeds)} seeds per method")
+        tracker.log_study_results({"comparison.png": figure}, pd.DataFrame(rows), {})
+        tracker.end_study()
     return runs
+
+
+def _run_figures(title: str, metrics: dict[str, Any], outputs: dict[str, Any]) -> dict[str, Any]:
+    labels = ["emb", *(f"map {m}" for m in range(1, outputs["cka_matrix"].shape[0]))]
+    return {
+        "confidence.png": figures.confidence_figure(outputs["teacher_probs"], outputs["student_probs"],
+                                                    outputs["labels"], kappa=float(metrics["kappa"]), title=title),
+        "layer_cka.png": figures.cka_figure(outputs["cka_matrix"], labels, labels),
+    }
 
 
 def summarize_runs(runs: list[MethodRun]) -> list[dict[str, Any]]:

@@ -130,3 +130,27 @@ def cka_figure(matrix: np.ndarray, student_labels: Sequence[str], teacher_labels
     axis.set_title(title or f"linear CKA, diagonal mean {float(np.mean(np.diagonal(matrix))):.3f}")
     figure.colorbar(image, ax=axis)
     return figure
+
+
+def comparison_figure(methods: Sequence[str], accuracy: Sequence[tuple[float, float]],
+                      sigma: Sequence[tuple[float, float]], kappa: float | None = None, title: str = "") -> Figure:
+    """Accuracy against sigma per distillation method, each a (mean, std) over seeds.
+
+    Example:
+        >>> fig = comparison_figure(["vkd", "fsd"], [(0.75, 0.01), (0.76, 0.005)], [(0.09, 0.002), (0.07, 0.003)], 0.075)
+        >>> fig.axes[0].get_xlabel()
+        'sigma (train split), mean ± std over seeds'
+    """
+    figure = Figure(figsize=(6.4, 4.8), layout="constrained")
+    axis = figure.subplots()
+    for method, (accuracy_mean, accuracy_std), (sigma_mean, sigma_std) in zip(methods, accuracy, sigma, strict=True):
+        axis.errorbar(sigma_mean, accuracy_mean, xerr=sigma_std, yerr=accuracy_std, fmt="o", capsize=3)
+        axis.annotate(method, (sigma_mean, accuracy_mean), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    if kappa is not None:
+        axis.axvline(kappa, color="black", linestyle="--", linewidth=1, label=f"kappa = {kappa:g}")
+        axis.legend(fontsize=8)
+    axis.set_xlabel("sigma (train split), mean ± std over seeds")
+    axis.set_ylabel("accuracy (eval), mean ± std over seeds")
+    axis.grid(alpha=0.3)
+    axis.set_title(title or "distillation methods")
+    return figure

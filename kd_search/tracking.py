@@ -274,14 +274,15 @@ class StudyTracker:
     # --- the trials (nested runs) ---
 
     @_buffered
-    def start_trial(self, number: int, params: dict[str, float], ray_trial_id: str) -> None:
+    def start_trial(self, number: int, params: dict[str, Any], ray_trial_id: str, run_name: str | None = None) -> None:
         """Open (or re-open, for a resumed trial) the trial's nested run and log its parameters."""
-        self._open_trial_run(number, params, ray_trial_id)
+        self._open_trial_run(number, params, ray_trial_id, run_name)
 
-    def _open_trial_run(self, number: int, params: dict[str, float], ray_trial_id: str) -> str:
+    def _open_trial_run(self, number: int, params: dict[str, Any], ray_trial_id: str,
+                        run_name: str | None = None) -> str:
         run_id = self._children.get(number)
         if run_id is None:
-            run = self.client.create_run(self.experiment_id, run_name=f"trial-{number:03d}", tags={
+            run = self.client.create_run(self.experiment_id, run_name=run_name or f"trial-{number:03d}", tags={
                 "mlflow.parentRunId": self.parent_id, "kd_search_study": self.study_name,
                 "kd_search_role": "trial", "optuna_trial_number": str(number)})
             run_id = self._children[number] = run.info.run_id

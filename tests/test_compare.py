@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import yaml
+from mlflow.tracking import MlflowClient
 from tiny import tiny_study, write_study
 
 from kd_search.cli import main
@@ -36,6 +38,22 @@ def test_compare_runs_every_method_per_seed_with_one_teacher(tmp_path, runner):
     assert runs[0]["accuracy"] != runs[1]["accuracy"] or runs[0]["sigma"] != runs[1]["sigma"]
     assert all(0.0 <= r["cka_diagonal"] <= 1.0 for r in runs)  # VKD has no intermediate stage, still measured
     assert "| vkd |" in result.output and "| fsd |" in result.output and "±" in result.output
+    # MLflow: one parent run for the comparison, one nested run per method and seed.
+    client = MlflowClient(f"sqlite:///{tmp_path / 'work' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("kd-search").experiment_id
+    [parent] = client.search_runs([experiment], "tags.kd_search_role = 'study'")
+    assert parent.info.run_name.startswith("compare-compare-") and parent.info.status == "FINISHED"
+    assert parent.data.params["methods"] == "vkd, fsd"
+    assert {"comparison.png", "study_summary.csv"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
+    children = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
+                                  order_by=["attributes.start_time ASC"])
+    assert [c.info.run_name for c in children] == ["vkd-seed0", "vkd-seed1", "fsd-seed0", "fsd-seed1"]
+    for child, run in zip(children, runs, strict=True):
+        assert child.info.status == "FINISHED" and child.data.params["method"] == run["method"]
+        assert child.data.metrics["sigma"] == pytest.approx(run["sigma"])
+        assert child.data.metrics["cka_diagonal"] == pytest.approx(run["cka_diagonal"])
+        assert {"confidence.png", "layer_cka.png"} <= {a.path for a in client.list_artifacts(child.info.run_id)}
+    assert [m.step for m in client.get_metric_history(children[0].info.run_id, "accuracy")] == [1]
 
 
 def test_compare_rejects_bad_files_in_one_line(tmp_path, runner):
