@@ -46,17 +46,13 @@ class TeacherLayers:
     (0 = embeddings), attention scores and value vectors (1-based layers).
 
     Example:
-        >>> TeacherLayers(hidden=(0, 2), scores=(2,)).any
-        True
+        >>> TeacherLayers(hidden=(0, 2), scores=(2,))
+        TeacherLayers(hidden=(0, 2), scores=(2,), values=())
     """
 
     hidden: tuple[int, ...] = ()
     scores: tuple[int, ...] = ()
     values: tuple[int, ...] = ()
-
-    @property
-    def any(self) -> bool:
-        return bool(self.hidden or self.scores or self.values)
 
 
 @dataclass

@@ -14,6 +14,7 @@ head counts and widths whose division is exact.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -55,7 +56,7 @@ def _relation_kl(student_log: torch.Tensor, teacher_log: torch.Tensor, mask: tor
 
 def _head_average(log_probs: torch.Tensor) -> torch.Tensor:
     # log of the mean distribution over heads: still a distribution per query token.
-    return torch.logsumexp(log_probs, dim=1, keepdim=True) - torch.log(torch.tensor(float(log_probs.shape[1])))
+    return torch.logsumexp(log_probs, dim=1, keepdim=True) - math.log(log_probs.shape[1])
 
 
 def attention_distribution_loss(student_scores: torch.Tensor, teacher_scores: torch.Tensor,
