@@ -93,29 +93,21 @@ def run_comparison(comparison: Comparison, studies: dict[str, Study], workdir: s
             runs.append(run)
             if tracker:  # the epochs' metrics are on the run; add what was measured after training
                 measured_after = {k: v for k, v in metrics.items() if k == "cka_diagonal" or k.startswith("relation_")}
-                tracker.finish_trial(number, "COMPLETE", measured_after,
-                                     _run_figures(f"{method} seed {seed}", metrics, outputs))
+                tracker.finish_trial(number, "COMPLETE", measured_after, figures.trial_figures(
+                    outputs["teacher_probs"], outputs["student_probs"], outputs["labels"], float(metrics["kappa"]),
+                    outputs["cka_matrix"], title=f"{method} seed {seed}"))
             if on_run:
                 on_run(run)
     if tracker:
         rows = summarize_runs(runs)
-        kappa = studies[next(iter(studies))].objectives.confidence.kappa
+        kappa = next(iter(studies.values())).objectives.confidence.fixed_kappa
         figure = figures.comparison_figure(
             [r["method"] for r in rows], [(r["accuracy_mean"], r["accuracy_std"]) for r in rows],
-            [(r["sigma_mean"], r["sigma_std"]) for r in rows], kappa if isinstance(kappa, float) else None,
+            [(r["sigma_mean"], r["sigma_std"]) for r in rows], kappa,
             title=f"{len(comparison.seeds)} seeds per method")
         tracker.log_study_results({"comparison.png": figure}, pd.DataFrame(rows), {})
         tracker.end_study()
     return runs
-
-
-def _run_figures(title: str, metrics: dict[str, Any], outputs: dict[str, Any]) -> dict[str, Any]:
-    labels = ["emb", *(f"map {m}" for m in range(1, outputs["cka_matrix"].shape[0]))]
-    return {
-        "confidence.png": figures.confidence_figure(outputs["teacher_probs"], outputs["student_probs"],
-                                                    outputs["labels"], kappa=float(metrics["kappa"]), title=title),
-        "layer_cka.png": figures.cka_figure(outputs["cka_matrix"], labels, labels),
-    }
 
 
 def summarize_runs(runs: list[MethodRun]) -> list[dict[str, Any]]:

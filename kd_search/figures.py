@@ -154,3 +154,20 @@ def comparison_figure(methods: Sequence[str], accuracy: Sequence[tuple[float, fl
     axis.grid(alpha=0.3)
     axis.set_title(title or "distillation methods")
     return figure
+
+
+def trial_figures(teacher_probs: np.ndarray, student_probs: np.ndarray, labels: np.ndarray, kappa: float,
+                  cka_matrix: np.ndarray | None = None, title: str = "") -> dict[str, Figure]:
+    """A finished trial's pictures by MLflow artifact name: ``confidence.png`` and, when
+    the layers were compared, ``layer_cka.png`` (rows/columns: embeddings, mapped layers).
+
+    Example:
+        >>> p = np.array([[0.9, 0.1], [0.2, 0.8]])
+        >>> sorted(trial_figures(p, p, np.array([0, 1]), 0.05, np.eye(2)))
+        ['confidence.png', 'layer_cka.png']
+    """
+    pictures = {"confidence.png": confidence_figure(teacher_probs, student_probs, labels, kappa=kappa, title=title)}
+    if cka_matrix is not None:
+        layer_labels = ["emb", *(f"map {m}" for m in range(1, cka_matrix.shape[0]))]
+        pictures["layer_cka.png"] = cka_figure(cka_matrix, layer_labels, layer_labels)
+    return pictures

@@ -578,12 +578,9 @@ class _Driver:
                 extra["cka_diagonal"] = analysis.cka_diagonal(data["cka_matrix"])
             extra |= {name: float(data[name]) for name in data.files if name.startswith("relation_")}
             if with_figures:
-                pictures["confidence.png"] = figures.confidence_figure(
-                    data["teacher_probs"], data["student_probs"], data["labels"], kappa=float(result["kappa"]),
-                    title=f"{self.study.name} trial {number}")
-                if "cka_matrix" in data:
-                    labels = ["emb", *(f"map {m}" for m in range(1, data["cka_matrix"].shape[0]))]
-                    pictures["layer_cka.png"] = figures.cka_figure(data["cka_matrix"], labels, labels)
+                pictures = figures.trial_figures(data["teacher_probs"], data["student_probs"], data["labels"],
+                                                 float(result["kappa"]), data.get("cka_matrix"),
+                                                 title=f"{self.study.name} trial {number}")
         return pictures, extra
 
     def refresh_front(self) -> StudySummary:
@@ -811,9 +808,7 @@ def _close_launch(driver: _Driver, tracker: StudyTracker, study: Study, status: 
 
 def _log_study_results(tracker: StudyTracker, summary: StudySummary, study: Study) -> None:
     complete = [t for t in summary.trials if t.state == "COMPLETE"]
-    kappa_setting = study.objectives.confidence.kappa
-    kappa = float(kappa_setting) if kappa_setting != "bound" else None
-    figure = summary.pareto_figure(kappa, title=f"{study.name}: {len(complete)} finished trials")
+    figure = summary.pareto_figure(study.objectives.confidence.fixed_kappa, title=f"{study.name}: {len(complete)} finished trials")
     table = summary_table(summary)
     best = summary.best_feasible()
     metrics = {"trials_complete": float(len(complete)), "front_size": float(len(summary.front))}

@@ -253,6 +253,16 @@ class ConfidenceSpec(_Strict):
     bound_gamma: PositiveFloat = 1.0
     convention: Literal["auto", "p0", "true_class"] = "auto"
 
+    @property
+    def fixed_kappa(self) -> float | None:
+        """kappa when the study fixes it; None for ``bound`` (each trial computes its own).
+
+        Example:
+            >>> ConfidenceSpec(kappa="bound").fixed_kappa is None, ConfidenceSpec(kappa=0.075).fixed_kappa
+            (True, 0.075)
+        """
+        return None if self.kappa == "bound" else float(self.kappa)
+
 
 class ObjectivesSpec(_Strict):
     task_metric: Literal["accuracy", "f1", "mcc", "pearson", "spearman"] = "accuracy"
@@ -330,7 +340,7 @@ class TrackingSpec(_Strict):
 
 _SPACE_NAME = re.compile(
     r"^(alpha|beta|gamma|temperature|weight_decay|layer_weight(_[1-9][0-9]*)?"
-    r"|weight_(fsd_intra|fsd_local|fsd_global|pkd|rkd_distance|rkd_angle|minilm_attention|minilm_value)"
+    rf"|weight_({'|'.join(StructureWeights.model_fields)})"
     r"|(learning_rate|epochs)_(intermediate|prediction|joint))$"
 )
 

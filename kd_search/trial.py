@@ -332,12 +332,10 @@ def _evaluate(setup: TrialSetup, student, params: dict[str, float], teacher_trai
     distill = kl_distillation if study.distillation.prediction_loss == "kl" else soft_cross_entropy
     prediction_loss_sum = float(distill(student_train, teacher_train, params["temperature"])) * len(data.train)
     metrics["prediction_loss_sum"] = prediction_loss_sum
-    kappa_setting = study.objectives.confidence.kappa
-    if kappa_setting == "bound":
+    kappa = study.objectives.confidence.fixed_kappa
+    if kappa is None:
         kappa = confidence.kappa_bound(study.objectives.confidence.bound_gamma, prediction_loss_sum,
                                        len(data.train), params["alpha"])
-    else:
-        kappa = float(kappa_setting)
     metrics["kappa"] = kappa
     metrics["phi_cnf"] = bool(not math.isnan(metrics["sigma"]) and confidence.phi_cnf(metrics["sigma"], kappa))
     return metrics, outputs[split]
