@@ -21,9 +21,9 @@ import statistics
 import tempfile
 import time
 
-from kd_search.pareto import hypervolume
-from kd_search.search import Locations, launch
-from kd_search.spec import load_study
+from kd_search.engine.spec import load_study
+from kd_search.service.pareto import hypervolume
+from kd_search.service.search import Locations, launch
 
 
 def main() -> None:

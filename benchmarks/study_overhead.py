@@ -19,9 +19,9 @@ import json
 import tempfile
 import time
 
-from kd_search.search import Locations, launch, load_optuna_study
-from kd_search.spec import load_study
-from kd_search.trial import prepare, teacher_layers, teacher_outputs
+from kd_search.engine.spec import load_study
+from kd_search.engine.trial import prepare, teacher_layers, teacher_outputs
+from kd_search.service.search import Locations, launch, load_optuna_study
 
 
 def main() -> None:

@@ -30,15 +30,15 @@ from pathlib import Path
 
 import torch
 
-from kd_search.spec import parse_study
-from kd_search.trial import prepare, run_trial, teacher_layers, teacher_outputs
+from kd_search.engine.spec import parse_study
+from kd_search.engine.trial import prepare, run_trial, teacher_layers, teacher_outputs
 
 
 def bert_base_teacher(directory: Path) -> str:
     """A BERT-base-shaped classifier with random weights and the embedded (uncased) vocabulary."""
     from transformers import BertConfig, BertForSequenceClassification
 
-    from kd_search.models import load_tokenizer
+    from kd_search.engine.models import load_tokenizer
 
     torch.manual_seed(0)
     BertForSequenceClassification(BertConfig(num_labels=2)).save_pretrained(directory)

@@ -5,7 +5,7 @@ Example:
     >>> study = load_study("studies/smoke.yaml")
 """
 
-from kd_search.spec import Study, load_study
+from kd_search.engine.spec import Study, load_study
 
 __all__ = ["Study", "load_study", "__version__"]
 __version__ = "0.1.0"

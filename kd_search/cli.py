@@ -29,14 +29,14 @@ from rich.progress import (
 from rich.table import Table
 from transformers.utils import logging as hf_logging
 
-from kd_search import audit as audit_module
-from kd_search.confidence import ConfidenceInputError
-from kd_search.data import DataError
-from kd_search.models import ModelError
-from kd_search.search import Locations, SearchError
-from kd_search.spec import StudyFileError, load_study, study_json_schema
-from kd_search.tracking import TrackingError, ui_command
-from kd_search.trial import NonFiniteLossError
+from kd_search.engine import audit as audit_module
+from kd_search.engine.confidence import ConfidenceInputError
+from kd_search.engine.data import DataError
+from kd_search.engine.models import ModelError
+from kd_search.engine.spec import StudyFileError, load_study, study_json_schema
+from kd_search.engine.trial import NonFiniteLossError
+from kd_search.service.search import Locations, SearchError
+from kd_search.service.tracking import TrackingError, ui_command
 from kd_search.urls import display_url
 
 USER_ERRORS: tuple[type[Exception], ...] = (
@@ -82,7 +82,7 @@ def main() -> None:
 @click.argument("study_file", type=click.Path(dir_okay=False))
 def validate(study_file: str) -> None:
     """Check a study (or comparison) file; print what it holds and exit 0, or one error line and exit 2."""
-    from kd_search.spec import is_comparison_file, load_comparison
+    from kd_search.engine.spec import is_comparison_file, load_comparison
 
     if is_comparison_file(study_file):
         comparison, studies = load_comparison(study_file)
@@ -190,7 +190,7 @@ def _parse_overrides(values: tuple[str, ...]) -> dict[str, float]:
 @workdir_option
 def teacher(study_file: str, workdir: str | None) -> None:
     """Prepare the study's teacher once (fine-tune and store it when the study asks)."""
-    from kd_search.trial import prepare
+    from kd_search.engine.trial import prepare
 
     study = load_study(study_file)
     with progress_bar() as progress:
@@ -210,8 +210,8 @@ def teacher(study_file: str, workdir: str | None) -> None:
 @workdir_option
 def distill(study_file: str, overrides: tuple[str, ...], out_dir: str | None, as_json: bool, workdir: str | None) -> None:
     """Run one distillation trial with the study's default (or overridden) hyperparameters."""
-    from kd_search.export import model_card, save_student
-    from kd_search.trial import hyperparameters, prepare, run_trial
+    from kd_search.engine.trial import hyperparameters, prepare, run_trial
+    from kd_search.service.export import model_card, save_student
 
     study = load_study(study_file)
     root = Locations.resolve(study, workdir).workdir
@@ -242,9 +242,9 @@ def compare(comparison_file: str, tracking_uri: str | None, workdir: str | None)
     Each invocation is one MLflow parent run, compare-<file>-<time>, with a nested run per
     method and seed.
     """
-    from kd_search import compare as comparing
-    from kd_search.spec import load_comparison
-    from kd_search.tracking import StudyTracker, check_tracking_uri
+    from kd_search.engine.spec import load_comparison
+    from kd_search.service import compare as comparing
+    from kd_search.service.tracking import StudyTracker, check_tracking_uri
 
     comparison, studies = load_comparison(comparison_file)
     locations = Locations.resolve(next(iter(studies.values())), workdir, tracking_uri=tracking_uri)
@@ -293,7 +293,7 @@ def _front_table(summary, title: str) -> Table:
 def launch(study_file: str, trials: int | None, ray_address: str | None, workdir: str | None, storage: str | None,
            tracking_uri: str | None) -> None:
     """Run a study (or resume it: finished trials are kept) and print its Pareto front."""
-    from kd_search import search
+    from kd_search.service import search
 
     study = load_study(study_file)
     locations = Locations.resolve(study, workdir, storage, tracking_uri)
@@ -338,7 +338,7 @@ def status(name: str | None, workdir: str | None, storage: str | None, tracking_
     """Studies in the storage: trials by state and the best feasible trial."""
     import optuna
 
-    from kd_search import search
+    from kd_search.service import search
 
     locations = Locations.resolve(None, workdir, storage, tracking_uri)
     names = [name] if name else sorted(
@@ -366,7 +366,7 @@ def status(name: str | None, workdir: str | None, storage: str | None, tracking_
 @location_options
 def pareto(name: str, as_json: bool, workdir: str | None, storage: str | None, tracking_uri: str | None) -> None:
     """The study's feasible Pareto front (task metric up, sigma down, sigma <= kappa)."""
-    from kd_search import search
+    from kd_search.service import search
 
     locations = Locations.resolve(None, workdir, storage, tracking_uri)
     summary = search.summarize(search.load_optuna_study(name, locations.storage))
@@ -387,8 +387,8 @@ def pareto(name: str, as_json: bool, workdir: str | None, storage: str | None, t
 def export(name: str, number: int | None, best: bool, out_dir: str, model_name: str | None, workdir: str | None,
            storage: str | None, tracking_uri: str | None) -> None:
     """Export a trial's student as a Hugging Face directory with a model card."""
-    from kd_search import search, tracking
-    from kd_search.export import export_student, model_card
+    from kd_search.service import search, tracking
+    from kd_search.service.export import export_student, model_card
 
     if (number is None) == (not best):
         raise SearchError("give exactly one of --trial N and --best")
@@ -421,8 +421,8 @@ def export(name: str, number: int | None, best: bool, out_dir: str, model_name: 
 @location_options
 def report(name: str, out_file: str, workdir: str | None, storage: str | None, tracking_uri: str | None) -> None:
     """Write a self-contained HTML dashboard of the study (also logged on its MLflow run)."""
-    from kd_search import search, tracking
-    from kd_search.report import build_report
+    from kd_search.service import search, tracking
+    from kd_search.service.report import build_report
 
     locations = Locations.resolve(None, workdir, storage, tracking_uri)
     optuna_study = search.load_optuna_study(name, locations.storage)

@@ -95,10 +95,10 @@ def fill_cache_in_process(root: str, marker: str, result_file: str) -> None:
     """Child-process body for the concurrent cache test: fill (or reuse) and record what it read."""
     import json
 
-    from kd_search.data import load_task
-    from kd_search.models import load_classifier, load_tokenizer
-    from kd_search.spec import parse_study
-    from kd_search.teacher_cache import TeacherLayers, cached_teacher
+    from kd_search.engine.data import load_task
+    from kd_search.engine.models import load_classifier, load_tokenizer
+    from kd_search.engine.spec import parse_study
+    from kd_search.engine.teacher_cache import TeacherLayers, cached_teacher
 
     study = parse_study(tiny_study(Path(root)))
     teacher_dir = str(tiny_teacher_dir(Path(root)))

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kd_search import telemetry
+from kd_search.service import telemetry
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
 COMPOSE = DOCKER / "compose.yaml"
 

@@ -12,11 +12,11 @@ import torch
 from tiny import fill_cache_in_process, tiny_study, tiny_teacher_dir, write_study
 
 from kd_search.cli import main
-from kd_search.data import load_task
-from kd_search.models import build_student, load_classifier, load_tokenizer, width_projection
-from kd_search.spec import FreshStudentConfig, StudentSpec, parse_study
-from kd_search.teacher_cache import TeacherLayers, cached_teacher
-from kd_search.trial import NonFiniteLossError, prepare, run_trial
+from kd_search.engine.data import load_task
+from kd_search.engine.models import build_student, load_classifier, load_tokenizer, width_projection
+from kd_search.engine.spec import FreshStudentConfig, StudentSpec, parse_study
+from kd_search.engine.teacher_cache import TeacherLayers, cached_teacher
+from kd_search.engine.trial import NonFiniteLossError, prepare, run_trial
 
 
 @pytest.fixture(scope="module")

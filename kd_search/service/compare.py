@@ -23,9 +23,10 @@ from typing import Any
 
 import pandas as pd
 
-from kd_search import analysis, figures
-from kd_search.spec import Comparison, Study
-from kd_search.tracking import StudyTracker
+from kd_search.engine import analysis
+from kd_search.engine.spec import Comparison, Study
+from kd_search.service import figures
+from kd_search.service.tracking import StudyTracker
 
 COLUMNS = ("accuracy", "sigma", "cka_diagonal")
 
@@ -58,7 +59,7 @@ def run_comparison(comparison: Comparison, studies: dict[str, Study], workdir: s
         >>> {r.method for r in runs}  # doctest: +SKIP
         {'fsd', 'minilm', 'pkd', 'rkd', 'tinybert', 'vkd'}
     """
-    from kd_search.trial import hyperparameters, prepare, run_trial, structure_analysis
+    from kd_search.engine.trial import hyperparameters, prepare, run_trial, structure_analysis
 
     if tracker:
         tracker.start_study(comparison.description, comparison.model_dump(mode="json"),

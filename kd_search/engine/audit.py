@@ -3,7 +3,7 @@
 A prediction file (CSV, JSONL or Parquet) has a ``label`` column, class probabilities
 ``p0..p{K-1}`` (or logits ``logit0..logit{K-1}``), an optional ``pred`` column and an
 optional ``id`` column. Rows are joined on ``id`` when both files have it, otherwise by
-position after a length check. The metrics themselves live in :mod:`kd_search.confidence`.
+position after a length check. The metrics themselves live in :mod:`kd_search.engine.confidence`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kd_search import confidence
+from kd_search.engine import confidence
 
 
 class PredictionFileError(ValueError):

@@ -10,7 +10,7 @@ import pytest
 import torch
 from tiny import tiny_study
 
-from kd_search.losses import (
+from kd_search.engine.losses import (
     STRUCTURE_LOSSES,
     SelfAttentionPair,
     attention_distribution_loss,
@@ -18,15 +18,15 @@ from kd_search.losses import (
     structure_objective,
     value_relation_loss,
 )
-from kd_search.losses.structure import (
+from kd_search.engine.losses.structure import (
     fsd_intra_loss,
     fsd_local_loss,
     pkd_loss,
     rkd_angle_loss,
     rkd_distance_loss,
 )
-from kd_search.spec import parse_study
-from kd_search.trial import run_trial
+from kd_search.engine.spec import parse_study
+from kd_search.engine.trial import run_trial
 
 
 def numpy_cka(x: np.ndarray, y: np.ndarray) -> float:
@@ -112,7 +112,7 @@ def test_each_structure_loss_trains_a_tiny_student(tmp_path, name):
 
 
 def test_fsd_global_loss_by_hand_and_gradcheck():
-    from kd_search.losses.structure import fsd_global_loss
+    from kd_search.engine.losses.structure import fsd_global_loss
 
     memory = torch.eye(2)
     # Teacher feature [1, 0]: distances to the items 0 and sqrt 2 (scaled by their mean: 0, 2),
@@ -183,7 +183,7 @@ def test_capture_values_records_the_value_projection(tmp_path):
     from tiny import tiny_teacher_dir
     from transformers import DistilBertConfig, DistilBertForSequenceClassification
 
-    from kd_search.models import ModelError, capture_values, load_classifier
+    from kd_search.engine.models import ModelError, capture_values, load_classifier
 
     model = load_classifier(str(tiny_teacher_dir(tmp_path)), 2).eval()
     ids = torch.tensor([[2, 5, 6, 3]])
@@ -201,7 +201,7 @@ def test_capture_values_records_the_value_projection(tmp_path):
 
 
 def test_kmeans_memory_converges_on_separable_data(tmp_path):
-    from kd_search.teacher_memory import kmeans, teacher_memory
+    from kd_search.engine.teacher_memory import kmeans, teacher_memory
 
     torch.manual_seed(0)
     centers = torch.tensor([[0.0] * 5, [10.0] * 5, [-10.0, 10.0, -10.0, 10.0, -10.0]])
@@ -230,7 +230,7 @@ def test_structure_weights_are_searchable_names():
 
 
 def test_trial_reports_layer_similarity_to_the_teacher(tmp_path):
-    from kd_search.losses.cka import linear_cka_by_features
+    from kd_search.engine.losses.cka import linear_cka_by_features
 
     x, y = torch.randn(40, 3, dtype=torch.float64), torch.randn(40, 6, dtype=torch.float64)
     assert float(linear_cka_by_features(x, y)) == pytest.approx(float(linear_cka(x, y)))
@@ -247,7 +247,7 @@ def test_trial_reports_layer_similarity_to_the_teacher(tmp_path):
 
 
 def test_relation_differences_by_hand():
-    from kd_search.analysis import relation_differences
+    from kd_search.engine.analysis import relation_differences
 
     # Two tokens at distance 5 in the teacher; the student doubles every vector.
     teacher = torch.tensor([[[0.0, 0.0], [3.0, 4.0], [7.0, 7.0]]])

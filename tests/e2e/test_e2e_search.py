@@ -10,11 +10,11 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from kd_search import pareto
 from kd_search.cli import main
-from kd_search.search import CONSTRAINT, Locations
+from kd_search.service import pareto
+from kd_search.service.search import CONSTRAINT, Locations
 
-SMOKE = Path(__file__).resolve().parent.parent / "studies" / "smoke.yaml"
+SMOKE = Path(__file__).resolve().parents[2] / "studies" / "smoke.yaml"
 SEARCHED = {"alpha", "beta", "gamma", "temperature", "layer_weight_1", "layer_weight_2", "layer_weight_3"}
 
 

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from kd_search.cli import main
-from kd_search.spec import (
+from kd_search.engine.spec import (
     ParameterRange,
     StudyFileError,
     expand_search_space,
@@ -16,7 +16,7 @@ from kd_search.spec import (
     parse_study,
 )
 
-STUDIES = sorted(Path(__file__).resolve().parent.parent.joinpath("studies").rglob("*.yaml"))
+STUDIES = sorted(Path(__file__).resolve().parents[2].joinpath("studies").rglob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.name)

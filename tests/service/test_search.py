@@ -20,9 +20,10 @@ from mlflow import MlflowClient
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from tiny import search_study, write_study
 
-from kd_search import pareto
 from kd_search.cli import main
-from kd_search.search import (
+from kd_search.engine.spec import parse_study
+from kd_search.service import pareto
+from kd_search.service.search import (
     CONSTRAINT,
     Locations,
     SearchError,
@@ -31,7 +32,6 @@ from kd_search.search import (
     load_optuna_study,
     summarize,
 )
-from kd_search.spec import parse_study
 
 
 @pytest.fixture(scope="module")
@@ -234,7 +234,7 @@ def test_launch_with_a_bad_storage_url_fails_before_any_work(tmp_path, runner):
 
 
 def test_sampler_choice_and_budget_scaled_startup(tmp_path):
-    from kd_search.search import make_sampler, startup_trials
+    from kd_search.service.search import make_sampler, startup_trials
 
     study = parse_study(search_study(tmp_path, trials=16))
     assert startup_trials(study) == 4

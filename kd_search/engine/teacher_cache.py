@@ -32,9 +32,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kd_search.data import TaskData, batches
-from kd_search.losses.tinybert import MASKED_SCORE_THRESHOLD
-from kd_search.models import capture_values, use_attention_scores
+from kd_search.engine.data import TaskData, batches
+from kd_search.engine.losses.tinybert import MASKED_SCORE_THRESHOLD
+from kd_search.engine.models import capture_values, use_attention_scores
 
 ProgressCallback = Callable[[str, int, int], None]
 _COMPLETE = "meta.json"

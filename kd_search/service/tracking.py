@@ -69,7 +69,7 @@ def check_tracking_uri(tracking_uri: str, timeout: float = 10.0) -> None:
     Example:
         >>> check_tracking_uri("http://127.0.0.1:9", timeout=1)
         Traceback (most recent call last):
-        kd_search.tracking.TrackingError: MLflow tracking server http://127.0.0.1:9: unreachable (...)
+        kd_search.service.tracking.TrackingError: MLflow tracking server http://127.0.0.1:9: unreachable (...)
     """
     if tracking_uri.startswith(("http://", "https://")):
         import requests

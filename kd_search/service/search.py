@@ -52,10 +52,11 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import Searcher
 
-from kd_search import analysis, figures, pareto
-from kd_search.spec import ParameterRange, Study, expand_search_space, parse_study
-from kd_search.telemetry import StudyGauges, TrialGauges
-from kd_search.tracking import StudyTracker, check_tracking_uri, default_tracking_uri
+from kd_search.engine import analysis
+from kd_search.engine.spec import ParameterRange, Study, expand_search_space, parse_study
+from kd_search.service import figures, pareto
+from kd_search.service.telemetry import StudyGauges, TrialGauges
+from kd_search.service.tracking import StudyTracker, check_tracking_uri, default_tracking_uri
 from kd_search.urls import display_url, error_reason
 
 # (message, done or None when unknown, total)
@@ -425,8 +426,8 @@ def _distillation_trainable(config: dict[str, Any], *, spec: dict[str, Any], wor
     """Ray Tune function trainable: one ``run_trial``, reporting each epoch with a checkpoint."""
     import torch
 
-    from kd_search.export import model_card, save_student
-    from kd_search.trial import NonFiniteLossError, run_trial
+    from kd_search.engine.trial import NonFiniteLossError, run_trial
+    from kd_search.service.export import model_card, save_student
 
     study = parse_study(spec)
     torch.set_num_threads(max(1, int(study.search.resources.cpu or 1)))
@@ -686,7 +687,7 @@ def check_locations(locations: Locations) -> None:
     Example:
         >>> check_locations(Locations.resolve(storage="postgresql+psycopg://kd:pw@127.0.0.1:9/optuna"))
         Traceback (most recent call last):
-        kd_search.search.SearchError: storage postgresql+psycopg://kd:***@127.0.0.1:9/optuna: cannot open (...)
+        kd_search.service.search.SearchError: storage postgresql+psycopg://kd:***@127.0.0.1:9/optuna: cannot open (...)
     """
     open_storage(locations.storage)
     check_tracking_uri(locations.tracking_uri)
@@ -708,7 +709,7 @@ def launch(study: Study, *, locations: Locations | None = None, trials: int | No
         >>> summary.counts()  # doctest: +SKIP
         {'COMPLETE': 4}
     """
-    from kd_search.trial import prepare, teacher_layers, teacher_outputs
+    from kd_search.engine.trial import prepare, teacher_layers, teacher_outputs
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     locations = locations or Locations.resolve(study)

@@ -31,9 +31,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoConfig
 
-from kd_search import analysis, confidence
-from kd_search.data import TaskData, batches, load_task
-from kd_search.losses import (
+from kd_search.engine import analysis, confidence
+from kd_search.engine.data import TaskData, batches, load_task
+from kd_search.engine.losses import (
     MINILM_LOSSES,
     STRUCTURE_LOSSES,
     SelfAttentionPair,
@@ -44,8 +44,8 @@ from kd_search.losses import (
     soft_cross_entropy,
     structure_objective,
 )
-from kd_search.losses.structure import masked_mean
-from kd_search.models import (
+from kd_search.engine.losses.structure import masked_mean
+from kd_search.engine.models import (
     StudentMemory,
     build_student,
     capture_values,
@@ -55,11 +55,11 @@ from kd_search.models import (
     use_attention_scores,
     width_projection,
 )
-from kd_search.optim import linear_warmup_schedule
-from kd_search.spec import Study, StudyFileError
-from kd_search.teacher import evaluate_classifier, prepare_teacher, teacher_key
-from kd_search.teacher_cache import OnTheFlyTeacher, TeacherLayers, cache_key, cached_teacher
-from kd_search.teacher_memory import teacher_memory
+from kd_search.engine.optim import linear_warmup_schedule
+from kd_search.engine.spec import Study, StudyFileError
+from kd_search.engine.teacher import evaluate_classifier, prepare_teacher, teacher_key
+from kd_search.engine.teacher_cache import OnTheFlyTeacher, TeacherLayers, cache_key, cached_teacher
+from kd_search.engine.teacher_memory import teacher_memory
 
 Report = Callable[[dict[str, Any], str | None], None]
 ProgressCallback = Callable[[str, int, int], None]
@@ -182,7 +182,7 @@ def uses_intermediate_layers(study: Study, params: dict[str, float] | None = Non
     layers; without ``params``, whether any trial of the study may.
 
     Example:
-        >>> from kd_search.spec import parse_study
+        >>> from kd_search.engine.spec import parse_study
         >>> study = parse_study({"name": "s", "student": {"teacher_layers": [2]},
         ...                      "distillation": {"stages": [{"name": "prediction"}]}})
         >>> uses_intermediate_layers(study)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from kd_search import confidence as c
+from kd_search.engine import confidence as c
 
 TEACHER = np.array([[0.9, 0.1], [0.2, 0.8], [0.7, 0.3], [0.4, 0.6], [0.6, 0.4]])
 STUDENT = np.array([[0.8, 0.2], [0.3, 0.7], [0.4, 0.6], [0.1, 0.9], [0.55, 0.45]])

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from kd_search.losses import (
+from kd_search.engine.losses import (
     attention_loss,
     embedding_loss,
     hard_cross_entropy,
@@ -16,7 +16,7 @@ from kd_search.losses import (
     prediction_objective,
     soft_cross_entropy,
 )
-from kd_search.models import WidthProjection
+from kd_search.engine.models import WidthProjection
 
 
 def test_soft_cross_entropy_by_hand():

@@ -2,21 +2,25 @@
 
 Example:
     >>> import torch
-    >>> from kd_search.losses import soft_cross_entropy
+    >>> from kd_search.engine.losses import soft_cross_entropy
     >>> float(soft_cross_entropy(torch.zeros(1, 2), torch.zeros(1, 2), temperature=1.0))
     0.6931...
 """
 
-from kd_search.losses.cka import linear_cka
-from kd_search.losses.layer_map import layer_pairs
-from kd_search.losses.minilm import (
+from kd_search.engine.losses.cka import linear_cka
+from kd_search.engine.losses.layer_map import layer_pairs
+from kd_search.engine.losses.minilm import (
     SelfAttentionPair,
     attention_distribution_loss,
     value_relation_loss,
 )
-from kd_search.losses.prediction import hard_cross_entropy, kl_distillation, soft_cross_entropy
-from kd_search.losses.structure import MINILM_LOSSES, STRUCTURE_LOSSES, structure_objective
-from kd_search.losses.tinybert import (
+from kd_search.engine.losses.prediction import (
+    hard_cross_entropy,
+    kl_distillation,
+    soft_cross_entropy,
+)
+from kd_search.engine.losses.structure import MINILM_LOSSES, STRUCTURE_LOSSES, structure_objective
+from kd_search.engine.losses.tinybert import (
     attention_loss,
     embedding_loss,
     hidden_state_loss,

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kd_search.losses.cka import full_precision, linear_cka
-from kd_search.losses.minilm import (
+from kd_search.engine.losses.cka import full_precision, linear_cka
+from kd_search.engine.losses.minilm import (
     SelfAttentionPair,
     attention_distribution_loss,
     value_relation_loss,

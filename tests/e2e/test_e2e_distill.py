@@ -9,7 +9,7 @@ import pytest
 
 from kd_search.cli import main
 
-SMOKE = Path(__file__).resolve().parent.parent / "studies" / "smoke.yaml"
+SMOKE = Path(__file__).resolve().parents[2] / "studies" / "smoke.yaml"
 
 
 @pytest.mark.e2e

@@ -1,4 +1,4 @@
-"""A self-contained HTML dashboard of one study, from the template in ``dashboards/``.
+"""A self-contained HTML dashboard of one study, from the template in ``kd_search/templates/``.
 
 Pictures are embedded as base64 PNGs, so the file can be mailed or attached to a ticket:
 the Pareto front, parallel coordinates of the searched parameters, their fANOVA
@@ -19,10 +19,10 @@ import optuna
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
-from kd_search import figures
-from kd_search.search import Locations, StudySummary, summary_table
+from kd_search.service import figures
+from kd_search.service.search import Locations, StudySummary, summary_table
 
-TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "dashboards"
+TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "templates"
 TEMPLATE = "study_report.html.j2"
 
 

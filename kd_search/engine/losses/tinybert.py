@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from kd_search.losses.prediction import _full_precision, hard_cross_entropy
+from kd_search.engine.losses.prediction import _full_precision, hard_cross_entropy
 
 # TinyBERT zeroes masked attention scores (which carry a large negative mask) in both
 # models before the MSE, so padding contributes nothing but zeros.
@@ -108,7 +108,7 @@ def prediction_objective(
     """alpha * L_hard + (1 - alpha) * L_pred(T).
 
     Example:
-        >>> from kd_search.losses.prediction import soft_cross_entropy
+        >>> from kd_search.engine.losses.prediction import soft_cross_entropy
         >>> z = torch.zeros(1, 2)
         >>> round(float(prediction_objective(z, z, torch.tensor([0]), 0.5, 1.0, soft_cross_entropy)), 4)
         0.6931

@@ -15,7 +15,7 @@ matplotlib.use("Agg")  # figures are files, never windows (workers and CI have n
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from kd_search import confidence  # noqa: E402
+from kd_search.engine import confidence  # noqa: E402
 
 
 def confidence_figure(teacher_probs: np.ndarray, student_probs: np.ndarray, labels: np.ndarray,

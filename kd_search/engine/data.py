@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from kd_search.spec import TaskSpec
+from kd_search.engine.spec import TaskSpec
 
 ROTTEN_TOMATOES_FILE = "data/rotten_tomatoes_corpus_full.csv.bz2"
 # The train/validation split of the embedded snippets never changes with the study seed.

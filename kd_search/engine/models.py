@@ -37,7 +37,7 @@ from transformers import (
 from transformers.masking_utils import eager_mask
 from transformers.utils import logging as hf_logging
 
-from kd_search.spec import EMBEDDED_TEACHER, FreshStudentConfig, StudentSpec
+from kd_search.engine.spec import EMBEDDED_TEACHER, FreshStudentConfig, StudentSpec
 
 SCORES_ATTENTION = "kd_scores"
 _LAYER_KEY = re.compile(r"^(.*\.layer\.)(\d+)(\..*)$")

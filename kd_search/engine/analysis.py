@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from kd_search.losses.cka import linear_cka_by_features
+from kd_search.engine.losses.cka import linear_cka_by_features
 
 
 def token_rows(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -64,7 +64,7 @@ def relation_differences(student_hidden: torch.Tensor, teacher_hidden: torch.Ten
         >>> sorted(d), max(d.values()) < 1e-5
         (['inter_cosine', 'inter_distance', 'intra_cosine', 'intra_distance'], True)
     """
-    from kd_search.losses.structure import masked_mean
+    from kd_search.engine.losses.structure import masked_mean
 
     student_hidden, teacher_hidden, mask = student_hidden.double(), teacher_hidden.double(), mask.double()
     pairs = mask.unsqueeze(2) * mask.unsqueeze(1)  # (samples, tokens, tokens): both tokens real

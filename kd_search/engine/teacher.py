@@ -18,11 +18,11 @@ from pathlib import Path
 
 import torch
 
-from kd_search import confidence
-from kd_search.data import TaskData, batches
-from kd_search.models import load_classifier, load_tokenizer, resolve_model
-from kd_search.optim import linear_warmup_schedule
-from kd_search.spec import Study
+from kd_search.engine import confidence
+from kd_search.engine.data import TaskData, batches
+from kd_search.engine.models import load_classifier, load_tokenizer, resolve_model
+from kd_search.engine.optim import linear_warmup_schedule
+from kd_search.engine.spec import Study
 
 ProgressCallback = Callable[[str, int, int], None]
 
