@@ -25,8 +25,17 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
+from kd_search.engine.structure_catalog import STRUCTURE_LOSS_NEEDS, STRUCTURE_LOSSES
 from kd_search.urls import has_password
 
 EMBEDDED_TEACHER = "embedded:minilm-l6"
@@ -177,23 +186,17 @@ class StageSpec(_Strict):
     learning_rate: PositiveFloat = 5e-5
 
 
-class StructureWeights(_Strict):
-    """Weights of the structure losses added in stages with intermediate layers (0 = off).
-
-    Searchable as ``weight_fsd_intra``, ``weight_fsd_local``, ``weight_fsd_global``,
-    ``weight_pkd``, ``weight_rkd_distance``, ``weight_rkd_angle``,
-    ``weight_minilm_attention`` and ``weight_minilm_value``.
-    """
-
-    fsd_intra: Annotated[float, Field(ge=0)] = 0.0
-    fsd_local: Annotated[float, Field(ge=0)] = 0.0
-    fsd_global: Annotated[float, Field(ge=0)] = 0.0
-    pkd: Annotated[float, Field(ge=0)] = 0.0
-    rkd_distance: Annotated[float, Field(ge=0)] = 0.0
-    rkd_angle: Annotated[float, Field(ge=0)] = 0.0
-    # MiniLM: attention distributions and value relations of the last mapped layer.
-    minilm_attention: Annotated[float, Field(ge=0)] = 0.0
-    minilm_value: Annotated[float, Field(ge=0)] = 0.0
+StructureWeights = create_model(
+    "StructureWeights",
+    __base__=_Strict,
+    __doc__=(
+        "Weights of the structure losses added in stages with intermediate layers (0 = off).\n\n"
+        "One per loss of the catalog (:mod:`kd_search.engine.structure_catalog`), searchable as "
+        + ", ".join(f"``weight_{name}``" for name in STRUCTURE_LOSSES) + "."
+    ),
+    **{name: (Annotated[float, Field(ge=0, description=needs.description)], 0.0)
+       for name, needs in STRUCTURE_LOSS_NEEDS.items()},
+)
 
 
 class DistillationSpec(_Strict):
@@ -340,7 +343,7 @@ class TrackingSpec(_Strict):
 
 _SPACE_NAME = re.compile(
     r"^(alpha|beta|gamma|temperature|weight_decay|layer_weight(_[1-9][0-9]*)?"
-    rf"|weight_({'|'.join(StructureWeights.model_fields)})"
+    rf"|weight_({'|'.join(STRUCTURE_LOSSES)})"
     r"|(learning_rate|epochs)_(intermediate|prediction|joint))$"
 )
 

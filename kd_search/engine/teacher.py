@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -22,9 +21,8 @@ from kd_search.engine import confidence
 from kd_search.engine.data import TaskData, batches
 from kd_search.engine.models import load_classifier, load_tokenizer, resolve_model
 from kd_search.engine.optim import linear_warmup_schedule
+from kd_search.engine.progress import ProgressCallback
 from kd_search.engine.spec import Study
-
-ProgressCallback = Callable[[str, int, int], None]
 
 
 def teacher_key(study: Study, data: TaskData) -> str:

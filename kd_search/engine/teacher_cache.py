@@ -35,8 +35,8 @@ import torch
 from kd_search.engine.data import TaskData, batches
 from kd_search.engine.losses.tinybert import MASKED_SCORE_THRESHOLD
 from kd_search.engine.models import capture_values, use_attention_scores
+from kd_search.engine.progress import ProgressCallback
 
-ProgressCallback = Callable[[str, int, int], None]
 _COMPLETE = "meta.json"
 
 

@@ -1,4 +1,5 @@
-"""Pure distillation losses on tensors. Nothing here imports the rest of the package.
+"""Pure distillation losses on tensors. Nothing here imports the rest of the package but
+the structure losses' catalog (plain data).
 
 Example:
     >>> import torch
@@ -14,12 +15,13 @@ from kd_search.engine.losses.minilm import (
     attention_distribution_loss,
     value_relation_loss,
 )
+from kd_search.engine.losses.precision import full_precision
 from kd_search.engine.losses.prediction import (
     hard_cross_entropy,
     kl_distillation,
     soft_cross_entropy,
 )
-from kd_search.engine.losses.structure import MINILM_LOSSES, STRUCTURE_LOSSES, structure_objective
+from kd_search.engine.losses.structure import structure_objective
 from kd_search.engine.losses.tinybert import (
     attention_loss,
     embedding_loss,
@@ -27,6 +29,7 @@ from kd_search.engine.losses.tinybert import (
     intermediate_objective,
     prediction_objective,
 )
+from kd_search.engine.structure_catalog import MINILM_LOSSES, STRUCTURE_LOSSES
 
 __all__ = [
     "MINILM_LOSSES",
@@ -37,6 +40,7 @@ __all__ = [
     "structure_objective",
     "value_relation_loss",
     "attention_loss",
+    "full_precision",
     "embedding_loss",
     "hard_cross_entropy",
     "hidden_state_loss",

@@ -14,18 +14,10 @@ from __future__ import annotations
 
 import torch
 
+from kd_search.engine.losses.precision import full_precision
+
 # Added to the denominator: a constant representation (zero centred Gram) has CKA 0, not NaN.
 CKA_EPS = 1e-12
-
-
-def full_precision(x: torch.Tensor) -> torch.Tensor:
-    """``x`` in float32 when it is a half type (traces of products overflow in bf16/fp16).
-
-    Example:
-        >>> full_precision(torch.ones(1, dtype=torch.bfloat16)).dtype
-        torch.float32
-    """
-    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 def centered_gram(x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

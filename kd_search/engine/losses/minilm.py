@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import torch
 
-from kd_search.engine.losses.cka import full_precision
+from kd_search.engine.losses.precision import full_precision
 
 # A finite stand-in for -inf at padded keys: their probability underflows to exactly 0,
 # and no inf - inf (NaN) appears in the KL or its gradient.

@@ -5,10 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-
-def _full_precision(x: torch.Tensor) -> torch.Tensor:
-    # Losses are computed in float32 even under bf16 autocast; float64 stays float64.
-    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+from kd_search.engine.losses.precision import full_precision
 
 
 def soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -20,8 +17,8 @@ def soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tenso
         >>> round(float(soft_cross_entropy(torch.tensor([[0.0, 0.0]]), torch.tensor([[0.0, 0.0]]), 1.0)), 4)
         0.6931
     """
-    teacher_probs = F.softmax(_full_precision(teacher_logits) / temperature, dim=-1)
-    student_log_probs = F.log_softmax(_full_precision(student_logits) / temperature, dim=-1)
+    teacher_probs = F.softmax(full_precision(teacher_logits) / temperature, dim=-1)
+    student_log_probs = F.log_softmax(full_precision(student_logits) / temperature, dim=-1)
     return -(teacher_probs * student_log_probs).sum(dim=-1).mean()
 
 
@@ -34,8 +31,8 @@ def kl_distillation(student_logits: torch.Tensor, teacher_logits: torch.Tensor, 
         >>> float(kl_distillation(torch.tensor([[1.0, 2.0]]), torch.tensor([[1.0, 2.0]]), 4.0))
         0.0
     """
-    teacher_log_probs = F.log_softmax(_full_precision(teacher_logits) / temperature, dim=-1)
-    student_log_probs = F.log_softmax(_full_precision(student_logits) / temperature, dim=-1)
+    teacher_log_probs = F.log_softmax(full_precision(teacher_logits) / temperature, dim=-1)
+    student_log_probs = F.log_softmax(full_precision(student_logits) / temperature, dim=-1)
     kl = F.kl_div(student_log_probs, teacher_log_probs, log_target=True, reduction="batchmean")
     return kl * temperature**2
 
@@ -47,4 +44,4 @@ def hard_cross_entropy(student_logits: torch.Tensor, labels: torch.Tensor) -> to
         >>> round(float(hard_cross_entropy(torch.tensor([[0.0, 0.0]]), torch.tensor([1]))), 4)
         0.6931
     """
-    return F.cross_entropy(_full_precision(student_logits), labels)
+    return F.cross_entropy(full_precision(student_logits), labels)

@@ -2,7 +2,8 @@
 
 Each compares how the teacher and the student *arrange* their representations rather
 than the representations themselves, so the widths may differ (PKD aside, which goes
-through the width projection).
+through the width projection). Each is registered under its catalog name
+(:mod:`kd_search.engine.structure_catalog`), which also says what it reads.
 """
 
 from __future__ import annotations
@@ -10,12 +11,19 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kd_search.engine.losses.cka import full_precision, linear_cka
+from kd_search.engine.losses.cka import linear_cka
 from kd_search.engine.losses.minilm import (
     SelfAttentionPair,
     attention_distribution_loss,
     value_relation_loss,
 )
+from kd_search.engine.losses.precision import full_precision
+from kd_search.engine.losses.registry import (
+    STRUCTURE_TERMS,
+    StructureInputs,
+    register_structure_loss,
+)
+from kd_search.engine.structure_catalog import STRUCTURE_LOSS_NEEDS
 
 
 def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -150,9 +158,47 @@ def fsd_global_loss(student_features: torch.Tensor, teacher_features: torch.Tens
     return structure + distance + cosine
 
 
-STRUCTURE_LOSSES = ("fsd_intra", "fsd_local", "fsd_global", "pkd", "rkd_distance", "rkd_angle", "minilm_attention",
-                    "minilm_value")
-MINILM_LOSSES = ("minilm_attention", "minilm_value")
+@register_structure_loss("fsd_intra")
+def _fsd_intra(student: torch.Tensor, teacher: torch.Tensor, inputs: StructureInputs) -> torch.Tensor:
+    return fsd_intra_loss(student, teacher, inputs.mask)
+
+
+@register_structure_loss("fsd_local")
+def _fsd_local(student: torch.Tensor, teacher: torch.Tensor, inputs: StructureInputs) -> torch.Tensor:
+    return fsd_local_loss(student, teacher, inputs.mask)
+
+
+@register_structure_loss("fsd_global")
+def _fsd_global(student: torch.Tensor, teacher: torch.Tensor, inputs: StructureInputs) -> torch.Tensor:
+    # FSD's features under the classifier: the mean-pooled tokens.
+    return fsd_global_loss(masked_mean(student, inputs.mask), masked_mean(teacher, inputs.mask), *inputs.memories)
+
+
+@register_structure_loss("pkd")
+def _pkd(student: list[torch.Tensor], teacher: list[torch.Tensor], inputs: StructureInputs) -> torch.Tensor:
+    return pkd_loss([h[:, 0] for h in student], [h[:, 0] for h in teacher], inputs.projection)
+
+
+@register_structure_loss("rkd_distance")
+def _rkd_distance(student: torch.Tensor, teacher: torch.Tensor, inputs: StructureInputs) -> torch.Tensor:
+    return rkd_distance_loss(student[:, 0], teacher[:, 0])
+
+
+@register_structure_loss("rkd_angle")
+def _rkd_angle(student: torch.Tensor, teacher: torch.Tensor, inputs: StructureInputs) -> torch.Tensor:
+    return rkd_angle_loss(student[:, 0], teacher[:, 0])
+
+
+@register_structure_loss("minilm_attention")
+def _minilm_attention(student: torch.Tensor, teacher: torch.Tensor, inputs: StructureInputs) -> torch.Tensor:
+    return attention_distribution_loss(inputs.attention.student_scores, inputs.attention.teacher_scores, inputs.mask)
+
+
+@register_structure_loss("minilm_value")
+def _minilm_value(student: torch.Tensor, teacher: torch.Tensor, inputs: StructureInputs) -> torch.Tensor:
+    attention = inputs.attention
+    return value_relation_loss(attention.student_values, attention.teacher_values, inputs.mask,
+                               heads=attention.teacher_scores.shape[1])
 
 
 def structure_objective(student_hidden: list[torch.Tensor], teacher_hidden: list[torch.Tensor], mask: torch.Tensor,
@@ -173,30 +219,20 @@ def structure_objective(student_hidden: list[torch.Tensor], teacher_hidden: list
         >>> float(structure_objective(h, h, torch.ones(4, 5), {"fsd_intra": 1.0}))
         0.0
     """
-    unknown = set(weights) - set(STRUCTURE_LOSSES)
+    unknown = set(weights) - set(STRUCTURE_TERMS)
     if unknown:
         raise ValueError(f"unknown structure losses: {sorted(unknown)}")
-    if weights.get("fsd_global", 0) > 0 and memories is None:
-        raise ValueError("fsd_global needs the student and teacher memories")
-    if any(weights.get(name, 0) > 0 for name in MINILM_LOSSES) and attention is None:
-        raise ValueError("minilm losses need the last layer's attention scores and values")
-    student_last, teacher_last = student_hidden[-1], teacher_hidden[-1].to(student_hidden[-1].dtype)
-    terms = {
-        "fsd_intra": lambda: fsd_intra_loss(student_last, teacher_last, mask),
-        "fsd_local": lambda: fsd_local_loss(student_last, teacher_last, mask),
-        "fsd_global": lambda: fsd_global_loss(masked_mean(student_last, mask), masked_mean(teacher_last, mask),
-                                              *memories),
-        "pkd": lambda: pkd_loss([h[:, 0] for h in student_hidden[1:]], [h[:, 0] for h in teacher_hidden[1:]],
-                                projection),
-        "rkd_distance": lambda: rkd_distance_loss(student_last[:, 0], teacher_last[:, 0]),
-        "rkd_angle": lambda: rkd_angle_loss(student_last[:, 0], teacher_last[:, 0]),
-        "minilm_attention": lambda: attention_distribution_loss(attention.student_scores, attention.teacher_scores,
-                                                                mask),
-        "minilm_value": lambda: value_relation_loss(attention.student_values, attention.teacher_values, mask,
-                                                    heads=attention.teacher_scores.shape[1]),
-    }
-    total = torch.zeros((), device=student_last.device)
-    for name, weight in weights.items():
-        if weight > 0:
-            total = total + weight * terms[name]()
+    active = [name for name, weight in weights.items() if weight > 0]
+    for name in active:
+        if STRUCTURE_LOSS_NEEDS[name].memory and memories is None:
+            raise ValueError(f"{name} needs the student and teacher memories")
+        if STRUCTURE_LOSS_NEEDS[name].self_attention and attention is None:
+            raise ValueError(f"minilm losses need the last layer's attention scores and values ({name})")
+    inputs = StructureInputs(mask, projection, memories, attention)
+    last = student_hidden[-1], teacher_hidden[-1].to(student_hidden[-1].dtype)
+    mapped = student_hidden[1:], teacher_hidden[1:]
+    total = torch.zeros((), device=last[0].device)
+    for name in active:
+        student, teacher = mapped if STRUCTURE_LOSS_NEEDS[name].layers == "mapped" else last
+        total = total + weights[name] * STRUCTURE_TERMS[name](student, teacher, inputs)
     return total

@@ -11,7 +11,8 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from kd_search.engine.losses.prediction import _full_precision, hard_cross_entropy
+from kd_search.engine.losses.precision import full_precision
+from kd_search.engine.losses.prediction import hard_cross_entropy
 
 # TinyBERT zeroes masked attention scores (which carry a large negative mask) in both
 # models before the MSE, so padding contributes nothing but zeros.
@@ -27,7 +28,7 @@ def embedding_loss(student_embeddings: torch.Tensor, teacher_embeddings: torch.T
         1.0
     """
     projected = projection(student_embeddings) if projection is not None else student_embeddings
-    return F.mse_loss(_full_precision(projected), _full_precision(teacher_embeddings))
+    return F.mse_loss(full_precision(projected), full_precision(teacher_embeddings))
 
 
 def hidden_state_loss(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor,
@@ -39,7 +40,7 @@ def hidden_state_loss(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor
         4.0
     """
     projected = projection(student_hidden) if projection is not None else student_hidden
-    return F.mse_loss(_full_precision(projected), _full_precision(teacher_hidden))
+    return F.mse_loss(full_precision(projected), full_precision(teacher_hidden))
 
 
 def attention_loss(student_scores: torch.Tensor, teacher_scores: torch.Tensor) -> torch.Tensor:
@@ -52,8 +53,8 @@ def attention_loss(student_scores: torch.Tensor, teacher_scores: torch.Tensor) -
         >>> float(attention_loss(torch.ones(1, 2, 3, 3), torch.zeros(1, 2, 3, 3)))
         1.0
     """
-    student = _full_precision(student_scores)
-    teacher = _full_precision(teacher_scores)
+    student = full_precision(student_scores)
+    teacher = full_precision(teacher_scores)
     student = torch.where(student <= MASKED_SCORE_THRESHOLD, torch.zeros_like(student), student)
     teacher = torch.where(teacher <= MASKED_SCORE_THRESHOLD, torch.zeros_like(teacher), teacher)
     if student.shape[1] != teacher.shape[1]:
