@@ -34,7 +34,7 @@ from kd_search.engine.confidence import ConfidenceInputError
 from kd_search.engine.data import DataError
 from kd_search.engine.models import ModelError
 from kd_search.engine.spec import StudyFileError, load_study, study_json_schema
-from kd_search.engine.trial import NonFiniteLossError
+from kd_search.engine.step import NonFiniteLossError
 from kd_search.service.search import Locations, SearchError
 from kd_search.service.tracking import TrackingError, ui_command
 from kd_search.urls import display_url
@@ -219,7 +219,7 @@ def distill(study_file: str, overrides: tuple[str, ...], out_dir: str | None, as
         setup = prepare(study, root, progress)
         params = hyperparameters(setup, _parse_overrides(overrides))
         result = run_trial(study, params, setup=setup, progress=progress)
-    metrics = {k: v for k, v in result.metrics.items() if k != "params"}
+    metrics = result.metrics
     out = Path(out_dir) if out_dir else root / "distill" / study.name / "student"
     card = model_card(study.name, study.teacher.model, study.task.source, params, metrics)
     save_student(result.student, result.tokenizer, out, card, metrics | {"params": params})

@@ -8,6 +8,8 @@ its tokens exactly as the teacher does at the mapped depth.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import torch
 
@@ -45,6 +47,19 @@ def cka_diagonal(matrix: np.ndarray) -> float:
         0.8
     """
     return float(np.mean(np.diagonal(matrix)))
+
+
+def structure_metrics(outputs: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """The structure metrics of a trial's outputs (or of the ``confidence.npz`` it saved):
+    ``cka_diagonal`` of its ``cka_matrix`` and its ``relation_*`` differences, when present.
+
+    Example:
+        >>> structure_metrics({"cka_matrix": np.array([[0.9, 0.1], [0.2, 0.7]]),
+        ...                    "relation_intra_cosine": np.array(0.25), "labels": np.zeros(3)})
+        {'cka_diagonal': 0.8, 'relation_intra_cosine': 0.25}
+    """
+    metrics = {"cka_diagonal": cka_diagonal(outputs["cka_matrix"])} if "cka_matrix" in outputs else {}
+    return metrics | {name: float(outputs[name]) for name in outputs if name.startswith("relation_")}
 
 
 def relation_differences(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor,

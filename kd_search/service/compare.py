@@ -23,7 +23,6 @@ from typing import Any
 
 import pandas as pd
 
-from kd_search.engine import analysis
 from kd_search.engine.spec import Comparison, Study
 from kd_search.service import figures
 from kd_search.service.tracking import StudyTracker
@@ -59,7 +58,7 @@ def run_comparison(comparison: Comparison, studies: dict[str, Study], workdir: s
         >>> {r.method for r in runs}  # doctest: +SKIP
         {'fsd', 'minilm', 'pkd', 'rkd', 'tinybert', 'vkd'}
     """
-    from kd_search.engine.trial import hyperparameters, prepare, run_trial, structure_analysis
+    from kd_search.engine.trial import hyperparameters, prepare, run_trial
 
     if tracker:
         tracker.start_study(comparison.description, comparison.model_dump(mode="json"),
@@ -77,17 +76,14 @@ def run_comparison(comparison: Comparison, studies: dict[str, Study], workdir: s
             report = (lambda metrics, _, number=number: tracker.log_epoch(number, metrics, int(metrics["epoch"]))) \
                 if tracker else None
             try:
-                result = run_trial(seeded, params, report, setup=setup, progress=progress)
+                # Methods without intermediate layers (VKD) are compared on the same layers too.
+                result = run_trial(seeded, params, report, setup=setup, progress=progress, analyse_structure=True)
             except Exception as error:
                 if tracker:
                     tracker.finish_trial(number, "FAIL", {}, error=str(error))
                     tracker.end_study("FAILED")
                 raise
             metrics, outputs = result.metrics, result.outputs
-            # Methods without intermediate layers (VKD) are compared on the same layers too.
-            if "cka_matrix" not in outputs:
-                outputs["cka_matrix"] = structure_analysis(setup, result.student)[0]
-            metrics["cka_diagonal"] = analysis.cka_diagonal(outputs["cka_matrix"])
             run = MethodRun(method, seed, float(metrics["accuracy"]), float(metrics["sigma"]),
                             float(metrics["cka_diagonal"]), float(metrics["teacher_accuracy"]),
                             bool(metrics["phi_cnf"]), float(metrics["train_seconds"]))

@@ -426,7 +426,8 @@ def _distillation_trainable(config: dict[str, Any], *, spec: dict[str, Any], wor
     """Ray Tune function trainable: one ``run_trial``, reporting each epoch with a checkpoint."""
     import torch
 
-    from kd_search.engine.trial import NonFiniteLossError, run_trial
+    from kd_search.engine.step import NonFiniteLossError
+    from kd_search.engine.trial import run_trial
     from kd_search.service.export import model_card, save_student
 
     study = parse_study(spec)
@@ -454,9 +455,8 @@ def _distillation_trainable(config: dict[str, Any], *, spec: dict[str, Any], wor
     out = trial_dir(study_dir, number)
     out.mkdir(parents=True, exist_ok=True)
     np.savez(out / "confidence.npz", **result.outputs)
-    card = model_card(study.name, study.teacher.model, study.task.source, result.metrics["params"], result.metrics)
-    save_student(result.student, result.tokenizer, out / "student", card=card,
-                 metrics={k: v for k, v in result.metrics.items() if k != "params"} | {"trial": number})
+    card = model_card(study.name, study.teacher.model, study.task.source, result.params, result.metrics)
+    save_student(result.student, result.tokenizer, out / "student", card=card, metrics=result.metrics | {"trial": number})
 
 
 def _reportable(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -575,9 +575,7 @@ class _Driver:
         if not arrays.is_file():
             return pictures, extra
         with np.load(arrays) as data:
-            if "cka_matrix" in data:  # rows/columns: embeddings, then the layer map's pairs
-                extra["cka_diagonal"] = analysis.cka_diagonal(data["cka_matrix"])
-            extra |= {name: float(data[name]) for name in data.files if name.startswith("relation_")}
+            extra |= analysis.structure_metrics(data)
             if with_figures:
                 pictures = figures.trial_figures(data["teacher_probs"], data["student_probs"], data["labels"],
                                                  float(result["kappa"]), data.get("cka_matrix"),

@@ -102,8 +102,9 @@ def test_each_structure_loss_passes_gradcheck_and_reaches_only_the_student(name)
 @pytest.mark.parametrize("name", STRUCTURE_LOSSES)
 def test_each_structure_loss_trains_a_tiny_student(tmp_path, name):
     study = parse_study(tiny_study(tmp_path))
-    metrics = run_trial(study, {f"weight_{name}": 1.0}, workdir=tmp_path / "work").metrics
-    assert math.isfinite(metrics["train_loss"]) and metrics["params"][f"weight_{name}"] == 1.0
+    result = run_trial(study, {f"weight_{name}": 1.0}, workdir=tmp_path / "work")
+    metrics = result.metrics
+    assert math.isfinite(metrics["train_loss"]) and result.params[f"weight_{name}"] == 1.0
     assert 0 <= metrics["accuracy"] <= 1
     if name == "fsd_global":  # the teacher memory was computed once, beside the teacher outputs
         assert len(list((tmp_path / "cache" / "fsd-memory").glob("*.safetensors"))) == 1

@@ -15,8 +15,9 @@ from kd_search.cli import main
 from kd_search.engine.data import load_task
 from kd_search.engine.models import build_student, load_classifier, load_tokenizer, width_projection
 from kd_search.engine.spec import FreshStudentConfig, StudentSpec, parse_study
+from kd_search.engine.step import NonFiniteLossError
 from kd_search.engine.teacher_cache import TeacherLayers, cached_teacher
-from kd_search.engine.trial import NonFiniteLossError, prepare, run_trial
+from kd_search.engine.trial import prepare, run_trial
 
 
 @pytest.fixture(scope="module")
@@ -103,13 +104,14 @@ def test_trial_is_deterministic_and_reports_every_epoch(root):
         assert (Path(checkpoint_dir) / "student.safetensors").is_file()
         reports.append(metrics)
 
-    first = run_trial(study, {"alpha": 0.2}, report, setup=setup).metrics
+    first_result = run_trial(study, {"alpha": 0.2}, report, setup=setup)
+    first = first_result.metrics
     second = run_trial(study, {"alpha": 0.2}, setup=setup).metrics
     assert [r["epoch"] for r in reports] == [1, 2]
     assert [r["stage"] for r in reports] == ["intermediate", "prediction"]
     for key in ("accuracy", "sigma", "kappa", "train_loss", "ece", "agreement"):
         assert first[key] == second[key], key
-    assert first["params"]["alpha"] == 0.2
+    assert first_result.params["alpha"] == 0.2 and "params" not in first
     assert 0 <= first["sigma"] and first["kappa"] == 0.05
     assert isinstance(first["phi_cnf"], bool)
 
