@@ -306,9 +306,8 @@ def structure_analysis(setup: TrialSetup, student, teacher=None) -> tuple[np.nda
     return matrix, {f"relation_{name}": float(np.mean([r[name] for r in relations])) for name in relations[0]}
 
 
-
-
-def _student_and_plans(setup: TrialSetup, params: dict[str, float], teacher):
+def _student_and_plans(setup: TrialSetup, params: dict[str, float],
+                       teacher) -> tuple[torch.nn.Module, dict[str, torch.nn.Module], list[StagePlan]]:
     """The student, its training-only helpers (checkpointed with it) and the stage plans.
 
     The order of construction is the order of draws from the seeded generators: the
