@@ -12,7 +12,8 @@ Distillation Abstractions" (arXiv 2401.11365):
 * phi_cnf holds when sigma <= kappa.
 
 Uncertainty (this project's, not the paper's): percentile-bootstrap intervals of sigma and
-of the task metric over a split's examples.
+of the task metric over a split's examples, and :func:`certify`, which combines training
+seeds with them into a one-sided upper bound on sigma and a verdict.
 
 Inputs are row-aligned arrays (the caller joins rows by example id). Every function
 accepts numpy arrays or CPU tensors and imports nothing else of the package.
@@ -22,6 +23,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from enum import Enum
+from statistics import NormalDist
 from typing import Literal
 
 import numpy as np
@@ -392,7 +395,8 @@ def task_metric(name: str, predictions, labels, num_classes: int = 2) -> float:
     raise ConfidenceInputError(f"unknown task metric {name!r}")
 
 
-# Uncertainty: percentile-bootstrap intervals over a split's examples.
+# Uncertainty: percentile-bootstrap intervals over a split's examples, and the verdict
+# that combines training seeds with them.
 
 CLASSIFICATION_METRICS = ("accuracy", "f1", "mcc")
 # Resample indices drawn at once (rows x examples): bounds memory to ~16 MB of int64.
@@ -536,3 +540,122 @@ def metric_interval(name: str, predictions, labels, num_classes: int = 2, *, lev
     ])
     return _percentile_interval(task_metric(name, predicted, y, num_classes), replicates, level)
 
+
+def _student_t_central(t: float, df: int) -> float:
+    # P(|T| <= t) for T ~ Student t with integer df: the closed-form finite series of
+    # Abramowitz & Stegun 26.7.3 (odd df) and 26.7.4 (even df), theta = atan(t / sqrt(df)).
+    theta = math.atan(t / math.sqrt(df))
+    cos2 = math.cos(theta) ** 2
+    if df % 2 == 0:
+        term, total = 1.0, 1.0
+        for j in range(1, df // 2):
+            term *= cos2 * (2 * j - 1) / (2 * j)
+            total += term
+        return math.sin(theta) * total
+    if df == 1:
+        return 2.0 * theta / math.pi
+    term = math.cos(theta)
+    total = term
+    for j in range(1, (df - 1) // 2):
+        term *= cos2 * (2 * j) / (2 * j + 1)
+        total += term
+    return 2.0 / math.pi * (theta + math.sin(theta) * total)
+
+
+def student_t_quantile(probability: float, df: int) -> float:
+    """The Student t quantile t with P(T <= t) = ``probability``, ``df`` whole degrees of freedom.
+
+    Bisection on the exact distribution function of Abramowitz & Stegun 26.7.3-26.7.4
+    (finite series for integer df), to ~1e-12 relative precision.
+
+    Example:
+        >>> round(student_t_quantile(0.95, 1), 3), round(student_t_quantile(0.95, 4), 3)
+        (6.314, 2.132)
+    """
+    if not 0.0 < probability < 1.0:
+        raise ConfidenceInputError(f"probability must be in (0, 1), got {probability}")
+    if df < 1 or df != int(df):
+        raise ConfidenceInputError(f"degrees of freedom must be a whole number >= 1, got {df}")
+    if probability < 0.5:
+        return -student_t_quantile(1.0 - probability, df)
+    target = 2.0 * probability - 1.0
+    low, high = 0.0, 1.0
+    while _student_t_central(high, int(df)) < target:
+        low, high = high, 2.0 * high
+    for _ in range(200):
+        middle = (low + high) / 2.0
+        if high - low <= 1e-12 * high:
+            break
+        if _student_t_central(middle, int(df)) < target:
+            low = middle
+        else:
+            high = middle
+    return (low + high) / 2.0
+
+
+class Verdict(str, Enum):
+    """Whether phi_cnf (sigma <= kappa) is certified across training seeds."""
+
+    CERTIFIED = "certified"
+    UNCONFIRMED = "unconfirmed"
+    FAILS = "fails"
+
+
+@dataclass(frozen=True)
+class Certification:
+    """A verdict with the numbers behind it (see :func:`certify`)."""
+
+    verdict: Verdict
+    mean_sigma: float
+    upper_bound: float
+    kappa: float
+    seeds: int
+    level: float
+
+
+def certify(sigmas_by_seed: list[float], bootstrap_std_errors: list[float], kappa: float,
+            level: float = 0.95) -> Certification:
+    """Certify phi_cnf with a one-sided upper confidence bound on sigma over seeds and examples.
+
+    With k seeds (one trained student each) and per seed its sigma_i and the bootstrap
+    standard error se_i of sigma_i (:attr:`Interval.std_error`):
+
+      m = mean(sigma_i);  s^2 = sample variance of the sigma_i (ddof=1);
+      U = m + t_{level, k-1} * sqrt(s^2 / k + mean(se_i^2) / k)
+
+    with t_{level, k-1} the Student t quantile (:func:`student_t_quantile`). s^2/k is the
+    variance of m from the training randomness, mean(se_i^2)/k the one from sampling the
+    examples. Verdicts for k >= 2: ``certified`` if U <= kappa, ``fails`` if m > kappa,
+    ``unconfirmed`` otherwise. One seed cannot be certified: ``unconfirmed`` if
+    sigma <= kappa, else ``fails``; U is then the normal-approximation bootstrap bound
+    sigma + z_level * se. Assumes the seeds are independent draws of the training
+    randomness; U bounds the mean sigma over seeds, not every seed's sigma.
+
+    Example:
+        >>> result = certify([0.04, 0.05, 0.06], [0.003, 0.003, 0.003], kappa=0.07)
+        >>> result.verdict.value, round(result.upper_bound, 4)
+        ('certified', 0.0676)
+    """
+    sigmas = np.asarray(sigmas_by_seed, dtype=np.float64)
+    errors = np.asarray(bootstrap_std_errors, dtype=np.float64)
+    if sigmas.ndim != 1 or sigmas.size == 0 or sigmas.shape != errors.shape:
+        raise ConfidenceInputError(
+            f"need one sigma and one bootstrap standard error per seed, got {sigmas.size} and {errors.size}"
+        )
+    if np.isnan(sigmas).any() or np.isnan(errors).any() or (sigmas < 0).any() or (errors < 0).any():
+        raise ConfidenceInputError("sigmas and standard errors must be non-negative numbers")
+    if math.isnan(kappa) or not 0.0 < level < 1.0:
+        raise ConfidenceInputError(f"kappa must be a number and level in (0, 1), got {kappa}, {level}")
+    seeds, mean = sigmas.size, float(sigmas.mean())
+    if seeds == 1:
+        upper = mean + NormalDist().inv_cdf(level) * float(errors[0])
+        verdict = Verdict.UNCONFIRMED if mean <= kappa else Verdict.FAILS
+    else:
+        spread = float(sigmas.var(ddof=1)) / seeds + float(np.mean(errors**2)) / seeds
+        upper = mean + student_t_quantile(level, seeds - 1) * math.sqrt(spread)
+        if upper <= kappa:
+            verdict = Verdict.CERTIFIED
+        else:
+            verdict = Verdict.FAILS if mean > kappa else Verdict.UNCONFIRMED
+    return Certification(verdict=verdict, mean_sigma=mean, upper_bound=upper, kappa=kappa,
+                         seeds=seeds, level=level)

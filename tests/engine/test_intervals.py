@@ -1,4 +1,6 @@
-"""Bootstrap intervals of sigma and of the task metric."""
+"""Bootstrap intervals of sigma and of the task metric, the t quantile and the certified verdict."""
+
+import math
 
 import numpy as np
 import pytest
@@ -144,3 +146,58 @@ def test_metric_interval_refuses_regression_metrics_and_out_of_range_labels():
         c.metric_interval("pearson", [1, 0], [1, 0])
     with pytest.raises(c.ConfidenceInputError, match="0..1"):
         c.metric_interval("accuracy", [2, 0], [1, 0])
+
+
+@pytest.mark.parametrize("df, table_value", [(1, 6.314), (2, 2.920), (4, 2.132), (30, 1.697)])
+def test_t_quantile_matches_the_table(df, table_value):
+    assert c.student_t_quantile(0.95, df) == pytest.approx(table_value, abs=5e-4)
+
+
+def test_t_quantile_is_symmetric_and_exact_in_closed_forms():
+    assert c.student_t_quantile(0.05, 3) == pytest.approx(-c.student_t_quantile(0.95, 3))
+    assert c.student_t_quantile(0.5, 7) == pytest.approx(0.0, abs=1e-12)
+    # df = 1 is the Cauchy law: t = tan(pi (p - 1/2)); df = 2: t = (2p-1) sqrt(2 / (4p(1-p))).
+    assert c.student_t_quantile(0.975, 1) == pytest.approx(math.tan(math.pi * 0.475), rel=1e-10)
+    assert c.student_t_quantile(0.9, 2) == pytest.approx(0.8 * math.sqrt(2 / (4 * 0.9 * 0.1)), rel=1e-10)
+    with pytest.raises(c.ConfidenceInputError):
+        c.student_t_quantile(0.95, 0)
+
+
+def test_certify_one_seed_is_never_certified():
+    holds = c.certify([0.04], [0.01], kappa=0.05)
+    # sigma + z_0.95 * se = 0.04 + 1.644854 * 0.01
+    assert (holds.verdict, holds.seeds) == (c.Verdict.UNCONFIRMED, 1)
+    assert holds.upper_bound == pytest.approx(0.0564485, abs=1e-6)
+    assert c.certify([0.04], [0.0], kappa=1.0).verdict is c.Verdict.UNCONFIRMED
+    assert c.certify([0.06], [0.01], kappa=0.05).verdict is c.Verdict.FAILS
+
+
+@pytest.mark.parametrize("kappa, verdict", [(0.2, "certified"), (0.05, "unconfirmed"), (0.035, "fails")])
+def test_certify_two_seeds(kappa, verdict):
+    # m = 0.04, s^2 = 0.0002, sqrt(0.0002/2 + 0.002^2/2) = 0.0100995, t_{0.95,1} = 6.313752
+    result = c.certify([0.03, 0.05], [0.002, 0.002], kappa=kappa)
+    assert result.verdict.value == verdict
+    assert result.mean_sigma == pytest.approx(0.04)
+    assert result.upper_bound == pytest.approx(0.04 + 6.313752 * 0.0100995, rel=1e-5)
+
+
+@pytest.mark.parametrize("kappa, verdict", [(0.07, "certified"), (0.06, "unconfirmed"), (0.045, "fails")])
+def test_certify_three_seeds(kappa, verdict):
+    # m = 0.05, s^2 = 0.0001, sqrt(0.0001/3 + 0.003^2/3) = 0.00602771, t_{0.95,2} = 2.919986
+    result = c.certify([0.04, 0.05, 0.06], [0.003, 0.003, 0.003], kappa=kappa)
+    assert result.verdict is c.Verdict(verdict)
+    assert result.upper_bound == pytest.approx(0.05 + 2.919986 * 0.00602771, rel=1e-5)
+    assert (result.seeds, result.level, result.kappa) == (3, 0.95, kappa)
+
+
+def test_certify_rejects_inconsistent_inputs():
+    for sigmas, errors, kappa, level in [
+        ([], [], 0.1, 0.95),
+        ([0.1, 0.2], [0.01], 0.1, 0.95),
+        ([float("nan")], [0.01], 0.1, 0.95),
+        ([-0.1], [0.01], 0.1, 0.95),
+        ([0.1], [0.01], float("nan"), 0.95),
+        ([0.1], [0.01], 0.1, 1.0),
+    ]:
+        with pytest.raises(c.ConfidenceInputError):
+            c.certify(sigmas, errors, kappa, level)
