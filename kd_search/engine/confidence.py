@@ -629,7 +629,10 @@ def certify(sigmas_by_seed: list[float], bootstrap_std_errors: list[float], kapp
     ``unconfirmed`` otherwise. One seed cannot be certified: ``unconfirmed`` if
     sigma <= kappa, else ``fails``; U is then the normal-approximation bootstrap bound
     sigma + z_level * se. Assumes the seeds are independent draws of the training
-    randomness; U bounds the mean sigma over seeds, not every seed's sigma.
+    randomness; U bounds the mean sigma over seeds, not every seed's sigma. The /k on the
+    bootstrap term also takes the seeds' example-sampling errors as independent: seeds
+    measured on one shared split have correlated errors, and U is then too low when k is
+    large.
 
     Example:
         >>> result = certify([0.04, 0.05, 0.06], [0.003, 0.003, 0.003], kappa=0.07)
