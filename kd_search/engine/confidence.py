@@ -11,6 +11,10 @@ Distillation Abstractions" (arXiv 2401.11365):
   summed prediction-distillation loss over X, |X| the training-set size.
 * phi_cnf holds when sigma <= kappa.
 
+Uncertainty (this project's, not the paper's): percentile-bootstrap intervals of sigma and
+of the task metric over a split's examples, and :func:`certify`, which combines training
+seeds with them into a one-sided upper bound on sigma and a verdict.
+
 Inputs are row-aligned arrays (the caller joins rows by example id). Every function
 accepts numpy arrays or CPU tensors and imports nothing else of the package.
 """
@@ -19,6 +23,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from enum import Enum
+from statistics import NormalDist
 from typing import Literal
 
 import numpy as np
@@ -113,22 +119,10 @@ def both_correct_mask(teacher_probs, student_probs, labels) -> np.ndarray:
     return (teacher.argmax(axis=1) == y) & (student.argmax(axis=1) == y)
 
 
-def confidence_delta(teacher_probs, student_probs, labels, convention: Convention = "auto") -> np.ndarray:
-    """delta(x) over X_both (Vengertsev & Sherman, Sec. 3: delta = p_teacher - p_student).
-
-    ``convention``:
-      * ``p0``: the class-0 probability, the authors' convention for binary tasks;
-      * ``true_class``: the probability of the true class. For K > 2 classes this is the
-        only one offered and it is a *different statistic* from the paper's binary one
-        (on binary tasks it equals -delta_p0 on label-1 rows, so sigma differs);
-      * ``auto``: ``p0`` for binary tasks, ``true_class`` otherwise.
-
-    Raises :class:`ConfidenceInputError` when X_both is empty.
-
-    Example:
-        >>> confidence_delta([[.9, .1], [.8, .2]], [[.7, .3], [.6, .4]], [0, 0]).round(2).tolist()
-        [0.2, 0.2]
-    """
+def _delta_all_rows(teacher_probs, student_probs, labels,
+                    convention: Convention) -> tuple[np.ndarray, np.ndarray]:
+    # delta on every row (not only X_both) and the X_both mask: the bootstrap re-draws
+    # rows and so needs delta wherever a resample may land.
     teacher = check_probabilities(teacher_probs, "teacher probabilities")
     student = check_probabilities(student_probs, "student probabilities")
     _check_rows(teacher, student)
@@ -145,9 +139,29 @@ def confidence_delta(teacher_probs, student_probs, labels, convention: Conventio
     if not mask.any():
         raise ConfidenceInputError("no example is classified correctly by both teacher and student")
     if convention == "p0":
-        return teacher[mask, 0] - student[mask, 0]
-    rows = np.flatnonzero(mask)
-    return teacher[rows, y[rows]] - student[rows, y[rows]]
+        return teacher[:, 0] - student[:, 0], mask
+    rows = np.arange(teacher.shape[0])
+    return teacher[rows, y] - student[rows, y], mask
+
+
+def confidence_delta(teacher_probs, student_probs, labels, convention: Convention = "auto") -> np.ndarray:
+    """delta(x) over X_both (Vengertsev & Sherman, Sec. 3: delta = p_teacher - p_student).
+
+    ``convention``:
+      * ``p0``: the class-0 probability, the authors' convention for binary tasks;
+      * ``true_class``: the probability of the true class. For K > 2 classes this is the
+        only one offered and it is a *different statistic* from the paper's binary one
+        (on binary tasks it equals -delta_p0 on label-1 rows, so sigma differs);
+      * ``auto``: ``p0`` for binary tasks, ``true_class`` otherwise.
+
+    Raises :class:`ConfidenceInputError` when X_both is empty.
+
+    Example:
+        >>> confidence_delta([[.9, .1], [.8, .2]], [[.7, .3], [.6, .4]], [0, 0]).round(2).tolist()
+        [0.2, 0.2]
+    """
+    delta, mask = _delta_all_rows(teacher_probs, student_probs, labels, convention)
+    return delta[mask]
 
 
 def confidence_sigma(teacher_probs, student_probs, labels, convention: Convention = "auto") -> float:
@@ -379,3 +393,272 @@ def task_metric(name: str, predictions, labels, num_classes: int = 2) -> float:
     if name == "spearman":
         return spearman_correlation(predictions, labels)
     raise ConfidenceInputError(f"unknown task metric {name!r}")
+
+
+# Uncertainty: percentile-bootstrap intervals over a split's examples, and the verdict
+# that combines training seeds with them.
+
+CLASSIFICATION_METRICS = ("accuracy", "f1", "mcc")
+# Resample indices drawn at once (rows x examples): bounds memory to ~16 MB of int64.
+BOOTSTRAP_CHUNK_ELEMENTS = 2_000_000
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A percentile-bootstrap interval (Efron & Tibshirani 1993, ch. 13) around a statistic.
+
+    ``estimate`` is the statistic on the whole split; ``low`` and ``high`` the (1-level)/2
+    and (1+level)/2 quantiles of its values on the resamples; ``std_error`` their standard
+    deviation (ddof=1); ``undefined`` how many of the ``resamples`` were dropped because the
+    statistic is undefined on them (sigma on a resample with no both-correct example).
+    """
+
+    estimate: float
+    low: float
+    high: float
+    level: float
+    resamples: int
+    std_error: float
+    undefined: int
+
+
+def _check_bootstrap(level: float, resamples: int) -> None:
+    if not 0.0 < level < 1.0:
+        raise ConfidenceInputError(f"level must be in (0, 1), got {level}")
+    if resamples < 2:
+        raise ConfidenceInputError(f"resamples must be at least 2, got {resamples}")
+
+
+def _resample_counts(n: int, resamples: int, seed: int):
+    # Yields (rows, n) matrices: how often each example is drawn in each resample of n
+    # indices with replacement. Counts turn every statistic into weighted sums (one matrix
+    # product) instead of a Python loop per resample.
+    rng = np.random.default_rng(seed)
+    chunk = max(1, BOOTSTRAP_CHUNK_ELEMENTS // n)
+    for start in range(0, resamples, chunk):
+        rows = min(chunk, resamples - start)
+        drawn = rng.integers(0, n, size=(rows, n))
+        drawn += np.arange(rows)[:, None] * n
+        yield np.bincount(drawn.ravel(), minlength=rows * n).reshape(rows, n).astype(np.float64)
+
+
+def _percentile_interval(estimate: float, replicates: np.ndarray, level: float) -> Interval:
+    defined = replicates[~np.isnan(replicates)]
+    if defined.size < 2:
+        raise ConfidenceInputError(
+            f"the statistic is defined on only {defined.size} of {replicates.size} resamples"
+        )
+    low, high = np.quantile(defined, [(1.0 - level) / 2.0, (1.0 + level) / 2.0])
+    return Interval(estimate=estimate, low=float(low), high=float(high), level=level,
+                    resamples=int(replicates.size), std_error=float(np.std(defined, ddof=1)),
+                    undefined=int(replicates.size - defined.size))
+
+
+def sigma_interval(teacher_probs, student_probs, labels, *, convention: Convention = "auto",
+                   level: float = 0.95, resamples: int = 1000, seed: int = 0) -> Interval:
+    """Percentile-bootstrap interval of sigma (population std of delta over X_both).
+
+    Each resample draws n example indices with replacement from the whole split (n its
+    size, not |X_both|), so the both-correct set is re-formed in every resample; sigma is
+    then the ddof=0 std of delta over the drawn both-correct rows, repeats counted. A
+    resample with no both-correct row has no sigma: it is dropped and counted in
+    ``undefined``. Draws come from ``numpy.random.default_rng(seed)``. Raises
+    :class:`ConfidenceInputError` when X_both is empty on the split itself.
+
+    Example:
+        >>> teacher = [[.9, .1], [.8, .2], [.7, .3], [.2, .8]]
+        >>> student = [[.8, .2], [.6, .4], [.6, .4], [.3, .7]]
+        >>> interval = sigma_interval(teacher, student, [0, 0, 0, 1], seed=1)
+        >>> interval.low <= round(interval.estimate, 4) <= interval.high, interval.resamples
+        (True, 1000)
+    """
+    delta, mask = _delta_all_rows(teacher_probs, student_probs, labels, convention)
+    _check_bootstrap(level, resamples)
+    # Centring on the X_both mean keeps E[d^2] - E[d]^2 free of cancellation.
+    centred = np.where(mask, delta - delta[mask].mean(), 0.0)
+    table = np.stack([mask.astype(np.float64), centred, centred * centred], axis=1)
+    chunks = []
+    for counts in _resample_counts(delta.size, resamples, seed):
+        weight, first, second = (counts @ table).T
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = first / weight
+            chunks.append(np.sqrt(np.maximum(second / weight - mean * mean, 0.0)))
+    return _percentile_interval(float(np.std(delta[mask], ddof=0)), np.concatenate(chunks), level)
+
+
+def _metric_of_confusions(name: str, confusions: np.ndarray) -> np.ndarray:
+    # confusions: (batch, K, K) counts, [true class, predicted class]. Same definitions as
+    # accuracy, f1_score and matthews_correlation, one value per matrix.
+    diagonal = np.diagonal(confusions, axis1=1, axis2=2)
+    total = confusions.sum(axis=(1, 2))
+    if name == "accuracy":
+        return diagonal.sum(axis=1) / total
+    true_counts, predicted_counts = confusions.sum(axis=2), confusions.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if name == "f1":
+            classes = [1] if confusions.shape[1] == 2 else slice(None)
+            tp = diagonal[:, classes]
+            precision = np.nan_to_num(tp / predicted_counts[:, classes])
+            recall = np.nan_to_num(tp / true_counts[:, classes])
+            f1 = np.nan_to_num(2 * precision * recall / (precision + recall))
+            return f1.mean(axis=1)
+        covariance = diagonal.sum(axis=1) * total - (true_counts * predicted_counts).sum(axis=1)
+        denominator = np.sqrt((total**2 - (predicted_counts**2).sum(axis=1))
+                              * (total**2 - (true_counts**2).sum(axis=1)))
+        return np.where(denominator > 0, covariance / denominator, 0.0)
+
+
+def metric_interval(name: str, predictions, labels, num_classes: int = 2, *, level: float = 0.95,
+                    resamples: int = 1000, seed: int = 0) -> Interval:
+    """Percentile-bootstrap interval of a classification task metric: accuracy, f1 or mcc.
+
+    Resamples n examples with replacement (n the split size) as :func:`sigma_interval`
+    does; each resample's confusion matrix gives the metric with the definitions of
+    :func:`accuracy`, :func:`f1_score` and :func:`matthews_correlation`. ``estimate`` is
+    :func:`task_metric` on the whole split.
+
+    Example:
+        >>> interval = metric_interval("accuracy", [1, 0, 1, 1, 0, 1], [1, 0, 0, 1, 0, 1])
+        >>> round(interval.estimate, 3), interval.low <= interval.estimate <= interval.high
+        (0.833, True)
+    """
+    if name not in CLASSIFICATION_METRICS:
+        raise ConfidenceInputError(
+            f"no bootstrap interval for task metric {name!r}; one of {', '.join(CLASSIFICATION_METRICS)}"
+        )
+    _check_bootstrap(level, resamples)
+    predicted = _labels(predictions, len(np.asarray(predictions)), "predictions")
+    y = _labels(labels, predicted.shape[0])
+    if y.size == 0:
+        raise ConfidenceInputError("no rows")
+    if min(y.min(), predicted.min()) < 0 or max(y.max(), predicted.max()) >= num_classes:
+        raise ConfidenceInputError(f"labels and predictions must lie in 0..{num_classes - 1}")
+    cells = np.eye(num_classes * num_classes)[y * num_classes + predicted]
+    replicates = np.concatenate([
+        _metric_of_confusions(name, (counts @ cells).reshape(-1, num_classes, num_classes))
+        for counts in _resample_counts(y.size, resamples, seed)
+    ])
+    return _percentile_interval(task_metric(name, predicted, y, num_classes), replicates, level)
+
+
+def _student_t_central(t: float, df: int) -> float:
+    # P(|T| <= t) for T ~ Student t with integer df: the closed-form finite series of
+    # Abramowitz & Stegun 26.7.3 (odd df) and 26.7.4 (even df), theta = atan(t / sqrt(df)).
+    theta = math.atan(t / math.sqrt(df))
+    cos2 = math.cos(theta) ** 2
+    if df % 2 == 0:
+        term, total = 1.0, 1.0
+        for j in range(1, df // 2):
+            term *= cos2 * (2 * j - 1) / (2 * j)
+            total += term
+        return math.sin(theta) * total
+    if df == 1:
+        return 2.0 * theta / math.pi
+    term = math.cos(theta)
+    total = term
+    for j in range(1, (df - 1) // 2):
+        term *= cos2 * (2 * j) / (2 * j + 1)
+        total += term
+    return 2.0 / math.pi * (theta + math.sin(theta) * total)
+
+
+def student_t_quantile(probability: float, df: int) -> float:
+    """The Student t quantile t with P(T <= t) = ``probability``, ``df`` whole degrees of freedom.
+
+    Bisection on the exact distribution function of Abramowitz & Stegun 26.7.3-26.7.4
+    (finite series for integer df), to ~1e-12 relative precision.
+
+    Example:
+        >>> round(student_t_quantile(0.95, 1), 3), round(student_t_quantile(0.95, 4), 3)
+        (6.314, 2.132)
+    """
+    if not 0.0 < probability < 1.0:
+        raise ConfidenceInputError(f"probability must be in (0, 1), got {probability}")
+    if df < 1 or df != int(df):
+        raise ConfidenceInputError(f"degrees of freedom must be a whole number >= 1, got {df}")
+    if probability < 0.5:
+        return -student_t_quantile(1.0 - probability, df)
+    target = 2.0 * probability - 1.0
+    low, high = 0.0, 1.0
+    while _student_t_central(high, int(df)) < target:
+        low, high = high, 2.0 * high
+    for _ in range(200):
+        middle = (low + high) / 2.0
+        if high - low <= 1e-12 * high:
+            break
+        if _student_t_central(middle, int(df)) < target:
+            low = middle
+        else:
+            high = middle
+    return (low + high) / 2.0
+
+
+class Verdict(str, Enum):
+    """Whether phi_cnf (sigma <= kappa) is certified across training seeds."""
+
+    CERTIFIED = "certified"
+    UNCONFIRMED = "unconfirmed"
+    FAILS = "fails"
+
+
+@dataclass(frozen=True)
+class Certification:
+    """A verdict with the numbers behind it (see :func:`certify`)."""
+
+    verdict: Verdict
+    mean_sigma: float
+    upper_bound: float
+    kappa: float
+    seeds: int
+    level: float
+
+
+def certify(sigmas_by_seed: list[float], bootstrap_std_errors: list[float], kappa: float,
+            level: float = 0.95) -> Certification:
+    """Certify phi_cnf with a one-sided upper confidence bound on sigma over seeds and examples.
+
+    With k seeds (one trained student each) and per seed its sigma_i and the bootstrap
+    standard error se_i of sigma_i (:attr:`Interval.std_error`):
+
+      m = mean(sigma_i);  s^2 = sample variance of the sigma_i (ddof=1);
+      U = m + t_{level, k-1} * sqrt(s^2 / k + mean(se_i^2) / k)
+
+    with t_{level, k-1} the Student t quantile (:func:`student_t_quantile`). s^2/k is the
+    variance of m from the training randomness, mean(se_i^2)/k the one from sampling the
+    examples. Verdicts for k >= 2: ``certified`` if U <= kappa, ``fails`` if m > kappa,
+    ``unconfirmed`` otherwise. One seed cannot be certified: ``unconfirmed`` if
+    sigma <= kappa, else ``fails``; U is then the normal-approximation bootstrap bound
+    sigma + z_level * se. Assumes the seeds are independent draws of the training
+    randomness; U bounds the mean sigma over seeds, not every seed's sigma. The /k on the
+    bootstrap term also takes the seeds' example-sampling errors as independent: seeds
+    measured on one shared split have correlated errors, and U is then too low when k is
+    large.
+
+    Example:
+        >>> result = certify([0.04, 0.05, 0.06], [0.003, 0.003, 0.003], kappa=0.07)
+        >>> result.verdict.value, round(result.upper_bound, 4)
+        ('certified', 0.0676)
+    """
+    sigmas = np.asarray(sigmas_by_seed, dtype=np.float64)
+    errors = np.asarray(bootstrap_std_errors, dtype=np.float64)
+    if sigmas.ndim != 1 or sigmas.size == 0 or sigmas.shape != errors.shape:
+        raise ConfidenceInputError(
+            f"need one sigma and one bootstrap standard error per seed, got {sigmas.size} and {errors.size}"
+        )
+    if np.isnan(sigmas).any() or np.isnan(errors).any() or (sigmas < 0).any() or (errors < 0).any():
+        raise ConfidenceInputError("sigmas and standard errors must be non-negative numbers")
+    if math.isnan(kappa) or not 0.0 < level < 1.0:
+        raise ConfidenceInputError(f"kappa must be a number and level in (0, 1), got {kappa}, {level}")
+    seeds, mean = sigmas.size, float(sigmas.mean())
+    if seeds == 1:
+        upper = mean + NormalDist().inv_cdf(level) * float(errors[0])
+        verdict = Verdict.UNCONFIRMED if mean <= kappa else Verdict.FAILS
+    else:
+        spread = float(sigmas.var(ddof=1)) / seeds + float(np.mean(errors**2)) / seeds
+        upper = mean + student_t_quantile(level, seeds - 1) * math.sqrt(spread)
+        if upper <= kappa:
+            verdict = Verdict.CERTIFIED
+        else:
+            verdict = Verdict.FAILS if mean > kappa else Verdict.UNCONFIRMED
+    return Certification(verdict=verdict, mean_sigma=mean, upper_bound=upper, kappa=kappa,
+                         seeds=seeds, level=level)
