@@ -319,8 +319,10 @@ class SearchSpec(_Strict):
     # How often Ray restarts a crashed trial from its last epoch checkpoint.
     max_failures: Annotated[int, Field(ge=0)] = 2
     # fifo runs every trial to the end; asha stops trials whose task metric lags at an
-    # epoch rung (they are recorded as PRUNED and never reach the front).
-    scheduler: Literal["fifo", "asha"] = "fifo"
+    # epoch rung; mo_asha stops those outside the top half of the rung by constrained
+    # non-dominated sorting on (task metric up, sigma down, sigma <= kappa). Stopped
+    # trials are recorded as PRUNED and never reach the front.
+    scheduler: Literal["fifo", "asha", "mo_asha"] = "fifo"
 
 
 class TrackingSpec(_Strict):
