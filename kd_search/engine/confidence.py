@@ -615,29 +615,29 @@ class Certification:
 
 def certify(sigmas_by_seed: list[float], bootstrap_std_errors: list[float], kappa: float,
             level: float = 0.95) -> Certification:
-    """Certify phi_cnf with a one-sided upper confidence bound on sigma over seeds and examples.
+    """Certify phi_cnf: a one-sided upper prediction bound on the sigma of the trial's recipe
+    trained again with a new seed.
 
-    With k seeds (one trained student each) and per seed its sigma_i and the bootstrap
+    With k seeds (one trained student each), per seed its sigma_i and the bootstrap
     standard error se_i of sigma_i (:attr:`Interval.std_error`):
 
       m = mean(sigma_i);  s^2 = sample variance of the sigma_i (ddof=1);
-      U = m + t_{level, k-1} * sqrt(s^2 / k + mean(se_i^2) / k)
+      U = m + t_{level, k-1} * sqrt(s^2 * (1 + 1/k) + mean(se_i)^2)
 
-    with t_{level, k-1} the Student t quantile (:func:`student_t_quantile`). s^2/k is the
-    variance of m from the training randomness, mean(se_i^2)/k the one from sampling the
-    examples. Verdicts for k >= 2: ``certified`` if U <= kappa, ``fails`` if m > kappa,
+    with t_{level, k-1} the Student t quantile (:func:`student_t_quantile`). s^2 (1 + 1/k)
+    is the variance of a new seed's sigma around m (the training randomness: the student
+    users would get by training the recipe again); mean(se_i)^2 the sampling error of the
+    examples. It is not divided by k: every seed is measured on the same split, so their
+    example errors are correlated and do not average out (dividing would make U too low as
+    k grows). Verdicts for k >= 2: ``certified`` if U <= kappa, ``fails`` if m > kappa,
     ``unconfirmed`` otherwise. One seed cannot be certified: ``unconfirmed`` if
     sigma <= kappa, else ``fails``; U is then the normal-approximation bootstrap bound
-    sigma + z_level * se. Assumes the seeds are independent draws of the training
-    randomness; U bounds the mean sigma over seeds, not every seed's sigma. The /k on the
-    bootstrap term also takes the seeds' example-sampling errors as independent: seeds
-    measured on one shared split have correlated errors, and U is then too low when k is
-    large.
+    sigma + z_level * se. Assumes the seeds are independent draws of the training randomness.
 
     Example:
-        >>> result = certify([0.04, 0.05, 0.06], [0.003, 0.003, 0.003], kappa=0.07)
+        >>> result = certify([0.04, 0.05, 0.06], [0.003, 0.003, 0.003], kappa=0.09)
         >>> result.verdict.value, round(result.upper_bound, 4)
-        ('certified', 0.0676)
+        ('certified', 0.0848)
     """
     sigmas = np.asarray(sigmas_by_seed, dtype=np.float64)
     errors = np.asarray(bootstrap_std_errors, dtype=np.float64)
@@ -654,7 +654,7 @@ def certify(sigmas_by_seed: list[float], bootstrap_std_errors: list[float], kapp
         upper = mean + NormalDist().inv_cdf(level) * float(errors[0])
         verdict = Verdict.UNCONFIRMED if mean <= kappa else Verdict.FAILS
     else:
-        spread = float(sigmas.var(ddof=1)) / seeds + float(np.mean(errors**2)) / seeds
+        spread = float(sigmas.var(ddof=1)) * (1 + 1 / seeds) + float(errors.mean()) ** 2
         upper = mean + student_t_quantile(level, seeds - 1) * math.sqrt(spread)
         if upper <= kappa:
             verdict = Verdict.CERTIFIED

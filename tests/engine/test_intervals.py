@@ -174,19 +174,19 @@ def test_certify_one_seed_is_never_certified():
 
 @pytest.mark.parametrize("kappa, verdict", [(0.2, "certified"), (0.05, "unconfirmed"), (0.035, "fails")])
 def test_certify_two_seeds(kappa, verdict):
-    # m = 0.04, s^2 = 0.0002, sqrt(0.0002/2 + 0.002^2/2) = 0.0100995, t_{0.95,1} = 6.313752
+    # m = 0.04, s^2 = 0.0002, sqrt(0.0002*(1+1/2) + 0.002^2) = 0.0174356, t_(0.95,1) = 6.313752
     result = c.certify([0.03, 0.05], [0.002, 0.002], kappa=kappa)
     assert result.verdict.value == verdict
     assert result.mean_sigma == pytest.approx(0.04)
-    assert result.upper_bound == pytest.approx(0.04 + 6.313752 * 0.0100995, rel=1e-5)
+    assert result.upper_bound == pytest.approx(0.04 + 6.313752 * 0.0174356, rel=1e-5)
 
 
-@pytest.mark.parametrize("kappa, verdict", [(0.07, "certified"), (0.06, "unconfirmed"), (0.045, "fails")])
+@pytest.mark.parametrize("kappa, verdict", [(0.09, "certified"), (0.06, "unconfirmed"), (0.045, "fails")])
 def test_certify_three_seeds(kappa, verdict):
-    # m = 0.05, s^2 = 0.0001, sqrt(0.0001/3 + 0.003^2/3) = 0.00602771, t_{0.95,2} = 2.919986
+    # m = 0.05, s^2 = 0.0001, sqrt(0.0001*(1+1/3) + 0.003^2) = 0.0119304, t_(0.95,2) = 2.919986
     result = c.certify([0.04, 0.05, 0.06], [0.003, 0.003, 0.003], kappa=kappa)
     assert result.verdict is c.Verdict(verdict)
-    assert result.upper_bound == pytest.approx(0.05 + 2.919986 * 0.00602771, rel=1e-5)
+    assert result.upper_bound == pytest.approx(0.05 + 2.919986 * 0.0119304, rel=1e-5)
     assert (result.seeds, result.level, result.kappa) == (3, 0.95, kappa)
 
 
