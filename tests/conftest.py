@@ -18,3 +18,13 @@ def runner() -> CliRunner:
 @pytest.fixture
 def minimal_study() -> dict:
     return copy.deepcopy(MINIMAL_STUDY)
+
+
+SLOW_GROUPS = ("e2e", "ray", "cluster", "docker")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test of a slow group is also ``slow``, so ``-m "not slow"`` is the fast loop."""
+    for item in items:
+        if any(item.get_closest_marker(group) for group in SLOW_GROUPS):
+            item.add_marker(pytest.mark.slow)

@@ -25,6 +25,8 @@ from kd_search.cli import main
 from kd_search.engine.spec import parse_study
 from kd_search.service.search import CONSTRAINT, Locations, SearchError, launch, load_optuna_study
 
+pytestmark = [pytest.mark.cluster, pytest.mark.ray]
+
 
 @pytest.fixture
 def local_ray():

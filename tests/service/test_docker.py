@@ -17,6 +17,8 @@ import yaml
 
 from kd_search.service import telemetry
 
+pytestmark = pytest.mark.docker
+
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
 COMPOSE = DOCKER / "compose.yaml"
