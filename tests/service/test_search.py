@@ -27,11 +27,11 @@ from kd_search.service.search import (
     CONSTRAINT,
     Locations,
     SearchError,
-    create_or_resume,
     launch,
     load_optuna_study,
     summarize,
 )
+from kd_search.service.search.optuna_study import create_or_resume, make_sampler, startup_trials
 
 
 @pytest.fixture(scope="module")
@@ -234,8 +234,6 @@ def test_launch_with_a_bad_storage_url_fails_before_any_work(tmp_path, runner):
 
 
 def test_sampler_choice_and_budget_scaled_startup(tmp_path):
-    from kd_search.service.search import make_sampler, startup_trials
-
     study = parse_study(search_study(tmp_path, trials=16))
     assert startup_trials(study) == 4
     for kind, name in (("tpe", "TPESampler"), ("gp", "GPSampler"), ("nsga2", "NSGAIISampler"),
