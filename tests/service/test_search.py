@@ -242,6 +242,15 @@ def test_sampler_choice_and_budget_scaled_startup(tmp_path):
     assert make_sampler("nsga2", seed=0, startup_trials=4)._population_size == 4
 
 
+def test_reading_a_study_does_not_import_ray():
+    # status, pareto, export and report only read the storage: they must not pay Ray's import.
+    code = ("import sys, kd_search.cli, kd_search.service.report, kd_search.service.search.optuna_study; "
+            "from kd_search.service.search import Locations, SearchError, summarize; print('ray' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
+
+
 def test_pareto_json_matches_storage(tmp_path, runner, ray_cluster):
     study = parse_study(search_study(tmp_path, trials=3))
     workdir = tmp_path / "work"
