@@ -20,7 +20,8 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
 from kd_search.service import figures
-from kd_search.service.search import Locations, StudySummary, summary_table
+from kd_search.service.search.locations import Locations
+from kd_search.service.search.records import StudySummary, summary_table
 
 TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "templates"
 TEMPLATE = "study_report.html.j2"

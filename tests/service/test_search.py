@@ -27,11 +27,11 @@ from kd_search.service.search import (
     CONSTRAINT,
     Locations,
     SearchError,
-    create_or_resume,
     launch,
     load_optuna_study,
     summarize,
 )
+from kd_search.service.search.optuna_study import create_or_resume, make_sampler, startup_trials
 
 
 @pytest.fixture(scope="module")
@@ -234,14 +234,21 @@ def test_launch_with_a_bad_storage_url_fails_before_any_work(tmp_path, runner):
 
 
 def test_sampler_choice_and_budget_scaled_startup(tmp_path):
-    from kd_search.service.search import make_sampler, startup_trials
-
     study = parse_study(search_study(tmp_path, trials=16))
     assert startup_trials(study) == 4
     for kind, name in (("tpe", "TPESampler"), ("gp", "GPSampler"), ("nsga2", "NSGAIISampler"),
                        ("random", "RandomSampler")):
         assert type(make_sampler(kind, seed=0, startup_trials=4)).__name__ == name
     assert make_sampler("nsga2", seed=0, startup_trials=4)._population_size == 4
+
+
+def test_reading_a_study_does_not_import_ray():
+    # status, pareto, export and report only read the storage: they must not pay Ray's import.
+    code = ("import sys, kd_search.cli, kd_search.service.report, kd_search.service.search.optuna_study; "
+            "from kd_search.service.search import Locations, SearchError, summarize; print('ray' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
 
 
 def test_pareto_json_matches_storage(tmp_path, runner, ray_cluster):
