@@ -12,7 +12,7 @@ from optuna.study._multi_objective import _fast_non_domination_rank
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
-from kd_search.service.schedulers import (
+from kd_search.service.search.schedulers import (
     MultiObjectiveASHA,
     constrained_nondominated_ranks,
     make_scheduler,

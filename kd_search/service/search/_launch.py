@@ -15,7 +15,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.schedulers import TrialScheduler
 
 from kd_search.engine.spec import Study
 from kd_search.service.search.driver import (
@@ -33,18 +33,16 @@ from kd_search.service.search.optuna_study import (
     storage_error,
 )
 from kd_search.service.search.records import StudySummary, finished_count, summary_table
+from kd_search.service.search.schedulers import make_scheduler
 from kd_search.service.search.worker import distillation_trainable, trial_dirname
 from kd_search.service.telemetry import StudyGauges
 from kd_search.service.tracking import StudyTracker
 from kd_search.urls import display_url
 
 
-def _scheduler(study: Study):
-    if study.search.scheduler == "asha":
-        total = sum(s.epochs for s in study.distillation.stages)
-        return ASHAScheduler(time_attr="epoch", metric=study.objectives.task_metric, mode="max",
-                             max_t=max(total, 2), grace_period=1, reduction_factor=2)
-    return FIFOScheduler()
+def _scheduler(study: Study) -> TrialScheduler:
+    return make_scheduler(study.search.scheduler, study.objectives.task_metric,
+                          sum(s.epochs for s in study.distillation.stages))
 
 
 def _init_ray(ray_address: str | None, num_cpus: int | None) -> None:
