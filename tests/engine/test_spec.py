@@ -10,11 +10,11 @@ import yaml
 from kd_search.cli import main
 from kd_search.engine.spec import (
     ParameterRange,
-    StudyFileError,
     expand_search_space,
     load_study,
     parse_study,
 )
+from kd_search.errors import StudyFileError
 
 STUDIES = sorted(Path(__file__).resolve().parents[2].joinpath("studies").rglob("*.yaml"))
 
