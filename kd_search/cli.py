@@ -420,9 +420,11 @@ def report(name: str, out_file: str, workdir: str | None, storage: str | None, t
     locations = search.Locations.resolve(None, workdir, storage, tracking_uri)
     optuna_study = search.load_optuna_study(name, locations.storage)
     spec = optuna_study.user_attrs.get(search.SPEC_ATTR, {})
-    kappa = spec.get("objectives", {}).get("confidence", {}).get("kappa")
+    confidence_spec = spec.get("objectives", {}).get("confidence", {})
+    kappa = confidence_spec.get("kappa")
     out = build_report(optuna_study, search.summarize(optuna_study), locations, out_file,
-                       description=spec.get("description", ""), kappa=kappa if isinstance(kappa, float) else None)
+                       description=spec.get("description", ""), kappa=kappa if isinstance(kappa, float) else None,
+                       convention=confidence_spec.get("convention", "auto"))
     try:
         tracking.StudyTracker(locations.tracking_uri, locations.experiment, name, create=False).log_study_artifact(out)
     except TrackingError as error:

@@ -577,6 +577,7 @@ class _Driver:
             extra |= {name: float(data[name]) for name in data.files if name.startswith("relation_")}
             if with_figures:
                 pictures = figures.trial_figures(data["teacher_probs"], data["student_probs"], data["labels"],
+                                                 self.study.objectives.confidence.convention,
                                                  float(result["kappa"]), data.get("cka_matrix"),
                                                  title=f"{self.study.name} trial {number}")
         return pictures, extra

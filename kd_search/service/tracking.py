@@ -127,9 +127,7 @@ def numeric_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     """
     out = {}
     for name, value in metrics.items():
-        if isinstance(value, bool):
-            out[name] = float(value)
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, (int, float)):  # bool is an int: True and False become 1.0 and 0.0
             out[name] = float(value)
     return out
 
@@ -378,8 +376,6 @@ def register_student(tracking_uri: str, run_id: str, student_dir: str | Path, mo
         '1'
     """
     import tempfile
-
-    from mlflow.exceptions import MlflowException
 
     # Client calls only: the fluent API would set the process-wide tracking URI (and the
     # MLFLOW_TRACKING_URI environment variable every child process inherits).
