@@ -52,17 +52,26 @@ class _Commands(click.Group):
             ctx.exit(2)
 
 
-@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="kd-search")
-def main() -> None:
-    """Hyperparameter search for confidence-aware knowledge distillation."""
+def _quiet_progress_bars() -> None:
     # Our own rich progress replaces the libraries' tqdm bars, which would interleave
-    # with the JSON line that --json promises on stdout. The libraries read these when
-    # they are imported, which the commands do only after this. Transformers' bars
+    # with the JSON line that --json promises on stdout. The libraries read these
+    # variables when imported, which the commands do only after this; transformers' bars
     # follow the hub's variable.
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # A program that runs the commands in-process may have imported them already.
+    if "datasets" in sys.modules:
+        sys.modules["datasets"].disable_progress_bars()
+    if "transformers.utils.logging" in sys.modules:
+        sys.modules["transformers.utils.logging"].disable_progress_bar()
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="kd-search")
+def main() -> None:
+    """Hyperparameter search for confidence-aware knowledge distillation."""
+    _quiet_progress_bars()
     for name in ("mlflow", "optuna", "alembic"):  # database migrations and study creation are not news
         logging.getLogger(name).setLevel(logging.WARNING)
 
