@@ -8,10 +8,11 @@ projection) are never written.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
+
+from kd_search.files import write_directory
 
 CARD_METRICS = ("trial", "accuracy", "teacher_accuracy", "sigma", "kappa", "phi_cnf", "ece", "agreement",
                 "train_seconds")
@@ -51,7 +52,7 @@ def model_card(study_name: str, teacher: str, data: str, params: dict[str, float
 
 def save_student(student, tokenizer, out_dir: str | Path, card: str | None = None,
                  metrics: dict[str, Any] | None = None) -> Path:
-    """Write the student as a Hugging Face directory, atomically (staging dir, then rename).
+    """Write the student as a Hugging Face directory; readers never see it half-written.
 
     Example:
         >>> save_student(result.student, result.tokenizer, "out/student")  # doctest: +SKIP
@@ -61,12 +62,13 @@ def save_student(student, tokenizer, out_dir: str | Path, card: str | None = Non
     def write(staging: Path) -> None:
         student.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
+        _write_card(staging, card, metrics)
 
-    return _write_atomically(Path(out_dir), write, card, metrics)
+    return write_directory(out_dir, write)
 
 
 def export_student(student_dir: str | Path, out_dir: str | Path, card: str, metrics: dict[str, Any]) -> Path:
-    """Copy a kept student directory to ``out_dir`` with a fresh model card, atomically.
+    """Copy a kept student directory to ``out_dir`` with a fresh model card, never half-written.
 
     Example:
         >>> export_student("runs/studies/demo/trials/3/student", "out/student", card, metrics)  # doctest: +SKIP
@@ -75,21 +77,13 @@ def export_student(student_dir: str | Path, out_dir: str | Path, card: str, metr
 
     def write(staging: Path) -> None:
         shutil.copytree(student_dir, staging)
+        _write_card(staging, card, metrics)
 
-    return _write_atomically(Path(out_dir), write, card, metrics)
+    return write_directory(out_dir, write)
 
 
-def _write_atomically(out: Path, write, card: str | None, metrics: dict[str, Any] | None) -> Path:
-    # Readers never see a half-written directory: build it beside the target, then rename.
-    staging = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write(staging)
+def _write_card(directory: Path, card: str | None, metrics: dict[str, Any] | None) -> None:
     if card is not None:
-        (staging / "README.md").write_text(card)
+        (directory / "README.md").write_text(card)
     if metrics is not None:
-        (staging / "kd_search_metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(staging, out)
-    return out
+        (directory / "kd_search_metrics.json").write_text(json.dumps(metrics, indent=2, default=str))

@@ -37,6 +37,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException, RestException
 
 from kd_search.errors import TrackingError
+from kd_search.files import write_file
 from kd_search.urls import display_url, error_reason
 
 logger = logging.getLogger("kd_search")
@@ -208,10 +209,7 @@ class StudyTracker:
         if self.backlog_file is None:
             raise TrackingError(f"MLflow at {display_url(self.tracking_uri)} unreachable: "
                                 f"{len(self.backlog)} writes not delivered")
-        self.backlog_file.parent.mkdir(parents=True, exist_ok=True)
-        partial = self.backlog_file.with_suffix(".tmp")
-        partial.write_bytes(pickle.dumps(self.backlog))
-        partial.replace(self.backlog_file)
+        write_file(self.backlog_file, lambda partial: partial.write_bytes(pickle.dumps(self.backlog)))
         self.notify(f"MLflow at {display_url(self.tracking_uri)} still unreachable: {len(self.backlog)} writes "
                     f"saved to {self.backlog_file}; the next launch of the study delivers them")
         return len(self.backlog)
