@@ -221,7 +221,7 @@ def distill(study_file: str, overrides: tuple[str, ...], out_dir: str | None, as
         result = run_trial(study, params, setup=setup, progress=progress)
     metrics = {k: v for k, v in result.metrics.items() if k != "params"}
     out = Path(out_dir) if out_dir else root / "distill" / study.name / "student"
-    card = model_card(study.name, study.teacher.model, study.task.source, params, metrics)
+    card = model_card(study.model_dump(mode="json"), params, metrics)
     save_student(result.student, result.tokenizer, out, card, metrics | {"params": params})
     summary = {k: metrics[k] for k in ("accuracy", "teacher_accuracy", "sigma", "kappa", "phi_cnf", "ece",
                                        "agreement", "train_seconds")}
@@ -399,11 +399,9 @@ def export(name: str, number: int | None, best: bool, out_dir: str, model_name: 
     summary = search.summarize(optuna_study)
     chosen = search.select_trial(summary, number, best)
     source = search.kept_student(locations, name, chosen.number)
-    spec = optuna_study.user_attrs.get(search.SPEC_ATTR, {})
+    spec = optuna_study.user_attrs.get(search.SPEC_ATTR, {"name": name})
     metrics = chosen.attrs | {"trial": chosen.number, "phi_cnf": chosen.feasible, summary.metric_name: chosen.metric}
-    params = {k: float(v) for k, v in chosen.params.items() if isinstance(v, (int, float))}
-    card = model_card(name, spec.get("teacher", {}).get("model", "?"), spec.get("task", {}).get("source", "?"),
-                      params, metrics)
+    card = model_card(spec, chosen.params, metrics)
     out = export_student(source, out_dir, card, metrics | {"params": chosen.params, "study": name})
     click.echo(f"exported trial {chosen.number} ({summary.metric_name} {chosen.metric:.4f}, sigma {chosen.sigma:.4f}, "
                f"phi_cnf {_format(chosen.feasible)}) to {out}")

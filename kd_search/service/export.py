@@ -18,13 +18,24 @@ CARD_METRICS = ("trial", "accuracy", "teacher_accuracy", "sigma", "kappa", "phi_
                 "train_seconds")
 
 
-def model_card(study_name: str, teacher: str, data: str, params: dict[str, float], metrics: dict[str, Any]) -> str:
+def model_card(spec: dict[str, Any], params: dict[str, Any], metrics: dict[str, Any]) -> str:
     """A README.md model card: what the student is, how it was distilled, how it measures.
 
+    ``spec`` is the study file as data (``Study.model_dump(mode="json")``, as a study
+    stores it); a field it lacks shows as ``?``. Parameters that are not numbers (a
+    categorical choice of text) are left out.
+
     Example:
-        >>> "sigma" in model_card("demo", "embedded:minilm-l6", "rotten_tomatoes", {}, {"sigma": 0.05})
-        True
+        >>> card = model_card({"name": "demo", "teacher": {"model": "embedded:minilm-l6"}}, {"alpha": 0.5},
+        ...                   {"sigma": 0.05})
+        >>> card.splitlines()[5], card.splitlines()[7]
+        ('# demo: distilled student', 'Distilled with kd-search from teacher `embedded:minilm-l6` on `?`, searched for task accuracy')
+        >>> "| sigma | 0.0500 |" in card, "| alpha | 0.5 |" in card
+        (True, True)
     """
+    study_name = spec.get("name", "?")
+    teacher = spec.get("teacher", {}).get("model", "?")
+    data = spec.get("task", {}).get("source", "?")
     lines = [
         "---",
         "library_name: transformers",
@@ -46,7 +57,7 @@ def model_card(study_name: str, teacher: str, data: str, params: dict[str, float
             value = metrics[name]
             lines.append(f"| {name} | {value:.4f} |" if isinstance(value, float) else f"| {name} | {value} |")
     lines += ["", "## Hyperparameters", "", "| name | value |", "|---|---|"]
-    lines += [f"| {k} | {v:g} |" for k, v in sorted(params.items())]
+    lines += [f"| {k} | {v:g} |" for k, v in sorted(params.items()) if isinstance(v, (int, float))]
     return "\n".join(lines) + "\n"
 
 

@@ -451,7 +451,7 @@ def _distillation_trainable(config: dict[str, Any], *, spec: dict[str, Any], wor
     out = trial_dir(study_dir, number)
     out.mkdir(parents=True, exist_ok=True)
     np.savez(out / "confidence.npz", **result.outputs)
-    card = model_card(study.name, study.teacher.model, study.task.source, result.metrics["params"], result.metrics)
+    card = model_card(spec, result.metrics["params"], result.metrics)
     save_student(result.student, result.tokenizer, out / "student", card=card,
                  metrics={k: v for k, v in result.metrics.items() if k != "params"} | {"trial": number})
 
