@@ -2,6 +2,10 @@
 
 Every user error (a bad study file, a bad prediction file, ...) ends as one line on
 stderr starting with ``error:`` and exit code 2, never as a traceback.
+
+Heavy libraries (torch, transformers, datasets, Ray, Optuna, MLflow, pandas) and the
+modules built on them are imported inside the commands that use them, so ``--help``,
+``validate`` and ``schema`` answer at once.
 """
 
 from __future__ import annotations
@@ -13,10 +17,9 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import datasets
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -27,28 +30,13 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.table import Table
-from transformers.utils import logging as hf_logging
 
-from kd_search.engine import audit as audit_module
-from kd_search.engine.confidence import ConfidenceInputError
-from kd_search.engine.data import DataError
-from kd_search.engine.models import ModelError
-from kd_search.engine.spec import StudyFileError, load_study, study_json_schema
-from kd_search.engine.step import NonFiniteLossError
-from kd_search.service.search import Locations, SearchError
-from kd_search.service.tracking import TrackingError, ui_command
+from kd_search.engine.spec import is_comparison_file, load_comparison, load_study, study_json_schema
+from kd_search.errors import KdSearchError, SearchError, StudyFileError, TrackingError
 from kd_search.urls import display_url
 
-USER_ERRORS: tuple[type[Exception], ...] = (
-    StudyFileError,
-    audit_module.PredictionFileError,
-    ConfidenceInputError,
-    DataError,
-    ModelError,
-    NonFiniteLossError,
-    SearchError,
-    TrackingError,
-)
+if TYPE_CHECKING:
+    from kd_search.service.search import Locations
 
 console = Console(stderr=True, log_path=False)
 
@@ -59,21 +47,31 @@ class _Commands(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except USER_ERRORS as error:
+        except KdSearchError as error:
             click.echo(f"error: {error}", err=True)
             ctx.exit(2)
+
+
+def _quiet_progress_bars() -> None:
+    # Our own rich progress replaces the libraries' tqdm bars, which would interleave
+    # with the JSON line that --json promises on stdout. The libraries read these
+    # variables when imported, which the commands do only after this; transformers' bars
+    # follow the hub's variable.
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # A program that runs the commands in-process may have imported them already.
+    if "datasets" in sys.modules:
+        sys.modules["datasets"].disable_progress_bars()
+    if "transformers.utils.logging" in sys.modules:
+        sys.modules["transformers.utils.logging"].disable_progress_bar()
 
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="kd-search")
 def main() -> None:
     """Hyperparameter search for confidence-aware knowledge distillation."""
-    # Our own rich progress replaces the libraries' tqdm bars, which would interleave
-    # with the JSON line that --json promises on stdout.
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    datasets.disable_progress_bars()
-    hf_logging.disable_progress_bar()
+    _quiet_progress_bars()
     for name in ("mlflow", "optuna", "alembic"):  # database migrations and study creation are not news
         logging.getLogger(name).setLevel(logging.WARNING)
 
@@ -82,8 +80,6 @@ def main() -> None:
 @click.argument("study_file", type=click.Path(dir_okay=False))
 def validate(study_file: str) -> None:
     """Check a study (or comparison) file; print what it holds and exit 0, or one error line and exit 2."""
-    from kd_search.engine.spec import is_comparison_file, load_comparison
-
     if is_comparison_file(study_file):
         comparison, studies = load_comparison(study_file)
         click.echo(f"ok: {study_file} (comparison of {len(studies)} methods x {len(comparison.seeds)} seeds "
@@ -126,6 +122,8 @@ def _print_metrics(title: str, metrics: dict[str, Any]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on the last line.")
 def audit(teacher_file: str, student_file: str, kappa: float | None, convention: str, as_json: bool) -> None:
     """Does a student preserve its teacher's confidence? Compare two prediction files."""
+    from kd_search.engine import audit as audit_module
+
     report = audit_module.audit_predictions(teacher_file, student_file, kappa, convention)  # type: ignore[arg-type]
     if as_json:
         click.echo(json.dumps(report))
@@ -191,6 +189,7 @@ def _parse_overrides(values: tuple[str, ...]) -> dict[str, float]:
 def teacher(study_file: str, workdir: str | None) -> None:
     """Prepare the study's teacher once (fine-tune and store it when the study asks)."""
     from kd_search.engine.trial import prepare
+    from kd_search.service.search import Locations
 
     study = load_study(study_file)
     with progress_bar() as progress:
@@ -212,6 +211,7 @@ def distill(study_file: str, overrides: tuple[str, ...], out_dir: str | None, as
     """Run one distillation trial with the study's default (or overridden) hyperparameters."""
     from kd_search.engine.trial import hyperparameters, prepare, run_trial
     from kd_search.service.export import model_card, save_student
+    from kd_search.service.search import Locations
 
     study = load_study(study_file)
     root = Locations.resolve(study, workdir).workdir
@@ -221,7 +221,7 @@ def distill(study_file: str, overrides: tuple[str, ...], out_dir: str | None, as
         result = run_trial(study, params, setup=setup, progress=progress)
     metrics = result.metrics
     out = Path(out_dir) if out_dir else root / "distill" / study.name / "student"
-    card = model_card(study.name, study.teacher.model, study.task.source, params, metrics)
+    card = model_card(study.model_dump(mode="json"), params, metrics)
     save_student(result.student, result.tokenizer, out, card, metrics | {"params": params})
     summary = {k: metrics[k] for k in ("accuracy", "teacher_accuracy", "sigma", "kappa", "phi_cnf", "ece",
                                        "agreement", "train_seconds")}
@@ -242,8 +242,8 @@ def compare(comparison_file: str, tracking_uri: str | None, workdir: str | None)
     Each invocation is one MLflow parent run, compare-<file>-<time>, with a nested run per
     method and seed.
     """
-    from kd_search.engine.spec import load_comparison
     from kd_search.service import compare as comparing
+    from kd_search.service.search import Locations
     from kd_search.service.tracking import StudyTracker, check_tracking_uri
 
     comparison, studies = load_comparison(comparison_file)
@@ -296,7 +296,7 @@ def launch(study_file: str, trials: int | None, ray_address: str | None, workdir
     from kd_search.service import search
 
     study = load_study(study_file)
-    locations = Locations.resolve(study, workdir, storage, tracking_uri)
+    locations = search.Locations.resolve(study, workdir, storage, tracking_uri)
     search.check_locations(locations)  # before the live view, so a bad URL is one plain line
     with progress_bar() as progress, trial_events(console) as on_event:
         summary = search.launch(study, locations=locations, trials=trials, progress=progress, on_event=on_event,
@@ -305,6 +305,8 @@ def launch(study_file: str, trials: int | None, ray_address: str | None, workdir
 
 
 def _print_launch_summary(summary, locations: Locations) -> None:
+    from kd_search.service.tracking import ui_command
+
     counts = ", ".join(f"{n} {state}" for state, n in sorted(summary.counts().items()))
     Console().print(_front_table(summary, f"{summary.name}: feasible Pareto front ({counts})"))
     if not summary.front:
@@ -340,7 +342,7 @@ def status(name: str | None, workdir: str | None, storage: str | None, tracking_
 
     from kd_search.service import search
 
-    locations = Locations.resolve(None, workdir, storage, tracking_uri)
+    locations = search.Locations.resolve(None, workdir, storage, tracking_uri)
     names = [name] if name else sorted(
         s.study_name for s in optuna.get_all_study_summaries(search.open_storage(locations.storage),
                                                              include_best_trial=False))
@@ -368,7 +370,7 @@ def pareto(name: str, as_json: bool, workdir: str | None, storage: str | None, t
     """The study's feasible Pareto front (task metric up, sigma down, sigma <= kappa)."""
     from kd_search.service import search
 
-    locations = Locations.resolve(None, workdir, storage, tracking_uri)
+    locations = search.Locations.resolve(None, workdir, storage, tracking_uri)
     summary = search.summarize(search.load_optuna_study(name, locations.storage))
     if as_json:
         click.echo(json.dumps([t.as_dict(summary.metric_name) for t in summary.front]))
@@ -392,16 +394,14 @@ def export(name: str, number: int | None, best: bool, out_dir: str, model_name: 
 
     if (number is None) == (not best):
         raise SearchError("give exactly one of --trial N and --best")
-    locations = Locations.resolve(None, workdir, storage, tracking_uri)
+    locations = search.Locations.resolve(None, workdir, storage, tracking_uri)
     optuna_study = search.load_optuna_study(name, locations.storage)
     summary = search.summarize(optuna_study)
     chosen = search.select_trial(summary, number, best)
     source = search.kept_student(locations, name, chosen.number)
-    spec = optuna_study.user_attrs.get(search.SPEC_ATTR, {})
+    spec = optuna_study.user_attrs.get(search.SPEC_ATTR, {"name": name})
     metrics = chosen.attrs | {"trial": chosen.number, "phi_cnf": chosen.feasible, summary.metric_name: chosen.metric}
-    params = {k: float(v) for k, v in chosen.params.items() if isinstance(v, (int, float))}
-    card = model_card(name, spec.get("teacher", {}).get("model", "?"), spec.get("task", {}).get("source", "?"),
-                      params, metrics)
+    card = model_card(spec, chosen.params, metrics)
     out = export_student(source, out_dir, card, metrics | {"params": chosen.params, "study": name})
     click.echo(f"exported trial {chosen.number} ({summary.metric_name} {chosen.metric:.4f}, sigma {chosen.sigma:.4f}, "
                f"phi_cnf {_format(chosen.feasible)}) to {out}")
@@ -424,12 +424,14 @@ def report(name: str, out_file: str, workdir: str | None, storage: str | None, t
     from kd_search.service import search, tracking
     from kd_search.service.report import build_report
 
-    locations = Locations.resolve(None, workdir, storage, tracking_uri)
+    locations = search.Locations.resolve(None, workdir, storage, tracking_uri)
     optuna_study = search.load_optuna_study(name, locations.storage)
     spec = optuna_study.user_attrs.get(search.SPEC_ATTR, {})
-    kappa = spec.get("objectives", {}).get("confidence", {}).get("kappa")
+    confidence_spec = spec.get("objectives", {}).get("confidence", {})
+    kappa = confidence_spec.get("kappa")
     out = build_report(optuna_study, search.summarize(optuna_study), locations, out_file,
-                       description=spec.get("description", ""), kappa=kappa if isinstance(kappa, float) else None)
+                       description=spec.get("description", ""), kappa=kappa if isinstance(kappa, float) else None,
+                       convention=confidence_spec.get("convention", "auto"))
     try:
         tracking.StudyTracker(locations.tracking_uri, locations.experiment, name, create=False).log_study_artifact(out)
     except TrackingError as error:
@@ -445,6 +447,8 @@ def report(name: str, out_file: str, workdir: str | None, storage: str | None, t
 def demo(ctx: click.Context, study_file: str, out_dir: str | None, workdir: str | None, storage: str | None,
          tracking_uri: str | None) -> None:
     """Run the embedded default study end to end: teacher, search, Pareto front, export of the best student."""
+    from kd_search.service.search import Locations
+
     study = load_study(study_file)
     locations = Locations.resolve(study, workdir, storage, tracking_uri)
     options = {"workdir": workdir, "storage": storage, "tracking_uri": tracking_uri}

@@ -15,10 +15,7 @@ import numpy as np
 import pandas as pd
 
 from kd_search.engine import confidence
-
-
-class PredictionFileError(ValueError):
-    """A prediction file that cannot be audited; the message names the file."""
+from kd_search.errors import PredictionFileError
 
 
 @dataclass(frozen=True)
@@ -167,7 +164,7 @@ def audit_predictions(teacher_path: str | Path, student_path: str | Path, kappa:
     report: dict[str, float | int | bool | str] = {
         "n": int(labels.size),
         "num_classes": num_classes,
-        "convention": convention if convention != "auto" else ("p0" if num_classes == 2 else "true_class"),
+        "convention": confidence.resolve_convention(convention, num_classes),
         "n_both": int(delta.size),
         "sigma": float(np.std(delta, ddof=0)),
         "mean_delta": float(delta.mean()),

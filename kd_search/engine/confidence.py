@@ -29,12 +29,10 @@ from typing import Literal
 
 import numpy as np
 
+from kd_search.errors import ConfidenceInputError
+
 Convention = Literal["auto", "p0", "true_class"]
 PROBABILITY_SUM_TOLERANCE = 1e-3
-
-
-class ConfidenceInputError(ValueError):
-    """Inputs that the metrics cannot be computed on (the message says which and why)."""
 
 
 def _as_array(values, name: str, ndim: int) -> np.ndarray:
@@ -127,21 +125,13 @@ def _delta_all_rows(teacher_probs, student_probs, labels,
     student = check_probabilities(student_probs, "student probabilities")
     _check_rows(teacher, student)
     y = _labels(labels, teacher.shape[0])
-    num_classes = teacher.shape[1]
-    if convention == "auto":
-        convention = "p0" if num_classes == 2 else "true_class"
-    if convention == "p0" and num_classes != 2:
-        raise ConfidenceInputError(
-            f"convention 'p0' is defined for binary tasks; this one has {num_classes} classes "
-            "(use 'true_class')"
-        )
+    resolved = resolve_convention(convention, teacher.shape[1])
     mask = (teacher.argmax(axis=1) == y) & (student.argmax(axis=1) == y)
     if not mask.any():
         raise ConfidenceInputError("no example is classified correctly by both teacher and student")
-    if convention == "p0":
-        return teacher[:, 0] - student[:, 0], mask
+    column = 0 if resolved == "p0" else y
     rows = np.arange(teacher.shape[0])
-    return teacher[rows, y] - student[rows, y], mask
+    return teacher[rows, column] - student[rows, column], mask
 
 
 def confidence_delta(teacher_probs, student_probs, labels, convention: Convention = "auto") -> np.ndarray:
@@ -164,14 +154,23 @@ def confidence_delta(teacher_probs, student_probs, labels, convention: Conventio
     return delta[mask]
 
 
-def confidence_sigma(teacher_probs, student_probs, labels, convention: Convention = "auto") -> float:
-    """sigma(X): population standard deviation (ddof=0) of delta over X_both.
+def resolve_convention(convention: Convention, num_classes: int) -> Literal["p0", "true_class"]:
+    """The convention ``auto`` stands for on a task with ``num_classes`` classes.
+
+    Raises :class:`ConfidenceInputError` for ``p0`` on a task that is not binary.
 
     Example:
-        >>> round(confidence_sigma([[.9, .1], [.8, .2]], [[.7, .3], [.7, .3]], [0, 0]), 3)
-        0.05
+        >>> resolve_convention("auto", 2), resolve_convention("auto", 3)
+        ('p0', 'true_class')
     """
-    return float(np.std(confidence_delta(teacher_probs, student_probs, labels, convention), ddof=0))
+    if convention == "auto":
+        return "p0" if num_classes == 2 else "true_class"
+    if convention == "p0" and num_classes != 2:
+        raise ConfidenceInputError(
+            f"convention 'p0' is defined for binary tasks; this one has {num_classes} classes "
+            "(use 'true_class')"
+        )
+    return convention
 
 
 def kappa_bound(gamma: float, beta: float, num_train: int, alpha: float) -> float:
@@ -338,45 +337,8 @@ def matthews_correlation(predictions, labels) -> float:
     return float((c * s - t @ p) / denominator) if denominator else 0.0
 
 
-def pearson_correlation(predictions, targets) -> float:
-    """Pearson's r between regression predictions and targets (0 when a side is constant).
-
-    Example:
-        >>> pearson_correlation([1.0, 2.0, 3.0], [2.0, 4.0, 6.0])
-        1.0
-    """
-    x = _as_array(predictions, "predictions", 1)
-    y = _as_array(targets, "targets", 1)
-    if x.shape != y.shape:
-        raise ConfidenceInputError(f"row counts differ: {x.shape[0]} predictions, {y.shape[0]} targets")
-    x, y = x - x.mean(), y - y.mean()
-    denominator = math.sqrt(float(x @ x) * float(y @ y))
-    return round(float(x @ y) / denominator, 12) if denominator else 0.0
-
-
-def spearman_correlation(predictions, targets) -> float:
-    """Spearman's rho: Pearson's r of the (average-tie) ranks.
-
-    Example:
-        >>> spearman_correlation([1.0, 5.0, 9.0], [0.1, 0.2, 0.3])
-        1.0
-    """
-    def ranks(values) -> np.ndarray:
-        array = _as_array(values, "values", 1)
-        order = np.argsort(array, kind="mergesort")
-        ranked = np.empty(array.size)
-        ranked[order] = np.arange(array.size, dtype=np.float64)
-        # Average ranks over ties.
-        for value in np.unique(array):
-            tie = array == value
-            ranked[tie] = ranked[tie].mean()
-        return ranked
-
-    return pearson_correlation(ranks(predictions), ranks(targets))
-
-
 def task_metric(name: str, predictions, labels, num_classes: int = 2) -> float:
-    """The study's task metric by name: accuracy, f1, mcc, pearson or spearman.
+    """The study's task metric by name: accuracy, f1 or mcc.
 
     Example:
         >>> task_metric("accuracy", [1, 0], [1, 1])
@@ -388,10 +350,6 @@ def task_metric(name: str, predictions, labels, num_classes: int = 2) -> float:
         return f1_score(predictions, labels, num_classes)
     if name == "mcc":
         return matthews_correlation(predictions, labels)
-    if name == "pearson":
-        return pearson_correlation(predictions, labels)
-    if name == "spearman":
-        return spearman_correlation(predictions, labels)
     raise ConfidenceInputError(f"unknown task metric {name!r}")
 
 

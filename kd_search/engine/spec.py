@@ -36,28 +36,36 @@ from pydantic import (
 )
 
 from kd_search.engine.structure_catalog import STRUCTURE_LOSS_NEEDS, STRUCTURE_LOSSES
+from kd_search.errors import StudyFileError
 from kd_search.urls import has_password
 
 EMBEDDED_TEACHER = "embedded:minilm-l6"
 STUDY_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-GLUE_TASKS = ("sst2", "mrpc", "rte", "qnli", "qqp", "cola", "mnli", "stsb", "wnli")
+# The GLUE classification tasks kd-search loads: (first text column, second text column
+# or None, validation split name). STS-B is regression and kd-search trains classifiers.
+GLUE_COLUMNS: dict[str, tuple[str, str | None, str]] = {
+    "sst2": ("sentence", None, "validation"),
+    "cola": ("sentence", None, "validation"),
+    "mrpc": ("sentence1", "sentence2", "validation"),
+    "rte": ("sentence1", "sentence2", "validation"),
+    "wnli": ("sentence1", "sentence2", "validation"),
+    "qnli": ("question", "sentence", "validation"),
+    "qqp": ("question1", "question2", "validation"),
+    "mnli": ("premise", "hypothesis", "validation_matched"),
+}
+GLUE_TASKS = tuple(GLUE_COLUMNS)
+TASK_METRICS = ("accuracy", "f1", "mcc")
 PREDICTION_FILE_SUFFIXES = (".csv", ".jsonl", ".json", ".parquet")
 
 
-class StudyFileError(ValueError):
-    """A study file that cannot be used; the message is one line naming file and field."""
-
-
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # A non-finite number (.inf, .nan) is never a usable setting; reject it here rather
+    # than after the teacher is fine-tuned.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
-
-
-def _is_local_path(value: str) -> bool:
-    return value.startswith(("/", "./", "../", "~")) or Path(value).exists()
 
 
 class TaskSpec(_Strict):
@@ -268,8 +276,16 @@ class ConfidenceSpec(_Strict):
 
 
 class ObjectivesSpec(_Strict):
-    task_metric: Literal["accuracy", "f1", "mcc", "pearson", "spearman"] = "accuracy"
+    task_metric: Literal[TASK_METRICS] = "accuracy"  # type: ignore[valid-type]
     confidence: ConfidenceSpec = ConfidenceSpec()
+
+    @field_validator("task_metric", mode="before")
+    @classmethod
+    def _classification_metric(cls, value: Any) -> Any:
+        if value in ("pearson", "spearman"):
+            raise ValueError(f"{value} scores regression; kd-search trains classifiers, so use one of "
+                             f"{', '.join(TASK_METRICS)}")
+        return value
 
 
 class ParameterRange(_Strict):
@@ -533,6 +549,8 @@ def _read_yaml(path: Path, what: str) -> Any:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise StudyFileError(f"{path}: not valid YAML{where}") from None
+    except RecursionError:  # PyYAML parses nesting recursively: a few hundred levels exhaust the stack
+        raise StudyFileError(f"{path}: nested too deeply to be a {what}") from None
 
 
 def is_comparison_file(path: str | Path) -> bool:

@@ -29,16 +29,13 @@ from kd_search.engine.progress import ProgressCallback
 from kd_search.engine.spec import Study
 from kd_search.engine.structure_catalog import MINILM_LOSSES, STRUCTURE_LOSSES
 from kd_search.engine.teacher_cache import TeacherBatch
+from kd_search.errors import NonFiniteLossError
 
 # Stages that train on the teacher's intermediate layers, and those on its predictions.
 INTERMEDIATE_STAGES = ("intermediate", "joint")
 PREDICTION_STAGES = ("prediction", "joint")
 # On a GPU the finiteness flag is read every this many steps (reading it syncs the host).
 NONFINITE_CHECK_EVERY_CUDA = 50
-
-
-class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or infinite; the trial cannot continue."""
 
 
 @dataclass(frozen=True, eq=False)

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import time
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from kd_search.engine.models import load_classifier, load_tokenizer, resolve_mod
 from kd_search.engine.optim import linear_warmup_schedule
 from kd_search.engine.progress import ProgressCallback
 from kd_search.engine.spec import Study
+from kd_search.files import write_directory
 
 
 def teacher_key(study: Study, data: TaskData) -> str:
@@ -117,13 +116,11 @@ def prepare_teacher(study: Study, data: TaskData, workdir: str | Path, device: t
         "fine_tune_seconds": round(seconds, 1),
         "base_model": study.teacher.model,
     }
-    staging = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    model.cpu().save_pretrained(staging, safe_serialization=True)
-    load_tokenizer(study.teacher.model).save_pretrained(staging)
-    (staging / "kd_search_teacher.json").write_text(json.dumps(summary, indent=2))
-    try:
-        os.replace(staging, target)
-    except OSError:  # another process stored the same teacher first: keep theirs
-        shutil.rmtree(staging, ignore_errors=True)
+    def save(staging: Path) -> None:
+        model.cpu().save_pretrained(staging, safe_serialization=True)
+        load_tokenizer(study.teacher.model).save_pretrained(staging)
+        (staging / "kd_search_teacher.json").write_text(json.dumps(summary, indent=2))
+
+    # Another process may have stored the same teacher first: then keep theirs.
+    write_directory(target, save, replace=False)
     return str(target), summary | {"reused": False}

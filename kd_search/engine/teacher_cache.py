@@ -22,8 +22,6 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import os
-import shutil
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,6 +34,7 @@ from kd_search.engine.data import TaskData, batches
 from kd_search.engine.losses.tinybert import MASKED_SCORE_THRESHOLD
 from kd_search.engine.models import capture_values, use_attention_scores
 from kd_search.engine.progress import ProgressCallback
+from kd_search.files import write_directory
 
 _COMPLETE = "meta.json"
 
@@ -201,16 +200,15 @@ def cached_teacher(cache_root: str | Path, key: str, load_teacher: Callable[[], 
         return CachedTeacher(directory)
     with _exclusive(root / f"{key}.lock"):
         if not (directory / _COMPLETE).is_file():  # nobody filled it while we waited
-            staging = root / f"{key}.tmp-{os.getpid()}"
-            shutil.rmtree(staging, ignore_errors=True)
-            staging.mkdir(parents=True)
-            _fill(staging, load_teacher(), data, layers, batch_size, device or torch.device("cpu"), progress)
-            meta = {"hidden_layers": list(layers.hidden), "score_layers": list(layers.scores),
-                    "value_layers": list(layers.values),
-                    "train_rows": len(data.train), "eval_rows": len(data.eval), "train_ids": data.train.ids[:3]}
-            (staging / _COMPLETE).write_text(json.dumps(meta))
-            shutil.rmtree(directory, ignore_errors=True)
-            os.replace(staging, directory)
+            def fill(staging: Path) -> None:
+                staging.mkdir()
+                _fill(staging, load_teacher(), data, layers, batch_size, device or torch.device("cpu"), progress)
+                meta = {"hidden_layers": list(layers.hidden), "score_layers": list(layers.scores),
+                        "value_layers": list(layers.values),
+                        "train_rows": len(data.train), "eval_rows": len(data.eval), "train_ids": data.train.ids[:3]}
+                (staging / _COMPLETE).write_text(json.dumps(meta))
+
+            write_directory(directory, fill)
     return CachedTeacher(directory)
 
 

@@ -7,12 +7,13 @@ per teacher, data, layer and k, and cached beside the teacher outputs so every t
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from kd_search.files import write_file
 
 
 def kmeans(features: torch.Tensor, k: int, iterations: int = 100, seed: int = 0) -> torch.Tensor:
@@ -62,8 +63,6 @@ def teacher_memory(path: str | Path, features: Callable[[], torch.Tensor], k: in
     if path.is_file():
         return load_file(str(path))["centroids"]
     centroids = kmeans(features(), k, seed=seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(f".{os.getpid()}.tmp")
-    save_file({"centroids": centroids.contiguous()}, str(partial))
-    partial.replace(path)  # atomic: concurrent trials write the same content
+    # Concurrent trials may write the same content: the last whole file wins.
+    write_file(path, lambda partial: save_file({"centroids": centroids.contiguous()}, str(partial)))
     return centroids

@@ -43,12 +43,13 @@ from kd_search.engine.models import (
     width_projection,
 )
 from kd_search.engine.progress import ProgressCallback
-from kd_search.engine.spec import Study, StudyFileError
+from kd_search.engine.spec import Study
 from kd_search.engine.step import INTERMEDIATE_STAGES, StagePlan, plan_stages, train_epoch
 from kd_search.engine.structure_catalog import MEMORY_LOSSES, MINILM_LOSSES
 from kd_search.engine.teacher import evaluate_classifier, prepare_teacher, teacher_key
 from kd_search.engine.teacher_cache import OnTheFlyTeacher, TeacherLayers, cache_key, cached_teacher
 from kd_search.engine.teacher_memory import teacher_memory
+from kd_search.errors import StudyFileError
 
 Report = Callable[[dict[str, Any], str | None], None]
 # Training inputs the layer-similarity analysis (CKA per layer pair) looks at.

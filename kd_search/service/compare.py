@@ -91,8 +91,9 @@ def run_comparison(comparison: Comparison, studies: dict[str, Study], workdir: s
             if tracker:  # the epochs' metrics are on the run; add what was measured after training
                 measured_after = {k: v for k, v in metrics.items() if k == "cka_diagonal" or k.startswith("relation_")}
                 tracker.finish_trial(number, "COMPLETE", measured_after, figures.trial_figures(
-                    outputs["teacher_probs"], outputs["student_probs"], outputs["labels"], float(metrics["kappa"]),
-                    outputs["cka_matrix"], title=f"{method} seed {seed}"))
+                    outputs["teacher_probs"], outputs["student_probs"], outputs["labels"],
+                    study.objectives.confidence.convention, float(metrics["kappa"]), outputs["cka_matrix"],
+                    title=f"{method} seed {seed}"))
             if on_run:
                 on_run(run)
     if tracker:

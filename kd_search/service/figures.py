@@ -19,34 +19,39 @@ from kd_search.engine import confidence  # noqa: E402
 
 
 def confidence_figure(teacher_probs: np.ndarray, student_probs: np.ndarray, labels: np.ndarray,
-                      kappa: float | None = None, title: str = "") -> Figure:
-    """Teacher vs student class-0 confidence and the distribution of delta (the paper's Figure 2).
+                      convention: confidence.Convention, kappa: float | None = None, title: str = "") -> Figure:
+    """Teacher vs student confidence and the distribution of delta (the paper's Figure 2).
 
-    Only the inputs both classify correctly are drawn, the set sigma is computed on.
+    Only the inputs both classify correctly are drawn, the set sigma is computed on, and
+    the confidence is the one the study's ``convention`` measures delta on (class 0 or the
+    true class), so the figure's sigma is the trial's.
 
     Example:
         >>> p = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
         >>> q = np.array([[0.8, 0.2], [0.3, 0.7], [0.7, 0.3]])
-        >>> confidence_figure(p, q, np.array([0, 1, 0]), kappa=0.05).axes[2].get_title()
+        >>> confidence_figure(p, q, np.array([0, 1, 0]), "p0", kappa=0.05).axes[2].get_title()
         'delta, sigma = 0.0943'
     """
-    mask = confidence.both_correct_mask(teacher_probs, student_probs, labels)
-    teacher_p0, student_p0 = teacher_probs[mask, 0], student_probs[mask, 0]
-    delta = teacher_p0 - student_p0
+    p0 = confidence.resolve_convention(convention, teacher_probs.shape[1]) == "p0"
+    rows = np.flatnonzero(confidence.both_correct_mask(teacher_probs, student_probs, labels))
+    column = 0 if p0 else np.asarray(labels)[rows]
+    teacher_p, student_p = teacher_probs[rows, column], student_probs[rows, column]
+    delta = teacher_p - student_p
+    name = "p0" if p0 else "p(true class)"
     figure = Figure(figsize=(12, 3.6), layout="constrained")
     left, middle, right = figure.subplots(1, 3)
     bins = np.linspace(0, 1, 26)
-    left.hist(teacher_p0, bins=bins, color="tab:blue", alpha=0.8)
-    left.set_title("teacher p0")
-    middle.hist(student_p0, bins=bins, color="tab:orange", alpha=0.8)
-    middle.set_title("student p0")
+    left.hist(teacher_p, bins=bins, color="tab:blue", alpha=0.8)
+    left.set_title(f"teacher {name}")
+    middle.hist(student_p, bins=bins, color="tab:orange", alpha=0.8)
+    middle.set_title(f"student {name}")
     for axis in (left, middle):
-        axis.set_xlabel("class-0 probability")
+        axis.set_xlabel("class-0 probability" if p0 else "true-class probability")
         axis.set_ylabel("inputs both classify correctly")
     sigma = float(np.std(delta)) if delta.size else float("nan")
     right.hist(delta, bins=41, color="tab:green", alpha=0.8)
     right.set_title(f"delta, sigma = {sigma:.4f}")
-    right.set_xlabel("delta = p0 teacher - p0 student")
+    right.set_xlabel(f"delta = {name} teacher - {name} student")
     if kappa is not None and delta.size:
         mean = float(delta.mean())
         for edge in (mean - kappa, mean + kappa):
@@ -156,17 +161,19 @@ def comparison_figure(methods: Sequence[str], accuracy: Sequence[tuple[float, fl
     return figure
 
 
-def trial_figures(teacher_probs: np.ndarray, student_probs: np.ndarray, labels: np.ndarray, kappa: float,
-                  cka_matrix: np.ndarray | None = None, title: str = "") -> dict[str, Figure]:
+def trial_figures(teacher_probs: np.ndarray, student_probs: np.ndarray, labels: np.ndarray,
+                  convention: confidence.Convention, kappa: float, cka_matrix: np.ndarray | None = None,
+                  title: str = "") -> dict[str, Figure]:
     """A finished trial's pictures by MLflow artifact name: ``confidence.png`` and, when
     the layers were compared, ``layer_cka.png`` (rows/columns: embeddings, mapped layers).
 
     Example:
         >>> p = np.array([[0.9, 0.1], [0.2, 0.8]])
-        >>> sorted(trial_figures(p, p, np.array([0, 1]), 0.05, np.eye(2)))
+        >>> sorted(trial_figures(p, p, np.array([0, 1]), "auto", 0.05, np.eye(2)))
         ['confidence.png', 'layer_cka.png']
     """
-    pictures = {"confidence.png": confidence_figure(teacher_probs, student_probs, labels, kappa=kappa, title=title)}
+    pictures = {"confidence.png": confidence_figure(teacher_probs, student_probs, labels, convention, kappa=kappa,
+                                                    title=title)}
     if cka_matrix is not None:
         layer_labels = ["emb", *(f"map {m}" for m in range(1, cka_matrix.shape[0]))]
         pictures["layer_cka.png"] = cka_figure(cka_matrix, layer_labels, layer_labels)

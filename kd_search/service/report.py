@@ -19,6 +19,7 @@ import optuna
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
+from kd_search.engine.confidence import Convention
 from kd_search.service import figures
 from kd_search.service.search.locations import Locations
 from kd_search.service.search.records import StudySummary, summary_table
@@ -51,8 +52,11 @@ def _importances(optuna_study: optuna.Study, metric_name: str) -> dict[str, dict
 
 
 def build_report(optuna_study: optuna.Study, summary: StudySummary, locations: Locations, out_file: str | Path,
-                 description: str = "", kappa: float | None = None) -> Path:
+                 description: str = "", kappa: float | None = None, convention: Convention = "auto") -> Path:
     """Write the study's HTML dashboard to ``out_file`` and return its path.
+
+    ``convention`` is the study's ``objectives.confidence.convention``, which the
+    confidence figures of the front follow.
 
     Example:
         >>> build_report(optuna_study, summarize(optuna_study), Locations.resolve(), "demo.html")  # doctest: +SKIP
@@ -79,7 +83,7 @@ def build_report(optuna_study: optuna.Study, summary: StudySummary, locations: L
         if arrays.is_file():
             with np.load(arrays) as data:
                 confidence.append((trial.number, _png(figures.confidence_figure(
-                    data["teacher_probs"], data["student_probs"], data["labels"], trial.kappa))))
+                    data["teacher_probs"], data["student_probs"], data["labels"], convention, trial.kappa))))
     best = summary.best_feasible()
     counts = summary.counts()
     cards = [("trials", str(len(summary.trials))), *[(state.lower(), str(n)) for state, n in sorted(counts.items())],

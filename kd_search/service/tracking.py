@@ -36,15 +36,13 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException, RestException
 
+from kd_search.errors import TrackingError
+from kd_search.files import write_file
 from kd_search.urls import display_url, error_reason
 
 logger = logging.getLogger("kd_search")
 
 FRONT_FILTER = 'tags.pareto = "true"'
-
-
-class TrackingError(RuntimeError):
-    """The study's MLflow runs cannot be found or reached; the message is one line."""
 
 # MLflow rejects param values longer than this; study parameters are short numbers.
 _PARAM_LIMIT = 6000
@@ -69,7 +67,7 @@ def check_tracking_uri(tracking_uri: str, timeout: float = 10.0) -> None:
     Example:
         >>> check_tracking_uri("http://127.0.0.1:9", timeout=1)
         Traceback (most recent call last):
-        kd_search.service.tracking.TrackingError: MLflow tracking server http://127.0.0.1:9: unreachable (...)
+        kd_search.errors.TrackingError: MLflow tracking server http://127.0.0.1:9: unreachable (...)
     """
     if tracking_uri.startswith(("http://", "https://")):
         import requests
@@ -130,9 +128,7 @@ def numeric_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     """
     out = {}
     for name, value in metrics.items():
-        if isinstance(value, bool):
-            out[name] = float(value)
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, (int, float)):  # bool is an int: True and False become 1.0 and 0.0
             out[name] = float(value)
     return out
 
@@ -213,10 +209,7 @@ class StudyTracker:
         if self.backlog_file is None:
             raise TrackingError(f"MLflow at {display_url(self.tracking_uri)} unreachable: "
                                 f"{len(self.backlog)} writes not delivered")
-        self.backlog_file.parent.mkdir(parents=True, exist_ok=True)
-        partial = self.backlog_file.with_suffix(".tmp")
-        partial.write_bytes(pickle.dumps(self.backlog))
-        partial.replace(self.backlog_file)
+        write_file(self.backlog_file, lambda partial: partial.write_bytes(pickle.dumps(self.backlog)))
         self.notify(f"MLflow at {display_url(self.tracking_uri)} still unreachable: {len(self.backlog)} writes "
                     f"saved to {self.backlog_file}; the next launch of the study delivers them")
         return len(self.backlog)
@@ -381,8 +374,6 @@ def register_student(tracking_uri: str, run_id: str, student_dir: str | Path, mo
         '1'
     """
     import tempfile
-
-    from mlflow.exceptions import MlflowException
 
     # Client calls only: the fluent API would set the process-wide tracking URI (and the
     # MLFLOW_TRACKING_URI environment variable every child process inherits).

@@ -35,7 +35,7 @@ def test_sigma_interval_covers_the_population_sigma_at_its_level():
     # The truth is sigma on a large finite population; each data set is 500 i.i.d. draws.
     rng = np.random.default_rng(7)
     teacher, student, labels = binary_outputs(rng, 200_000)
-    truth = c.confidence_sigma(teacher, student, labels)
+    truth = float(np.std(c.confidence_delta(teacher, student, labels)))
     hits = 0
     for data_set in range(200):
         rows = rng.integers(0, labels.size, 500)
@@ -58,7 +58,7 @@ def test_resampling_is_the_plain_bootstrap_over_all_examples():
     assert interval.low == pytest.approx(np.quantile(sigmas, 0.025), abs=1e-12)
     assert interval.high == pytest.approx(np.quantile(sigmas, 0.975), abs=1e-12)
     assert interval.std_error == pytest.approx(np.std(sigmas, ddof=1), abs=1e-12)
-    assert interval.estimate == pytest.approx(c.confidence_sigma(teacher, student, labels))
+    assert interval.estimate == pytest.approx(float(np.std(c.confidence_delta(teacher, student, labels))))
 
 
 def test_same_seed_same_interval_other_seed_other_interval():

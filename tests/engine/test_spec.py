@@ -10,11 +10,11 @@ import yaml
 from kd_search.cli import main
 from kd_search.engine.spec import (
     ParameterRange,
-    StudyFileError,
     expand_search_space,
     load_study,
     parse_study,
 )
+from kd_search.errors import StudyFileError
 
 STUDIES = sorted(Path(__file__).resolve().parents[2].joinpath("studies").rglob("*.yaml"))
 
@@ -89,6 +89,20 @@ MALFORMED: list[tuple[str, object, str]] = [
     ("negative kappa", _with(BASE, "objectives.confidence.kappa", -0.1), "objectives.confidence.kappa"),
     ("unknown task metric", _with(BASE, "objectives.task_metric", "bleu"), "objectives.task_metric"),
     ("pairs without pairs", _with(BASE, "distillation.layer_map", {"kind": "pairs"}), "pairs is required"),
+    ("glue task without data", _with(_with(BASE, "task.source", "glue"), "task.glue_task", "stsb"),
+     "task.glue_task: Input should be 'sst2', 'cola'"),
+    ("pearson on a classifier", _with(BASE, "objectives.task_metric", "pearson"),
+     "objectives.task_metric: pearson scores regression; kd-search trains classifiers"),
+    ("spearman on a classifier", _with(BASE, "objectives.task_metric", "spearman"), "spearman scores regression"),
+    ("infinite beta", _with(BASE, "distillation.beta", float("inf")), "distillation.beta: Input should be a finite number"),
+    ("nan temperature", _with(BASE, "distillation.temperature", float("nan")), "distillation.temperature: Input should be a finite"),
+    ("infinite kappa", _with(BASE, "objectives.confidence.kappa", float("inf")), "objectives.confidence.kappa: Input should be a finite"),
+    ("infinite range", _with(BASE, "search.space", {"alpha": {"low": 0.0, "high": float("inf")}}),
+     "search.space.alpha.high: Input should be a finite number"),
+    ("nan choice", _with(BASE, "search.space", {"beta": {"choices": [float("nan"), 1.0]}}), "search.space.beta.choices.0"),
+    ("unparseably deep yaml", "[" * 100000, "nested too deeply to be a study file"),
+    ("deeply nested value", "name: t\nstudent: {teacher_layers: [2]}\ndescription: " + "[" * 300 + "]" * 300,
+     "description: Input should be a valid string"),
     ("not a mapping", "- just\n- a list\n", "must be a mapping"),
     ("broken yaml", "name: [unclosed\n", "not valid YAML at line"),
     ("empty file", "", "must be a mapping"),
@@ -129,3 +143,14 @@ def test_schema_is_json_with_study_fields(runner):
     schema = json.loads(result.output)
     assert {"name", "task", "teacher", "student", "search"} <= set(schema["properties"])
     assert schema["additionalProperties"] is False
+
+
+def test_deeply_nested_comparison_is_one_line(tmp_path, runner):
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(BASE))
+    nested = "{a: " * 300 + "1" + "}" * 300
+    path = tmp_path / "compare.yaml"
+    path.write_text(f"study: base.yaml\nseeds: [0]\ncommon: {nested}\nmethods: {{m: {nested}}}\n")
+    result = runner.invoke(main, ["validate", str(path)])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == f"error: {path}: methods.m: a: unknown key"
+

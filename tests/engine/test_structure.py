@@ -184,7 +184,8 @@ def test_capture_values_records_the_value_projection(tmp_path):
     from tiny import tiny_teacher_dir
     from transformers import DistilBertConfig, DistilBertForSequenceClassification
 
-    from kd_search.engine.models import ModelError, capture_values, load_classifier
+    from kd_search.engine.models import capture_values, load_classifier
+    from kd_search.errors import ModelError
 
     model = load_classifier(str(tiny_teacher_dir(tmp_path)), 2).eval()
     ids = torch.tensor([[2, 5, 6, 3]])

@@ -15,9 +15,9 @@ from kd_search.cli import main
 from kd_search.engine.data import load_task
 from kd_search.engine.models import build_student, load_classifier, load_tokenizer, width_projection
 from kd_search.engine.spec import FreshStudentConfig, StudentSpec, parse_study
-from kd_search.engine.step import NonFiniteLossError
 from kd_search.engine.teacher_cache import TeacherLayers, cached_teacher
 from kd_search.engine.trial import prepare, run_trial
+from kd_search.errors import NonFiniteLossError
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,8 @@ from tiny import search_study, tiny_task_files, write_study
 
 from kd_search.cli import main
 from kd_search.engine.spec import parse_study
-from kd_search.service.search import CONSTRAINT, Locations, SearchError, launch, load_optuna_study
+from kd_search.errors import SearchError
+from kd_search.service.search import CONSTRAINT, Locations, launch, load_optuna_study
 
 pytestmark = [pytest.mark.cluster, pytest.mark.ray]
 
@@ -135,7 +136,8 @@ def test_study_logs_through_an_mlflow_server_that_goes_away(tmp_path, local_ray,
 
 
 def test_undelivered_mlflow_writes_are_saved_and_replayed(tmp_path, monkeypatch):
-    from kd_search.service.tracking import StudyTracker, TrackingError, check_tracking_uri
+    from kd_search.errors import TrackingError
+    from kd_search.service.tracking import StudyTracker, check_tracking_uri
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     backlog = tmp_path / "mlflow-backlog.pkl"

@@ -22,11 +22,11 @@ from tiny import search_study, write_study
 
 from kd_search.cli import main
 from kd_search.engine.spec import parse_study
+from kd_search.errors import SearchError
 from kd_search.service import pareto
 from kd_search.service.search import (
     CONSTRAINT,
     Locations,
-    SearchError,
     launch,
     load_optuna_study,
     summarize,

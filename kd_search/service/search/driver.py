@@ -160,6 +160,7 @@ class Driver:
             extra |= analysis.structure_metrics(data)
             if with_figures:
                 pictures = figures.trial_figures(data["teacher_probs"], data["student_probs"], data["labels"],
+                                                 self.study.objectives.confidence.convention,
                                                  float(result["kappa"]), data.get("cka_matrix"),
                                                  title=f"{self.study.name} trial {number}")
         return pictures, extra

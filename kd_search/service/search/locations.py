@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kd_search.engine.spec import Study
-from kd_search.service.search.optuna_study import SearchError, open_storage
+from kd_search.errors import SearchError
+from kd_search.service.search.optuna_study import open_storage
 from kd_search.service.tracking import check_tracking_uri, default_tracking_uri
 
 
@@ -68,7 +69,7 @@ def kept_student(locations: Locations, study_name: str, number: int) -> Path:
     Example:
         >>> kept_student(Locations.resolve(workdir="/tmp/kd-search-doc"), "demo", 3)
         Traceback (most recent call last):
-        kd_search.service.search.optuna_study.SearchError: trial 3's student was not kept (...)
+        kd_search.errors.SearchError: trial 3's student was not kept (...)
     """
     directory = locations.trial_dir(study_name, number) / "student"
     if not (directory / "config.json").is_file():
@@ -85,7 +86,7 @@ def check_locations(locations: Locations) -> None:
     Example:
         >>> check_locations(Locations.resolve(storage="postgresql+psycopg://kd:pw@127.0.0.1:9/optuna"))
         Traceback (most recent call last):
-        kd_search.service.search.optuna_study.SearchError: storage postgresql+psycopg://kd:***@127.0.0.1:9/optuna: cannot open (...)
+        kd_search.errors.SearchError: storage postgresql+psycopg://kd:***@127.0.0.1:9/optuna: cannot open (...)
     """
     open_storage(locations.storage)
     check_tracking_uri(locations.tracking_uri)

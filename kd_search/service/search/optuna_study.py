@@ -20,6 +20,7 @@ from optuna.distributions import (
 )
 
 from kd_search.engine.spec import ParameterRange, Study, expand_search_space
+from kd_search.errors import SearchError
 from kd_search.urls import display_url, error_reason
 
 # The constraint set on every finished trial (feasible when <= 0), and the study attribute
@@ -32,10 +33,6 @@ INTERRUPTED_ATTR = "kd_search_interrupted"
 RELAUNCH_MUTABLE = {("search", "trials"), ("search", "concurrency"), ("search", "max_failures"),
                     ("search", "resources"), ("search", "scheduler"), ("tracking",), ("description",),
                     ("device",)}
-
-
-class SearchError(RuntimeError):
-    """A study cannot be found, opened or resumed as asked; the message is one line."""
 
 
 def open_storage(url: str) -> optuna.storages.BaseStorage:

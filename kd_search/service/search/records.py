@@ -14,8 +14,9 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
+from kd_search.errors import SearchError
 from kd_search.service import figures, pareto
-from kd_search.service.search.optuna_study import INTERRUPTED_ATTR, SearchError
+from kd_search.service.search.optuna_study import INTERRUPTED_ATTR
 
 # The metrics a trial's result leaves on its Optuna trial (user attributes), for readers
 # of the storage; the driver copies them from the trial's last result.

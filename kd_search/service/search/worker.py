@@ -15,6 +15,7 @@ import ray
 from ray import tune
 
 from kd_search.engine.spec import parse_study
+from kd_search.errors import NonFiniteLossError
 from kd_search.service.search.locations import trial_dir
 from kd_search.service.telemetry import TrialGauges
 
@@ -60,7 +61,6 @@ def distillation_trainable(config: dict[str, Any], *, spec: dict[str, Any], work
     """
     import torch
 
-    from kd_search.engine.step import NonFiniteLossError
     from kd_search.engine.trial import run_trial
     from kd_search.service.export import model_card, save_student
 
@@ -86,7 +86,7 @@ def distillation_trainable(config: dict[str, Any], *, spec: dict[str, Any], work
     out = trial_dir(study_dir, number)
     out.mkdir(parents=True, exist_ok=True)
     np.savez(out / "confidence.npz", **result.outputs)
-    card = model_card(study.name, study.teacher.model, study.task.source, result.params, result.metrics)
+    card = model_card(spec, result.params, result.metrics)
     save_student(result.student, result.tokenizer, out / "student", card=card, metrics=result.metrics | {"trial": number})
 
 

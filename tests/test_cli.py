@@ -1,0 +1,40 @@
+"""The command line starts fast: it imports no heavy library before a command needs one."""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from kd_search.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+HEAVY = ("torch", "transformers", "ray", "optuna", "mlflow", "datasets")
+
+
+def _loaded_after(code: str, modules: tuple[str, ...]) -> list[str]:
+    """Which of ``modules`` a fresh interpreter holds after running ``code``."""
+    probe = f"{code}\nimport sys\nprint(sorted(m for m in {modules!r} if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True,
+                            env=os.environ | {"PYTHONPATH": str(ROOT)})
+    return ast.literal_eval(result.stdout.strip().splitlines()[-1])
+
+
+def test_cli_imports_no_heavy_library():
+    assert _loaded_after("import kd_search.cli", HEAVY) == []
+
+
+def test_engine_imports_no_service_library():
+    engine = sorted(f"kd_search.engine.{'.'.join(p.relative_to(ROOT / 'kd_search' / 'engine').with_suffix('').parts)}"
+                    for p in (ROOT / "kd_search" / "engine").rglob("*.py"))
+    code = "import importlib\n" + "".join(f"importlib.import_module({name.removesuffix('.__init__')!r})\n"
+                                          for name in engine)
+    assert _loaded_after(code, ("ray", "optuna", "mlflow")) == []
+
+
+def test_help_lists_the_commands(runner):
+    result = runner.invoke(main, ["--help"])
+    assert result.exit_code == 0
+    assert "validate" in result.output and "launch" in result.output
