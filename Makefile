@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.kd-search-installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint wheel-smoke clean
 
 install: $(STAMP)
 
@@ -31,6 +31,10 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check kd_search tests benchmarks
+
+# The built wheel, installed in a fresh virtualenv, run from outside the checkout.
+wheel-smoke: $(STAMP)
+	TORCH_SPEC="$(TORCH_SPEC)" PYTHON="$(abspath $(BIN)/python)" .ci/wheel-smoke
 
 clean:
 	rm -rf $(VENV) runs

@@ -6,7 +6,7 @@ worker, per-epoch evaluation and checkpoints, Optuna and MLflow writes are all i
 study's wall time; only the training loops are in the trials' sum. With concurrent
 trials the ratio can drop below 1 (trials overlap).
 
-    python benchmarks/study_overhead.py [--study studies/smoke.yaml] [--trials 4]
+    python benchmarks/study_overhead.py [--study smoke] [--trials 4]
 
 The last line is one JSON object with ``study_seconds``, ``trial_seconds_sum`` and
 ``overhead_ratio``.
@@ -26,7 +26,7 @@ from kd_search.service.search import Locations, launch, load_optuna_study
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--study", default="studies/smoke.yaml")
+    parser.add_argument("--study", default="smoke", help="A study file or a shipped study's name.")
     parser.add_argument("--trials", type=int, default=None)
     args = parser.parse_args()
     study = load_study(args.study)

@@ -38,6 +38,7 @@ from kd_search.engine.spec import (
     load_comparison,
     load_study,
     shipped_studies,
+    shipped_study_dir,
     study_json_schema,
 )
 from kd_search.errors import KdSearchError, SearchError, StudyFileError, TrackingError
@@ -103,7 +104,7 @@ def validate(study_file: str) -> None:
 @main.command()
 def studies() -> None:
     """List the studies shipped with kd-search: any command taking a STUDY accepts these names."""
-    table = Table(title="shipped studies")
+    table = Table(title=f"shipped studies (files in {shipped_study_dir()})")
     for column in ("name", "trials", "description"):
         table.add_column(column, justify="right" if column == "trials" else "left")
     for name in shipped_studies():

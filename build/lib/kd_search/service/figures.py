@@ -1,0 +1,180 @@
+"""The pictures people look at: confidence histograms of a trial and the study's Pareto front.
+
+Each function takes plain arrays and returns a matplotlib ``Figure``; tracking logs them
+to MLflow and the HTML report embeds them. Nothing here reads storage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # figures are files, never windows (workers and CI have no display)
+
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from kd_search.engine import confidence  # noqa: E402
+
+
+def confidence_figure(teacher_probs: np.ndarray, student_probs: np.ndarray, labels: np.ndarray,
+                      convention: confidence.Convention, kappa: float | None = None, title: str = "") -> Figure:
+    """Teacher vs student confidence and the distribution of delta (the paper's Figure 2).
+
+    Only the inputs both classify correctly are drawn, the set sigma is computed on, and
+    the confidence is the one the study's ``convention`` measures delta on (class 0 or the
+    true class), so the figure's sigma is the trial's.
+
+    Example:
+        >>> p = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+        >>> q = np.array([[0.8, 0.2], [0.3, 0.7], [0.7, 0.3]])
+        >>> confidence_figure(p, q, np.array([0, 1, 0]), "p0", kappa=0.05).axes[2].get_title()
+        'delta, sigma = 0.0943'
+    """
+    p0 = confidence.resolve_convention(convention, teacher_probs.shape[1]) == "p0"
+    rows = np.flatnonzero(confidence.both_correct_mask(teacher_probs, student_probs, labels))
+    column = 0 if p0 else np.asarray(labels)[rows]
+    teacher_p, student_p = teacher_probs[rows, column], student_probs[rows, column]
+    delta = teacher_p - student_p
+    name = "p0" if p0 else "p(true class)"
+    figure = Figure(figsize=(12, 3.6), layout="constrained")
+    left, middle, right = figure.subplots(1, 3)
+    bins = np.linspace(0, 1, 26)
+    left.hist(teacher_p, bins=bins, color="tab:blue", alpha=0.8)
+    left.set_title(f"teacher {name}")
+    middle.hist(student_p, bins=bins, color="tab:orange", alpha=0.8)
+    middle.set_title(f"student {name}")
+    for axis in (left, middle):
+        axis.set_xlabel("class-0 probability" if p0 else "true-class probability")
+        axis.set_ylabel("inputs both classify correctly")
+    sigma = float(np.std(delta)) if delta.size else float("nan")
+    right.hist(delta, bins=41, color="tab:green", alpha=0.8)
+    right.set_title(f"delta, sigma = {sigma:.4f}")
+    right.set_xlabel(f"delta = {name} teacher - {name} student")
+    if kappa is not None and delta.size:
+        mean = float(delta.mean())
+        for edge in (mean - kappa, mean + kappa):
+            right.axvline(edge, color="black", linestyle="--", linewidth=1)
+        right.text(0.02, 0.95, f"dashed: mean +/- kappa ({kappa:g})", transform=right.transAxes, va="top", fontsize=8)
+    if title:
+        figure.suptitle(title)
+    return figure
+
+
+def pareto_figure(metric: Sequence[float], sigma: Sequence[float], feasible: Sequence[bool], front: Sequence[int],
+                  kappa: float | None, metric_name: str = "accuracy", labels: Sequence[str] | None = None,
+                  title: str = "") -> Figure:
+    """Task metric against sigma for every finished trial: feasible vs infeasible, the front joined.
+
+    Example:
+        >>> fig = pareto_figure([0.8, 0.7, 0.75], [0.04, 0.03, 0.08], [True, True, False], [0, 1], kappa=0.05)
+        >>> fig.axes[0].get_xlabel()
+        'sigma (train split)'
+    """
+    metric, sigma = np.asarray(metric, dtype=float), np.asarray(sigma, dtype=float)
+    feasible = np.asarray(feasible, dtype=bool)
+    figure = Figure(figsize=(6.4, 4.8), layout="constrained")
+    axis = figure.subplots()
+    axis.scatter(sigma[feasible], metric[feasible], color="tab:blue", label="feasible (sigma <= kappa)")
+    axis.scatter(sigma[~feasible], metric[~feasible], color="tab:gray", marker="x", label="infeasible")
+    if len(front):
+        order = sorted(front, key=lambda i: sigma[i])
+        axis.plot(sigma[order], metric[order], color="tab:red", marker="o", markersize=9, fillstyle="none",
+                  linewidth=1.5, label="Pareto front")
+    if kappa is not None:
+        axis.axvline(kappa, color="black", linestyle="--", linewidth=1, label=f"kappa = {kappa:g}")
+    for i, label in enumerate(labels or []):
+        axis.annotate(label, (sigma[i], metric[i]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    axis.set_xlabel("sigma (train split)")
+    axis.set_ylabel(metric_name)
+    axis.legend(fontsize=8)
+    axis.grid(alpha=0.3)
+    if title:
+        axis.set_title(title)
+    return figure
+
+
+def importance_figure(importances: dict[str, dict[str, float]]) -> Figure:
+    """Horizontal bars of each parameter's importance for each objective.
+
+    Example:
+        >>> importance_figure({"accuracy": {"alpha": 0.7, "beta": 0.3}}).axes[0].get_xlabel()
+        'importance (fANOVA)'
+    """
+    names = sorted({name for values in importances.values() for name in values})
+    figure = Figure(figsize=(6.4, 0.4 * max(len(names), 3) + 1.2), layout="constrained")
+    axis = figure.subplots()
+    height = 0.8 / max(len(importances), 1)
+    for k, (objective, values) in enumerate(importances.items()):
+        positions = np.arange(len(names)) + k * height
+        axis.barh(positions, [values.get(name, 0.0) for name in names], height=height, label=objective)
+    axis.set_yticks(np.arange(len(names)) + 0.4 - height / 2, names)
+    axis.set_xlabel("importance (fANOVA)")
+    axis.legend(fontsize=8)
+    return figure
+
+
+def cka_figure(matrix: np.ndarray, student_labels: Sequence[str], teacher_labels: Sequence[str],
+               title: str = "") -> Figure:
+    """Heat map of CKA between student layers (rows) and mapped teacher layers (columns).
+
+    Example:
+        >>> cka_figure(np.eye(2), ["emb", "s1"], ["emb", "t2"]).axes[0].get_ylabel()
+        'student layer'
+    """
+    figure = Figure(figsize=(1.2 * len(teacher_labels) + 2.4, 1.0 * len(student_labels) + 1.4), layout="constrained")
+    axis = figure.subplots()
+    image = axis.imshow(matrix, vmin=0, vmax=1, cmap="viridis")
+    for (i, j), value in np.ndenumerate(matrix):
+        axis.text(j, i, f"{value:.2f}", ha="center", va="center", color="white" if value < 0.6 else "black", fontsize=8)
+    axis.set_xticks(range(len(teacher_labels)), teacher_labels)
+    axis.set_yticks(range(len(student_labels)), student_labels)
+    axis.set_xlabel("teacher layer")
+    axis.set_ylabel("student layer")
+    axis.set_title(title or f"linear CKA, diagonal mean {float(np.mean(np.diagonal(matrix))):.3f}")
+    figure.colorbar(image, ax=axis)
+    return figure
+
+
+def comparison_figure(methods: Sequence[str], accuracy: Sequence[tuple[float, float]],
+                      sigma: Sequence[tuple[float, float]], kappa: float | None = None, title: str = "") -> Figure:
+    """Accuracy against sigma per distillation method, each a (mean, std) over seeds.
+
+    Example:
+        >>> fig = comparison_figure(["vkd", "fsd"], [(0.75, 0.01), (0.76, 0.005)], [(0.09, 0.002), (0.07, 0.003)], 0.075)
+        >>> fig.axes[0].get_xlabel()
+        'sigma (train split), mean ± std over seeds'
+    """
+    figure = Figure(figsize=(6.4, 4.8), layout="constrained")
+    axis = figure.subplots()
+    for method, (accuracy_mean, accuracy_std), (sigma_mean, sigma_std) in zip(methods, accuracy, sigma, strict=True):
+        axis.errorbar(sigma_mean, accuracy_mean, xerr=sigma_std, yerr=accuracy_std, fmt="o", capsize=3)
+        axis.annotate(method, (sigma_mean, accuracy_mean), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    if kappa is not None:
+        axis.axvline(kappa, color="black", linestyle="--", linewidth=1, label=f"kappa = {kappa:g}")
+        axis.legend(fontsize=8)
+    axis.set_xlabel("sigma (train split), mean ± std over seeds")
+    axis.set_ylabel("accuracy (eval), mean ± std over seeds")
+    axis.grid(alpha=0.3)
+    axis.set_title(title or "distillation methods")
+    return figure
+
+
+def trial_figures(teacher_probs: np.ndarray, student_probs: np.ndarray, labels: np.ndarray,
+                  convention: confidence.Convention, kappa: float, cka_matrix: np.ndarray | None = None,
+                  title: str = "") -> dict[str, Figure]:
+    """A finished trial's pictures by MLflow artifact name: ``confidence.png`` and, when
+    the layers were compared, ``layer_cka.png`` (rows/columns: embeddings, mapped layers).
+
+    Example:
+        >>> p = np.array([[0.9, 0.1], [0.2, 0.8]])
+        >>> sorted(trial_figures(p, p, np.array([0, 1]), "auto", 0.05, np.eye(2)))
+        ['confidence.png', 'layer_cka.png']
+    """
+    pictures = {"confidence.png": confidence_figure(teacher_probs, student_probs, labels, convention, kappa=kappa,
+                                                    title=title)}
+    if cka_matrix is not None:
+        layer_labels = ["emb", *(f"map {m}" for m in range(1, cka_matrix.shape[0]))]
+        pictures["layer_cka.png"] = cka_figure(cka_matrix, layer_labels, layer_labels)
+    return pictures

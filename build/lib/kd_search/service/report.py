@@ -1,0 +1,104 @@
+"""A self-contained HTML dashboard of one study, from the template in ``kd_search/templates/``.
+
+Pictures are embedded as base64 PNGs, so the file can be mailed or attached to a ticket:
+the Pareto front, parallel coordinates of the searched parameters, their fANOVA
+importances for each objective, and the confidence figures of the front members.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import time
+import warnings
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+import optuna
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
+
+from kd_search.engine.confidence import Convention
+from kd_search.service import figures
+from kd_search.service.search.locations import Locations
+from kd_search.service.search.records import StudySummary, summary_table
+
+TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "templates"
+TEMPLATE = "study_report.html.j2"
+
+
+def _png(figure) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _parallel_coordinates(optuna_study: optuna.Study, metric_name: str):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        axes = optuna.visualization.matplotlib.plot_parallel_coordinate(
+            optuna_study, target=lambda t: t.values[0], target_name=metric_name)
+    figure = axes.figure
+    figure.set_size_inches(11, 4.5)
+    return figure
+
+
+def _importances(optuna_study: optuna.Study, metric_name: str) -> dict[str, dict[str, float]]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return {name: optuna.importance.get_param_importances(optuna_study, target=lambda t, i=i: t.values[i])
+                for i, name in enumerate((metric_name, "sigma"))}
+
+
+def build_report(optuna_study: optuna.Study, summary: StudySummary, locations: Locations, out_file: str | Path,
+                 description: str = "", kappa: float | None = None, convention: Convention = "auto") -> Path:
+    """Write the study's HTML dashboard to ``out_file`` and return its path.
+
+    ``convention`` is the study's ``objectives.confidence.convention``, which the
+    confidence figures of the front follow.
+
+    Example:
+        >>> build_report(optuna_study, summarize(optuna_study), Locations.resolve(), "demo.html")  # doctest: +SKIP
+        PosixPath('demo.html')
+    """
+    import matplotlib.pyplot as plt
+
+    complete = [t for t in summary.trials if t.state == "COMPLETE"]
+    images: dict[str, str] = {}
+    notes: dict[str, str] = {}
+    images["pareto"] = _png(summary.pareto_figure(kappa))
+    if len(complete) >= 2 and any(t.params for t in complete):
+        images["parallel"] = _png(_parallel_coordinates(optuna_study, summary.metric_name))
+        plt.close("all")
+        try:
+            images["importance"] = _png(figures.importance_figure(_importances(optuna_study, summary.metric_name)))
+        except (RuntimeError, ValueError) as error:  # e.g. every trial has the same parameters
+            notes["importance"] = f"Importances unavailable: {error}"
+    else:
+        notes["parallel"] = notes["importance"] = "Needs at least two finished trials with searched parameters."
+    confidence = []
+    for trial in summary.front:
+        arrays = locations.trial_dir(summary.name, trial.number) / "confidence.npz"
+        if arrays.is_file():
+            with np.load(arrays) as data:
+                confidence.append((trial.number, _png(figures.confidence_figure(
+                    data["teacher_probs"], data["student_probs"], data["labels"], convention, trial.kappa))))
+    best = summary.best_feasible()
+    counts = summary.counts()
+    cards = [("trials", str(len(summary.trials))), *[(state.lower(), str(n)) for state, n in sorted(counts.items())],
+             ("front size", str(len(summary.front)))]
+    if best is not None:
+        cards.append((f"best feasible {summary.metric_name}", f"{best.metric:.4f} (trial {best.number})"))
+    table = summary_table(summary)
+    html_table = table.to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0,
+                               classes="trials") if not table.empty else "<p>No trials yet.</p>"
+    environment = Environment(loader=FileSystemLoader(TEMPLATE_DIR), autoescape=select_autoescape(["html", "j2"]))
+    html = environment.get_template(TEMPLATE).render(
+        name=summary.name, description=description, generated=time.strftime("%Y-%m-%d %H:%M"), version=version("kd-search"),
+        cards=cards, metric_name=summary.metric_name, images=images, notes=notes, table=Markup(html_table),
+        confidence=confidence)
+    out = Path(out_file)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(html, encoding="utf-8")
+    return out

@@ -1,0 +1,70 @@
+"""The search: Ray Tune runs distillation trials, Optuna proposes their hyperparameters.
+
+One ``launch`` is one driver process. It prepares the teacher and its output cache once,
+then a Ray Tune ``Tuner`` runs ``run_trial`` as one worker per trial (the study's
+resources each, at most ``search.concurrency`` at a time) while an Optuna study in SQL
+storage proposes the parameters and receives the results. The driver is the only writer
+of the Optuna storage and of MLflow: workers report through Ray.
+
+Gaps in the stock Ray/Optuna glue this package closes:
+
+- constraints: ``sigma - kappa <= 0`` is set on every finished trial
+  (``Trial.set_constraint``), so every sampler and ``Study.best_trials`` see it;
+- a trial a scheduler stops early is told to Optuna as PRUNED (Ray reports it to the
+  searcher like a finished one, with its last, under-trained result);
+- a trial that raises, loses its worker more often than ``search.max_failures`` or has
+  a non-finite loss becomes FAIL and the study goes on;
+- no Optuna trial is left RUNNING: a relaunch adopts the trials a killed driver left
+  RUNNING and continues them from their last epoch checkpoint.
+
+Modules: ``records`` (trials read back from storage, the front), ``optuna_study``
+(storage, samplers, search space, relaunch checks), ``locations`` (where a study's files
+live), ``worker`` (one trial in a Ray worker), ``driver`` (the launch's Optuna and MLflow
+writer behind Ray's searcher), ``_launch`` (``launch`` itself). Only the last three
+import Ray, and this package loads them when ``launch`` is first used, so the readers
+(``status``, ``pareto``, ``export``, ``report``) never start it.
+
+Example:
+    >>> study = load_study("smoke")  # doctest: +SKIP
+    >>> summary = launch(study, locations=Locations.resolve(study, workdir="runs"))  # doctest: +SKIP
+    >>> [t.number for t in summary.front]  # doctest: +SKIP
+    [0, 2]
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from kd_search.service.search.locations import Locations, check_locations, kept_student
+from kd_search.service.search.optuna_study import (
+    CONSTRAINT,
+    SPEC_ATTR,
+    SearchError,
+    load_optuna_study,
+    open_storage,
+)
+from kd_search.service.search.records import (
+    RECORDED_METRICS,
+    StudySummary,
+    TrialRecord,
+    finished_count,
+    select_trial,
+    summarize,
+    summary_table,
+)
+
+if TYPE_CHECKING:
+    from kd_search.service.search._launch import launch
+
+__all__ = ["CONSTRAINT", "RECORDED_METRICS", "SPEC_ATTR", "Locations", "SearchError", "StudySummary", "TrialRecord",
+           "check_locations", "finished_count", "kept_student", "launch", "load_optuna_study", "open_storage",
+           "select_trial", "summarize", "summary_table"]
+
+
+def __getattr__(name: str) -> Any:
+    # ``launch`` needs Ray, which takes seconds to import; only a launch pays for it.
+    if name == "launch":
+        from kd_search.service.search._launch import launch
+
+        return launch
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,188 @@
+"""The Optuna side of a search: SQL storage, samplers, the search space and relaunch checks.
+
+The driver is the only writer of the storage; readers (``status``, ``pareto``, ``export``,
+``report``) open it here too. Nothing here needs Ray.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+
+from kd_search.engine.spec import ParameterRange, Study, expand_search_space
+from kd_search.errors import SearchError
+from kd_search.urls import display_url, error_reason
+
+# The constraint set on every finished trial (feasible when <= 0), and the study attribute
+# that holds the study file it was launched with.
+CONSTRAINT = "sigma_minus_kappa"
+SPEC_ATTR = "kd_search_spec"
+# Trials a killed driver left RUNNING and a later launch could not continue (budget met).
+INTERRUPTED_ATTR = "kd_search_interrupted"
+# Study-file fields that may change between launches of one study.
+RELAUNCH_MUTABLE = {("search", "trials"), ("search", "concurrency"), ("search", "max_failures"),
+                    ("search", "resources"), ("search", "scheduler"), ("tracking",), ("description",),
+                    ("device",)}
+
+
+def open_storage(url: str) -> optuna.storages.BaseStorage:
+    """Optuna's SQL storage for ``url`` (SQLite by default, PostgreSQL on a cluster).
+
+    Server databases get a pool that survives a long study: connections are checked
+    before use (a restarted server costs no trial) and recycled, and connecting gives up
+    after 10 s instead of hanging. A password may come in the URL or, better, from
+    ``PGPASSWORD``/``~/.pgpass``; it is never printed.
+
+    Example:
+        >>> storage = open_storage("sqlite:////tmp/kd-search-doc.db")  # doctest: +SKIP
+    """
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    engine_options = None
+    if not url.startswith("sqlite"):
+        engine_options = {"pool_pre_ping": True, "pool_recycle": 1800}
+        if url.startswith("postgresql"):
+            engine_options["connect_args"] = {"connect_timeout": 10}
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_options)
+    except Exception as error:  # SQLAlchemy raises many types; users need the URL and the reason
+        raise storage_error(url, error, "cannot open") from None
+
+
+def storage_error(url: str, error: BaseException, what: str) -> SearchError:
+    """A one-line SearchError for a storage failure, the password masked everywhere."""
+    reason = error_reason(error).replace(url, display_url(url))
+    return SearchError(f"storage {display_url(url)}: {what} ({reason})")
+
+
+def is_storage_outage(error: BaseException) -> bool:
+    """Whether ``error`` means the storage server went away (not a bug, not bad data)."""
+    from sqlalchemy.exc import DBAPIError, OperationalError
+
+    while error is not None:
+        if isinstance(error, OperationalError) or (isinstance(error, DBAPIError) and error.connection_invalidated):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def load_optuna_study(name: str, storage: str) -> optuna.Study:
+    """An existing study from storage, or a one-line error listing the studies there."""
+    store = open_storage(storage)
+    try:
+        return optuna.load_study(study_name=name, storage=store)
+    except KeyError:
+        names = sorted(s.study_name for s in optuna.get_all_study_summaries(store, include_best_trial=False))
+        known = f" (studies there: {', '.join(names)})" if names else " (it holds no studies)"
+        raise SearchError(f"no study named {name!r} in {display_url(storage)}{known}") from None
+
+
+def make_sampler(kind: str, seed: int, startup_trials: int) -> optuna.samplers.BaseSampler:
+    """The multi-objective sampler for a study; constraints come from ``Trial.set_constraint``.
+
+    ``startup_trials`` random trials come first (NSGA-II: the population size), so a small
+    budget still leaves room for guided proposals.
+
+    Example:
+        >>> type(make_sampler("tpe", seed=0, startup_trials=4)).__name__
+        'TPESampler'
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if kind == "tpe":
+            # constant_liar: concurrent trials do not all get the same proposal.
+            return optuna.samplers.TPESampler(n_startup_trials=startup_trials, multivariate=True,
+                                              constant_liar=True, seed=seed)
+        if kind == "gp":
+            return optuna.samplers.GPSampler(n_startup_trials=startup_trials, seed=seed)
+        if kind == "nsga2":
+            return optuna.samplers.NSGAIISampler(population_size=max(2, startup_trials), seed=seed)
+        if kind == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+    raise ValueError(f"unknown sampler {kind!r}")
+
+
+def startup_trials(study: Study) -> int:
+    """The study's ``search.startup_trials``, or a quarter of its budget (at least 2)."""
+    return study.search.startup_trials or max(2, study.search.trials // 4)
+
+
+def distribution(name: str, rng: ParameterRange) -> BaseDistribution:
+    """The Optuna distribution of one search-space entry (``epochs_*`` are integers).
+
+    Example:
+        >>> distribution("alpha", ParameterRange(low=0.0, high=0.5))
+        FloatDistribution(high=0.5, log=False, low=0.0, step=None)
+    """
+    if rng.choices is not None:
+        return CategoricalDistribution(rng.choices)
+    if name.startswith("epochs_"):
+        return IntDistribution(int(rng.low), int(rng.high), log=rng.log, step=int(rng.step or 1))
+    return FloatDistribution(rng.low, rng.high, log=rng.log, step=rng.step)
+
+
+def search_distributions(study: Study, num_mapped_layers: int) -> dict[str, BaseDistribution]:
+    return {name: distribution(name, rng)
+            for name, rng in expand_search_space(study.search.space, num_mapped_layers).items()}
+
+
+def _relaunch_view(spec: dict[str, Any]) -> dict[str, Any]:
+    view = json.loads(json.dumps(spec))
+    for path in RELAUNCH_MUTABLE:
+        node = view
+        for key in path[:-1]:
+            node = node.get(key, {})
+        node.pop(path[-1], None)
+    return view
+
+
+def _changed_fields(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [c for key in sorted(set(old) | set(new))
+                for c in _changed_fields(old.get(key), new.get(key), f"{prefix}{key}.")]
+    return [prefix.rstrip(".")] if old != new else []
+
+
+def create_or_resume(study: Study, storage: str, num_mapped_layers: int) -> tuple[optuna.Study, bool]:
+    """Create the Optuna study (directions: task metric up, sigma down) or re-open it.
+
+    Re-opening checks that the stored study file matches (only the budget, resources,
+    scheduler and tracking may change) so results of different set-ups never mix.
+    """
+    store = open_storage(storage)
+    spec = study.model_dump(mode="json")
+    sampler = make_sampler(study.search.sampler, study.seed, startup_trials(study))
+    try:
+        existing = optuna.load_study(study_name=study.name, storage=store, sampler=sampler)
+    except KeyError:
+        existing = None
+    if existing is not None:
+        stored = existing.user_attrs.get(SPEC_ATTR)
+        if stored is not None:
+            changed = _changed_fields(_relaunch_view(stored), _relaunch_view(spec))
+            if changed:
+                raise SearchError(f"study {study.name!r} in {display_url(storage)} was launched with a different study file "
+                                  f"(changed: {', '.join(changed[:5])}); give this one a new name")
+        return existing, True
+    created = optuna.create_study(study_name=study.name, storage=store, sampler=sampler,
+                                  directions=["maximize", "minimize"])
+    with warnings.catch_warnings():  # experimental in Optuna, stable in use since 3.2
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        created.set_metric_names([study.objectives.task_metric, "sigma"])
+    created.set_user_attr(SPEC_ATTR, spec)
+    if study.search.enqueue_defaults:
+        defaults = study.default_hyperparameters(num_mapped_layers)
+        searched = search_distributions(study, num_mapped_layers)
+        created.enqueue_trial({name: defaults[name] for name in searched if name in defaults},
+                              user_attrs={"kd_search_baseline": True})
+    return created, False

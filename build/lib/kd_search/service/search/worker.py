@@ -1,0 +1,94 @@
+"""The Ray side of a search: one distillation trial in a Ray Tune worker.
+
+A worker runs ``run_trial`` and reports each epoch (with its checkpoint) through Ray; it
+never writes the Optuna storage or MLflow, which only the driver does. It saves the
+student and the confidence arrays of a trial that finishes in the trial's directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+from ray import tune
+
+from kd_search.engine.spec import parse_study
+from kd_search.errors import NonFiniteLossError
+from kd_search.service.search.locations import trial_dir
+from kd_search.service.telemetry import TrialGauges
+
+
+def trial_dirname(ray_trial_id: str) -> str:
+    """The name of a Ray trial's directory (its checkpoints) under the run's storage path.
+
+    Example:
+        >>> trial_dirname("a1b2c3d4")
+        'trial-a1b2c3d4'
+    """
+    return f"trial-{ray_trial_id}"
+
+
+def _resume_point(config: dict[str, Any], ray_trial_dir: Path) -> str | None:
+    """The checkpoint a trial continues from, or None to start it over.
+
+    Ray hands back the last checkpoint when it retries a trial whose worker crashed, but
+    starts a trial whose *node* died from scratch; its checkpoints are still in the shared
+    trial directory. A trial adopted from a killed driver brings its own (``resume_from``).
+    """
+    ray_checkpoint = tune.get_checkpoint()
+    if ray_checkpoint is not None:
+        return ray_checkpoint.path
+    complete = sorted(p.parent for p in ray_trial_dir.glob("checkpoint_*/position.json"))  # written last
+    if complete:
+        return str(complete[-1])
+    resume = config.get("resume_from")
+    return resume if resume is not None and Path(resume).is_dir() else None  # gone (cleanup): start over
+
+
+def distillation_trainable(config: dict[str, Any], *, spec: dict[str, Any], workdir: str, study_dir: str,
+                           run_dir: str) -> None:
+    """Ray Tune function trainable: one ``run_trial``, reporting each epoch with a checkpoint.
+
+    ``config`` is what the driver's searcher proposed: the Optuna trial number, its
+    parameters and the checkpoint an adopted trial continues from.
+
+    Example:
+        >>> tune.with_parameters(distillation_trainable, spec=study.model_dump(mode="json"),
+        ...                      workdir="runs", study_dir="runs/studies/demo",
+        ...                      run_dir="runs/studies/demo/ray/demo-1")  # doctest: +SKIP
+    """
+    import torch
+
+    from kd_search.engine.trial import run_trial
+    from kd_search.service.export import model_card, save_student
+
+    study = parse_study(spec)
+    torch.set_num_threads(max(1, int(study.search.resources.cpu or 1)))
+    number = config["number"]
+    # On a cluster the node's IP need not tell nodes apart (several per host); its id does.
+    node_id = ray.get_runtime_context().get_node_id()
+
+    gauges = TrialGauges(study.name, number)
+
+    def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
+        gauges.record(int(metrics["epoch"]))
+        checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        tune.report(_reportable(metrics) | {"node_id": node_id}, checkpoint=checkpoint)
+
+    resume = _resume_point(config, Path(run_dir) / trial_dirname(tune.get_context().get_trial_id()))
+    try:
+        result = run_trial(study, config["params"], report, workdir=workdir, resume_from=resume)
+    except NonFiniteLossError as error:  # deterministic: retrying it would fail the same way
+        tune.report({"nonfinite": 1, "error": str(error)})
+        return
+    out = trial_dir(study_dir, number)
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez(out / "confidence.npz", **result.outputs)
+    card = model_card(spec, result.params, result.metrics)
+    save_student(result.student, result.tokenizer, out / "student", card=card, metrics=result.metrics | {"trial": number})
+
+
+def _reportable(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool))}

@@ -1,0 +1,383 @@
+"""MLflow tracking of a study: one parent run, one nested child run per Optuna trial.
+
+Only the search driver writes here (workers report through Ray), so a SQLite tracking
+store never sees two writers. Runs are found again by their tags, which is what makes a
+relaunched study re-open its parent run and its trials' runs instead of duplicating them:
+
+- parent: ``kd_search_study=<name>``, ``kd_search_role=study``
+- child:  ``mlflow.parentRunId=<parent>``, ``kd_search_role=trial``,
+  ``optuna_trial_number=<n>``, ``ray_trial_id``, ``state``, ``pareto`` (``true``/``false``)
+
+In the MLflow UI the filter ``tags.pareto = "true"`` shows the study's feasible front.
+
+A tracking server that is briefly unreachable does not stop a study. MLflow's client
+retries each request (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``, with backoff); a write that
+still fails is buffered, in order, and replayed before the next one. Writes still
+undelivered when the launch ends are saved to the study's ``mlflow-backlog.pkl`` and
+replayed by the next launch of the study, so no metric is lost.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import pickle
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import mlflow
+import mlflow.pyfunc
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException, RestException
+
+from kd_search.errors import TrackingError
+from kd_search.files import write_file
+from kd_search.urls import display_url, error_reason
+
+logger = logging.getLogger("kd_search")
+
+FRONT_FILTER = 'tags.pareto = "true"'
+
+# MLflow rejects param values longer than this; study parameters are short numbers.
+_PARAM_LIMIT = 6000
+
+
+def default_tracking_uri(workdir: str | Path) -> str:
+    """The SQLite MLflow store kept beside the study's other files.
+
+    Example:
+        >>> default_tracking_uri("/tmp/runs")
+        'sqlite:////tmp/runs/mlflow.db'
+    """
+    return f"sqlite:///{Path(workdir).resolve() / 'mlflow.db'}"
+
+
+def check_tracking_uri(tracking_uri: str, timeout: float = 10.0) -> None:
+    """Fail now, in one line, if the tracking server or database cannot be reached.
+
+    MLflow's own client would retry a dead server for minutes (and a dead database for
+    nearly an hour) before the first trial; a study should not start that way.
+
+    Example:
+        >>> check_tracking_uri("http://127.0.0.1:9", timeout=1)
+        Traceback (most recent call last):
+        kd_search.errors.TrackingError: MLflow tracking server http://127.0.0.1:9: unreachable (...)
+    """
+    if tracking_uri.startswith(("http://", "https://")):
+        import requests
+
+        try:
+            requests.get(f"{tracking_uri.rstrip('/')}/health", timeout=timeout).raise_for_status()
+        except requests.RequestException as error:
+            raise TrackingError(f"MLflow tracking server {display_url(tracking_uri)}: unreachable "
+                                f"({error_reason(error)[:200]})") from None
+    elif not tracking_uri.startswith(("sqlite", "file:", "/", "databricks")) and "://" in tracking_uri:
+        import sqlalchemy
+
+        connect_args = {"connect_timeout": int(timeout)} if tracking_uri.startswith("postgresql") else {}
+        try:
+            with sqlalchemy.create_engine(tracking_uri, connect_args=connect_args).connect():
+                pass
+        except Exception as error:  # any driver's error: the user needs the URL and the reason
+            raise TrackingError(f"MLflow backend {display_url(tracking_uri)}: cannot connect "
+                                f"({error_reason(error)})") from None
+
+
+def is_unreachable(error: BaseException) -> bool:
+    """Whether an MLflow error means the server or its database is (briefly) out of reach.
+
+    MLflow has already retried such a request; anything else (a bad request, a bug) is
+    raised, never buffered.
+
+    Example:
+        >>> is_unreachable(MlflowException("API request to http://mlflow/api failed with exception ..."))
+        True
+        >>> is_unreachable(MlflowException("Invalid metric name"))
+        False
+    """
+    if isinstance(error, RestException):
+        return error.get_http_status_code() in (408, 429, 500, 502, 503, 504)
+    if isinstance(error, MlflowException):
+        return error.error_code == "TEMPORARILY_UNAVAILABLE" or str(error.message).startswith("API request to")
+    return False
+
+
+def _buffered(write: Callable) -> Callable:
+    """Run ``write`` after every write buffered before it; buffer it while MLflow is unreachable."""
+
+    @functools.wraps(write)
+    def buffered(self: StudyTracker, *args: Any, **kwargs: Any) -> None:
+        self.backlog.append((write.__name__, args, kwargs))
+        self.flush()
+
+    return buffered
+
+
+def numeric_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """The metrics MLflow can chart: numbers, and booleans as 0/1.
+
+    Example:
+        >>> numeric_metrics({"accuracy": 0.8, "phi_cnf": True, "stage": "prediction"})
+        {'accuracy': 0.8, 'phi_cnf': 1.0}
+    """
+    out = {}
+    for name, value in metrics.items():
+        if isinstance(value, (int, float)):  # bool is an int: True and False become 1.0 and 0.0
+            out[name] = float(value)
+    return out
+
+
+class StudyTracker:
+    """The MLflow runs of one study, re-opened by tag when the study is relaunched.
+
+    Example:
+        >>> tracker = StudyTracker("sqlite:///runs/mlflow.db", "kd-search", "demo")  # doctest: +SKIP
+        >>> tracker.start_trial(0, {"alpha": 0.1}, ray_trial_id="a1b2")  # doctest: +SKIP
+    """
+
+    def __init__(self, tracking_uri: str, experiment: str, study_name: str, artifact_root: str | Path | None = None,
+                 create: bool = True, backlog_file: str | Path | None = None,
+                 notify: Callable[[str], None] | None = None):
+        self.client = MlflowClient(tracking_uri)
+        self.tracking_uri = tracking_uri
+        self.study_name = study_name
+        # Writes not yet delivered: (method name, args, kwargs), oldest first.
+        self.backlog: list[tuple[str, tuple, dict]] = []
+        self.backlog_file = Path(backlog_file) if backlog_file is not None else None
+        self.notify = notify or logger.warning
+        self._unreachable_since: float | None = None
+        found = self.client.get_experiment_by_name(experiment)
+        if found is None and not create:
+            raise TrackingError(f"{tracking_uri}: no MLflow experiment {experiment!r} (was study {study_name!r} "
+                                "launched with this tracking URI?)")
+        if found is None:
+            # A tracking server keeps artifacts in its own store; a local database beside the work dir.
+            local = not tracking_uri.startswith(("http://", "https://"))
+            location = Path(artifact_root).resolve().as_uri() if artifact_root is not None and local else None
+            self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+        else:
+            self.experiment_id = found.experiment_id
+        self.parent_id = self._find_or_create_parent(create)
+        self._children: dict[int, str] = {
+            int(run.data.tags["optuna_trial_number"]): run.info.run_id for run in self._child_runs()
+        }
+        if self.backlog_file is not None and self.backlog_file.is_file():
+            self.backlog = pickle.loads(self.backlog_file.read_bytes())
+            self.notify(f"replaying {len(self.backlog)} MLflow writes a past launch could not deliver")
+            if self.flush():
+                self.backlog_file.unlink()
+
+    # --- delivery: MLflow's retries, then a buffer replayed in order ---
+
+    def flush(self) -> bool:
+        """Deliver the buffered writes in order; False (and they stay buffered) while unreachable."""
+        while self.backlog:
+            name, args, kwargs = self.backlog[0]
+            try:
+                getattr(type(self), name).__wrapped__(self, *args, **kwargs)
+            except Exception as error:
+                if not is_unreachable(error):
+                    self.backlog.pop(0)
+                    raise
+                if self._unreachable_since is None:
+                    self._unreachable_since = time.monotonic()
+                    reason = str(getattr(error, "message", error)).splitlines()[0][:160]
+                    self.notify(f"MLflow at {display_url(self.tracking_uri)} unreachable ({reason}); "
+                                "buffering its writes, the study goes on")
+                return False
+            self.backlog.pop(0)
+        if self._unreachable_since is not None:
+            self.notify(f"MLflow at {display_url(self.tracking_uri)} reachable again after "
+                        f"{time.monotonic() - self._unreachable_since:.0f} s; buffered writes delivered")
+            self._unreachable_since = None
+        return True
+
+    def close(self, grace_seconds: float = 60.0) -> int:
+        """Deliver what is buffered, waiting up to ``grace_seconds``; save the rest for the
+        next launch (``backlog_file``). Returns how many writes were saved."""
+        deadline = time.monotonic() + grace_seconds
+        while not self.flush() and time.monotonic() < deadline:
+            time.sleep(min(5.0, max(0.0, deadline - time.monotonic())))
+        if not self.backlog:
+            return 0
+        if self.backlog_file is None:
+            raise TrackingError(f"MLflow at {display_url(self.tracking_uri)} unreachable: "
+                                f"{len(self.backlog)} writes not delivered")
+        write_file(self.backlog_file, lambda partial: partial.write_bytes(pickle.dumps(self.backlog)))
+        self.notify(f"MLflow at {display_url(self.tracking_uri)} still unreachable: {len(self.backlog)} writes "
+                    f"saved to {self.backlog_file}; the next launch of the study delivers them")
+        return len(self.backlog)
+
+    def _find_or_create_parent(self, create: bool) -> str:
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.kd_search_study = '{self.study_name}' and tags.kd_search_role = 'study'",
+            order_by=["attributes.start_time ASC"], max_results=1)
+        if runs:
+            return runs[0].info.run_id
+        if not create:
+            raise TrackingError(f"{self.tracking_uri}: no MLflow run of study {self.study_name!r}")
+        run = self.client.create_run(self.experiment_id, run_name=self.study_name,
+                                     tags={"kd_search_study": self.study_name, "kd_search_role": "study"})
+        return run.info.run_id
+
+    def _child_runs(self) -> list:
+        return self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{self.parent_id}' and tags.kd_search_role = 'trial'",
+            max_results=50000)
+
+    # --- the study (parent run) ---
+
+    @_buffered
+    def start_study(self, description: str, spec: dict[str, Any], settings: dict[str, Any]) -> None:
+        """Mark the parent run running; record the study file and its settings (idempotent)."""
+        self.client.update_run(self.parent_id, status="RUNNING")
+        self.client.set_tag(self.parent_id, "mlflow.note.content", description or f"kd-search study {self.study_name}")
+        existing = self.client.get_run(self.parent_id).data.params
+        new = {k: str(v)[:_PARAM_LIMIT] for k, v in settings.items() if k not in existing}
+        if new:
+            self.client.log_batch(self.parent_id, params=[Param(k, v) for k, v in new.items()])
+        self.client.log_dict(self.parent_id, spec, "study.json")
+
+    @_buffered
+    def log_study_results(self, figures: dict[str, Any], summary: pd.DataFrame, metrics: dict[str, float]) -> None:
+        """Pareto-front figure(s), the study summary table and headline metrics on the parent."""
+        for name, figure in figures.items():
+            self.client.log_figure(self.parent_id, figure, name)
+        if not summary.empty:
+            self.client.log_table(self.parent_id, data=summary, artifact_file="study_summary.json")
+            self.client.log_text(self.parent_id, summary.to_csv(index=False), "study_summary.csv")
+        self._log_metrics(self.parent_id, metrics, step=0)
+
+    @_buffered
+    def log_study_artifact(self, path: str | Path) -> None:
+        self.client.log_artifact(self.parent_id, str(path))
+
+    @_buffered
+    def end_study(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.parent_id, status=status)
+
+    # --- the trials (nested runs) ---
+
+    @_buffered
+    def start_trial(self, number: int, params: dict[str, Any], ray_trial_id: str, run_name: str | None = None) -> None:
+        """Open (or re-open, for a resumed trial) the trial's nested run and log its parameters."""
+        self._open_trial_run(number, params, ray_trial_id, run_name)
+
+    def _open_trial_run(self, number: int, params: dict[str, Any], ray_trial_id: str,
+                        run_name: str | None = None) -> str:
+        run_id = self._children.get(number)
+        if run_id is None:
+            run = self.client.create_run(self.experiment_id, run_name=run_name or f"trial-{number:03d}", tags={
+                "mlflow.parentRunId": self.parent_id, "kd_search_study": self.study_name,
+                "kd_search_role": "trial", "optuna_trial_number": str(number)})
+            run_id = self._children[number] = run.info.run_id
+        else:
+            self.client.update_run(run_id, status="RUNNING")
+        logged = self.client.get_run(run_id).data.params
+        new_params = [Param(k, repr(float(v)) if isinstance(v, float) else str(v))
+                      for k, v in params.items() if k not in logged]
+        tags = [RunTag("ray_trial_id", ray_trial_id), RunTag("state", "RUNNING"), RunTag("pareto", "false")]
+        self.client.log_batch(run_id, params=new_params, tags=tags)
+        return run_id
+
+    @_buffered
+    def log_epoch(self, number: int, metrics: dict[str, Any], step: int) -> None:
+        """Per-epoch metrics of a running trial, with the epoch as the step."""
+        self._log_metrics(self._children[number], numeric_metrics(metrics), step)
+
+    @_buffered
+    def finish_trial(self, number: int, state: str, metrics: dict[str, Any], figures: dict[str, Any] | None = None,
+                     error: str | None = None) -> None:
+        """Metrics measured after the last epoch, the state tag and figures (artifact name ->
+        figure); the run ends FINISHED, KILLED or FAILED."""
+        run_id = self._children.get(number)
+        if run_id is None:  # a trial that never started (stopped while pending)
+            run_id = self._open_trial_run(number, {}, ray_trial_id="")
+        self._log_metrics(run_id, numeric_metrics(metrics), int(metrics.get("epoch", 0)))
+        tags = [RunTag("state", state)]
+        if error:
+            tags.append(RunTag("error", error[:4000]))
+        self.client.log_batch(run_id, tags=tags)
+        for name, figure in (figures or {}).items():
+            self.client.log_figure(run_id, figure, name)
+        status = {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}.get(state, "FAILED")
+        self.client.set_terminated(run_id, status=status)
+
+    @_buffered
+    def mark_front(self, front: Iterable[int]) -> None:
+        """Keep ``pareto`` tags current: true on front members, false on every other trial."""
+        front = set(front)
+        for number, run_id in self._children.items():
+            self.client.set_tag(run_id, "pareto", "true" if number in front else "false")
+
+    def trial_run_id(self, number: int) -> str | None:
+        return self._children.get(number)
+
+    def front_url(self, host: str = "http://127.0.0.1:5000") -> str:
+        """The MLflow UI runs table of this study's experiment, filtered to the front.
+
+        MLflow 3 opens experiments on its GenAI overview page; this link goes to the runs.
+        """
+        return f"{host}/#/experiments/{self.experiment_id}/runs?searchFilter={quote(FRONT_FILTER, safe='')}"
+
+    def _log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
+        now = int(time.time() * 1000)
+        batch = [Metric(k, v, now, step) for k, v in metrics.items() if not math.isnan(v)]
+        for start in range(0, len(batch), 1000):  # MLflow's per-request limit
+            self.client.log_batch(run_id, metrics=batch[start:start + 1000])
+
+
+class StudentClassifier(mlflow.pyfunc.PythonModel):
+    """An MLflow pyfunc model around the exported Hugging Face directory.
+
+    ``predict`` takes a list of texts and returns one ``{"label", "score"}`` per text, as
+    ``pipeline("text-classification")`` does.
+    """
+
+    def load_context(self, context) -> None:
+        from transformers import pipeline
+
+        self.pipeline = pipeline("text-classification", model=context.artifacts["student"])
+
+    def predict(self, context, model_input: list[str], params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        return self.pipeline(list(model_input))
+
+
+def register_student(tracking_uri: str, run_id: str, student_dir: str | Path, model_name: str, alias: str) -> str:
+    """Log the student on its trial's run as a pyfunc model, register it and set ``alias``.
+
+    Returns the registered version. Load it back with
+    ``mlflow.pyfunc.load_model(f"models:/{model_name}@{alias}")``.
+
+    Example:
+        >>> register_student("sqlite:///runs/mlflow.db", run_id, "out/student", "demo-student", "best")  # doctest: +SKIP
+        '1'
+    """
+    import tempfile
+
+    # Client calls only: the fluent API would set the process-wide tracking URI (and the
+    # MLFLOW_TRACKING_URI environment variable every child process inherits).
+    client = MlflowClient(tracking_uri)
+    with tempfile.TemporaryDirectory() as staging:
+        model_dir = Path(staging) / "student"
+        mlflow.pyfunc.save_model(str(model_dir), python_model=StudentClassifier(),
+                                 artifacts={"student": str(student_dir)},
+                                 pip_requirements=["kd-search", "transformers", "torch"])
+        client.log_artifacts(run_id, str(model_dir), "student")
+    try:
+        client.create_registered_model(model_name)
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    source = f"{client.get_run(run_id).info.artifact_uri}/student"
+    version = client.create_model_version(model_name, source=source, run_id=run_id)
+    client.set_registered_model_alias(model_name, alias, version.version)
+    return str(version.version)
