@@ -223,8 +223,10 @@ def distill(study_file: str, overrides: tuple[str, ...], out_dir: str | None, as
     out = Path(out_dir) if out_dir else root / "distill" / study.name / "student"
     card = model_card(study.name, study.teacher.model, study.task.source, params, metrics)
     save_student(result.student, result.tokenizer, out, card, metrics | {"params": params})
-    summary = {k: metrics[k] for k in ("accuracy", "teacher_accuracy", "sigma", "kappa", "phi_cnf", "ece",
-                                       "agreement", "train_seconds")}
+    metric = study.objectives.task_metric
+    shown = dict.fromkeys(("accuracy", metric, f"{metric}_ci_low", f"{metric}_ci_high", "teacher_accuracy", "sigma",
+                           "sigma_ci_low", "sigma_ci_high", "kappa", "phi_cnf", "ece", "agreement", "train_seconds"))
+    summary = {k: metrics[k] for k in shown}
     if as_json:
         click.echo(json.dumps(metrics | {"student_dir": str(out)}))
         return
@@ -260,8 +262,8 @@ def compare(comparison_file: str, tracking_uri: str | None, workdir: str | None)
     total = len(studies) * len(comparison.seeds)
     with progress_bar() as progress:
         def show(run) -> None:
-            console.log(f"{run.method} seed {run.seed}: accuracy {run.accuracy:.3f}, sigma {run.sigma:.4f}, "
-                        f"CKA diagonal {run.cka_diagonal:.3f}")
+            console.log(f"{run.method} seed {run.seed}: accuracy {run.accuracy:.3f}, sigma {run.sigma:.4f} "
+                        f"[{run.sigma_ci_low:.4f}, {run.sigma_ci_high:.4f}], CKA diagonal {run.cka_diagonal:.3f}")
 
         runs = comparing.run_comparison(comparison, studies, locations.workdir, progress, on_run=show,
                                         tracker=tracker)

@@ -77,7 +77,9 @@ RAY_RESULT_KEYS = {"done", "pid", "timestamp", "training_iteration", "time_this_
                    "node_ip", "trial_id", "experiment_tag", "checkpoint_dir_name", "node_id"}
 RECORDED_METRICS = ("accuracy", "teacher_accuracy", "sigma", "mean_delta", "n_both", "kappa", "phi_cnf",
                     "sigma_train", "sigma_eval", "ece", "ece_teacher", "classwise_ece", "agreement",
-                    "agreement_train", "train_seconds", "epoch", "resumed_from_epoch")
+                    "agreement_train", "train_seconds", "epoch", "resumed_from_epoch",
+                    "sigma_ci_low", "sigma_ci_high", "sigma_se", "accuracy_ci_low", "accuracy_ci_high",
+                    "f1_ci_low", "f1_ci_high", "mcc_ci_low", "mcc_ci_high")
 
 
 class SearchError(RuntimeError):
@@ -142,8 +144,11 @@ class TrialRecord:
             and self.sigma <= self.kappa
 
     def as_dict(self, metric_name: str) -> dict[str, Any]:
+        # Trials recorded before the intervals existed have none: null in JSON.
+        intervals = ("sigma_ci_low", "sigma_ci_high", f"{metric_name}_ci_low", f"{metric_name}_ci_high")
         return {"trial": self.number, metric_name: self.metric, "accuracy": self.attrs.get("accuracy", self.metric),
-                "sigma": self.sigma, "kappa": self.kappa, "phi_cnf": self.feasible, "params": self.params}
+                "sigma": self.sigma, "kappa": self.kappa, "phi_cnf": self.feasible, "params": self.params} \
+            | {name: self.attrs.get(name) for name in intervals}
 
 
 @dataclass

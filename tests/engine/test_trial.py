@@ -171,7 +171,8 @@ def test_distill_cli_saves_a_loadable_student(root, runner):
     result = runner.invoke(main, ["distill", str(path), "--json", "--out", str(out), "--set", "temperature=2"])
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.output.strip().splitlines()[-1])
-    for key in ("accuracy", "teacher_accuracy", "sigma", "kappa", "phi_cnf", "ece", "agreement", "train_seconds"):
+    for key in ("accuracy", "teacher_accuracy", "sigma", "kappa", "phi_cnf", "ece", "agreement", "train_seconds",
+                "sigma_ci_low", "sigma_ci_high", "sigma_se", "accuracy_ci_low", "accuracy_ci_high"):
         assert key in metrics
     model = AutoModelForSequenceClassification.from_pretrained(out)
     assert model.config.num_hidden_layers == 1
