@@ -32,7 +32,7 @@ from rich.progress import (
 from rich.table import Table
 
 from kd_search.engine.spec import is_comparison_file, load_comparison, load_study, study_json_schema
-from kd_search.errors import KdSearchError, SearchError, StudyFileError, TrackingError
+from kd_search.errors import KdSearchError, OptionsError, SearchError, StudyFileError, TrackingError
 from kd_search.urls import display_url
 
 if TYPE_CHECKING:
@@ -113,25 +113,54 @@ def _print_metrics(title: str, metrics: dict[str, Any]) -> None:
 
 
 @main.command()
-@click.option("--teacher", "teacher_file", required=True, help="Teacher prediction file (CSV/JSONL/Parquet).")
-@click.option("--student", "student_file", required=True, help="Student prediction file (CSV/JSONL/Parquet).")
+@click.option("--teacher", "teacher_file", default=None, help="Teacher prediction file (CSV/JSONL/Parquet).")
+@click.option("--student", "student_file", default=None, help="Student prediction file (CSV/JSONL/Parquet).")
+@click.option("--teacher-model", default=None, help="Teacher model, a local directory or a hub id (with --study).")
+@click.option("--student-model", default=None, help="Student model, a local directory or a hub id (with --study).")
+@click.option("--study", "study_file", default=None, type=click.Path(dir_okay=False),
+              help="Study whose task and confidence split the models are run on, and whose settings are the defaults.")
 @click.option("--kappa", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Check phi_cnf: sigma <= kappa.")
-@click.option("--convention", type=click.Choice(["auto", "p0", "true_class"]), default="auto", show_default=True,
-              help="delta on the class-0 probability (binary, the paper's) or on the true class.")
+              help="Check phi_cnf: sigma <= kappa [default: the study's kappa when it is a number].")
+@click.option("--convention", type=click.Choice(["auto", "p0", "true_class"]), default=None,
+              help="delta on the class-0 probability (binary, the paper's) or on the true class "
+                   "[default: the study's, else auto].")
+@click.option("--level", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+              help="Level of the bootstrap intervals [default: the study's, else 0.95].")
+@click.option("--resamples", type=click.IntRange(min=100), default=None,
+              help="Bootstrap resamples [default: the study's, else 1000].")
+@click.option("--seed", type=int, default=None, help="Seed of the bootstrap resamples [default: the study's, else 0].")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on the last line.")
-def audit(teacher_file: str, student_file: str, kappa: float | None, convention: str, as_json: bool) -> None:
-    """Does a student preserve its teacher's confidence? Compare two prediction files."""
+def audit(teacher_file: str | None, student_file: str | None, teacher_model: str | None, student_model: str | None,
+          study_file: str | None, kappa: float | None, convention: str | None, level: float | None,
+          resamples: int | None, seed: int | None, as_json: bool) -> None:
+    """Does a student preserve its teacher's confidence? Audit two prediction files, or run two models
+    on a study's confidence split."""
+    files, models = (teacher_file, student_file), (teacher_model, student_model, study_file)
+    if not (all(files) and not any(models) or all(models) and not any(files)):
+        raise OptionsError(
+            "give either --teacher and --student (prediction files) or --teacher-model, --student-model and --study")
+    bootstrap = {name: value for name, value in (("level", level), ("resamples", resamples), ("seed", seed))
+                 if value is not None}
     from kd_search.engine import audit as audit_module
 
-    report = audit_module.audit_predictions(teacher_file, student_file, kappa, convention)  # type: ignore[arg-type]
+    if all(models):
+        from kd_search.engine.model_audit import audit_models
+
+        report = audit_models(teacher_model, student_model, load_study(study_file), kappa, convention,  # type: ignore[arg-type]
+                              **bootstrap)
+        title = f"Confidence audit: {student_model} vs teacher {teacher_model} ({report['split']} split)"
+    else:
+        report = audit_module.audit_predictions(teacher_file, student_file, kappa, convention or "auto",  # type: ignore[arg-type]
+                                                **bootstrap)
+        title = f"Confidence audit: {Path(student_file).name} vs teacher {Path(teacher_file).name}"
     if as_json:
         click.echo(json.dumps(report))
         return
-    _print_metrics(f"Confidence audit: {Path(student_file).name} vs teacher {Path(teacher_file).name}", report)
-    if kappa is not None:
+    _print_metrics(title, report)
+    if "kappa" in report:
         verdict = "holds" if report["phi_cnf"] else "does NOT hold"
-        click.echo(f"phi_cnf {verdict}: sigma = {report['sigma']:.4f} vs kappa = {kappa:g}")
+        click.echo(f"phi_cnf {verdict}: sigma = {report['sigma']:.4f} "
+                   f"[{report['sigma_ci_low']:.4f}, {report['sigma_ci_high']:.4f}] vs kappa = {report['kappa']:g}")
 
 
 def workdir_option(function):
@@ -223,8 +252,10 @@ def distill(study_file: str, overrides: tuple[str, ...], out_dir: str | None, as
     out = Path(out_dir) if out_dir else root / "distill" / study.name / "student"
     card = model_card(study.model_dump(mode="json"), params, metrics)
     save_student(result.student, result.tokenizer, out, card, metrics | {"params": params})
-    summary = {k: metrics[k] for k in ("accuracy", "teacher_accuracy", "sigma", "kappa", "phi_cnf", "ece",
-                                       "agreement", "train_seconds")}
+    metric = study.objectives.task_metric
+    shown = dict.fromkeys(("accuracy", metric, f"{metric}_ci_low", f"{metric}_ci_high", "teacher_accuracy", "sigma",
+                           "sigma_ci_low", "sigma_ci_high", "kappa", "phi_cnf", "ece", "agreement", "train_seconds"))
+    summary = {k: metrics[k] for k in shown}
     if as_json:
         click.echo(json.dumps(metrics | {"student_dir": str(out)}))
         return
@@ -260,8 +291,8 @@ def compare(comparison_file: str, tracking_uri: str | None, workdir: str | None)
     total = len(studies) * len(comparison.seeds)
     with progress_bar() as progress:
         def show(run) -> None:
-            console.log(f"{run.method} seed {run.seed}: accuracy {run.accuracy:.3f}, sigma {run.sigma:.4f}, "
-                        f"CKA diagonal {run.cka_diagonal:.3f}")
+            console.log(f"{run.method} seed {run.seed}: accuracy {run.accuracy:.3f}, sigma {run.sigma:.4f} "
+                        f"[{run.sigma_ci_low:.4f}, {run.sigma_ci_high:.4f}], CKA diagonal {run.cka_diagonal:.3f}")
 
         runs = comparing.run_comparison(comparison, studies, locations.workdir, progress, on_run=show,
                                         tracker=tracker)

@@ -7,6 +7,13 @@ Metric names: ``accuracy``/``f1``/``mcc`` (task metric on eval), ``teacher_accur
 split for ``mean_delta``, ``n_both``, ``ece``, ``agreement``, ``agreement_f1``), ``ece``
 (student on eval), ``ece_teacher``, ``classwise_ece``, ``agreement`` (eval) and
 ``prediction_loss_sum`` (beta_X of the paper's bound).
+
+Uncertainty: ``sigma_ci_low``/``sigma_ci_high`` and ``sigma_se`` (the bootstrap standard
+error of sigma, which :func:`~kd_search.engine.confidence.certify` combines over seeds) on
+the confidence split, ``<task metric>_ci_low``/``_ci_high`` on eval: percentile-bootstrap
+intervals at the study's ``objectives.confidence.level`` over ``resamples`` resamples of
+the split's examples, seeded by the study's seed (so every trial of a study draws the same
+resamples). NaN where sigma has no interval: no both-correct example.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from kd_search.engine.losses import kl_distillation, soft_cross_entropy
 from kd_search.engine.teacher import evaluate_classifier
 
 if TYPE_CHECKING:
+    from kd_search.engine.spec import Study
     from kd_search.engine.trial import TrialSetup
 
 
@@ -84,4 +92,32 @@ def evaluate(setup: TrialSetup, student, params: dict[str, float], teacher_train
                                        len(data.train), params["alpha"])
     metrics["kappa"] = kappa
     metrics["phi_cnf"] = bool(not math.isnan(metrics["sigma"]) and confidence.phi_cnf(metrics["sigma"], kappa))
+    metrics |= interval_metrics(study, outputs[split], eval_pred, data.eval.labels, num_classes)
     return metrics, outputs[split]
+
+
+def interval_metrics(study: Study, confidence_outputs: dict[str, np.ndarray], eval_predictions,
+                     eval_labels, num_classes: int) -> dict[str, float]:
+    """Bootstrap intervals of sigma (on the confidence split's ``teacher_probs``,
+    ``student_probs`` and ``labels``) and of the task metric (on eval predictions), as the
+    module docstring names them.
+
+    Example:
+        >>> from kd_search.engine.spec import parse_study
+        >>> study = parse_study({"name": "s", "student": {"teacher_layers": [1]}})
+        >>> outputs = {"teacher_probs": [[.9, .1], [.8, .2], [.3, .7]],
+        ...            "student_probs": [[.7, .3], [.7, .3], [.4, .6]], "labels": [0, 0, 1]}
+        >>> found = interval_metrics(study, outputs, [0, 1, 1, 1], [0, 1, 0, 1], 2)
+        >>> found["sigma_ci_low"] <= found["sigma_ci_high"], found["accuracy_ci_high"]
+        (True, 1.0)
+    """
+    spec, name = study.objectives.confidence, study.objectives.task_metric
+    bootstrap = {"level": spec.level, "resamples": spec.resamples, "seed": study.seed}
+    try:
+        sigma = confidence.sigma_interval(confidence_outputs["teacher_probs"], confidence_outputs["student_probs"],
+                                          confidence_outputs["labels"], convention=spec.convention, **bootstrap)
+        found = {"sigma_ci_low": sigma.low, "sigma_ci_high": sigma.high, "sigma_se": sigma.std_error}
+    except confidence.ConfidenceInputError:  # sigma undefined on the split (or on almost every resample)
+        found = {"sigma_ci_low": math.nan, "sigma_ci_high": math.nan, "sigma_se": math.nan}
+    metric = confidence.metric_interval(name, eval_predictions, eval_labels, num_classes, **bootstrap)
+    return found | {f"{name}_ci_low": metric.low, f"{name}_ci_high": metric.high}

@@ -22,7 +22,9 @@ from kd_search.service.search.optuna_study import INTERRUPTED_ATTR
 # of the storage; the driver copies them from the trial's last result.
 RECORDED_METRICS = ("accuracy", "teacher_accuracy", "sigma", "mean_delta", "n_both", "kappa", "phi_cnf",
                     "sigma_train", "sigma_eval", "ece", "ece_teacher", "classwise_ece", "agreement",
-                    "agreement_train", "train_seconds", "epoch", "resumed_from_epoch")
+                    "agreement_train", "train_seconds", "epoch", "resumed_from_epoch",
+                    "sigma_ci_low", "sigma_ci_high", "sigma_se", "accuracy_ci_low", "accuracy_ci_high",
+                    "f1_ci_low", "f1_ci_high", "mcc_ci_low", "mcc_ci_high")
 
 
 @dataclass
@@ -43,8 +45,11 @@ class TrialRecord:
             and self.sigma <= self.kappa
 
     def as_dict(self, metric_name: str) -> dict[str, Any]:
+        # Trials recorded before the intervals existed have none: null in JSON.
+        intervals = ("sigma_ci_low", "sigma_ci_high", f"{metric_name}_ci_low", f"{metric_name}_ci_high")
         return {"trial": self.number, metric_name: self.metric, "accuracy": self.attrs.get("accuracy", self.metric),
-                "sigma": self.sigma, "kappa": self.kappa, "phi_cnf": self.feasible, "params": self.params}
+                "sigma": self.sigma, "kappa": self.kappa, "phi_cnf": self.feasible, "params": self.params} \
+            | {name: self.attrs.get(name) for name in intervals}
 
 
 @dataclass
