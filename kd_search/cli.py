@@ -199,16 +199,14 @@ def progress_bar():
         yield update
 
 
-def _parse_overrides(values: tuple[str, ...]) -> dict[str, float]:
+def _parse_overrides(values: tuple[str, ...]) -> dict[str, str]:
+    # The values stay text: hyperparameters() knows which name takes a number.
     overrides = {}
     for item in values:
         name, sep, value = item.partition("=")
         if not sep or not name:
             raise StudyFileError(f"--set {item!r}: expected name=value")
-        try:
-            overrides[name.strip()] = float(value)
-        except ValueError:
-            raise StudyFileError(f"--set {item!r}: {value!r} is not a number") from None
+        overrides[name.strip()] = value.strip()
     return overrides
 
 
@@ -232,7 +230,7 @@ def teacher(study_file: str, workdir: str | None) -> None:
 @main.command()
 @click.argument("study_file", type=click.Path(dir_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="NAME=VALUE",
-              help="Override a hyperparameter (alpha, temperature, layer_weight_2, epochs_prediction, ...).")
+              help="Override a hyperparameter (alpha, temperature, layer_weight_2, epochs_prediction, prediction_loss=kl, ...).")
 @click.option("--out", "out_dir", default=None, help="Save the student here [default: <workdir>/distill/<study>/student].")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object of metrics on the last line.")
 @workdir_option

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from kd_search.engine import confidence
-from kd_search.engine.losses import kl_distillation, soft_cross_entropy
+from kd_search.engine.losses import prediction_distillation
 from kd_search.engine.teacher import evaluate_classifier
 
 if TYPE_CHECKING:
@@ -83,8 +83,9 @@ def evaluate(setup: TrialSetup, student, params: dict[str, float], teacher_train
     metrics |= {"sigma": metrics[f"sigma_{split}"], "mean_delta": metrics[f"mean_delta_{split}"],
                 "n_both": metrics[f"n_both_{split}"]}
     # beta_X of the paper's bound: the prediction-distillation loss summed over X_train.
-    distill = kl_distillation if study.distillation.prediction_loss == "kl" else soft_cross_entropy
-    prediction_loss_sum = float(distill(student_train, teacher_train, params["temperature"])) * len(data.train)
+    distill = prediction_distillation(params["prediction_loss"])
+    # max: the KL of a student that matches its teacher rounds to a hair below 0, and beta_X >= 0.
+    prediction_loss_sum = max(0.0, float(distill(student_train, teacher_train, params["temperature"]))) * len(data.train)
     metrics["prediction_loss_sum"] = prediction_loss_sum
     kappa = study.objectives.confidence.fixed_kappa
     if kappa is None:

@@ -43,7 +43,7 @@ from kd_search.engine.models import (
     width_projection,
 )
 from kd_search.engine.progress import ProgressCallback
-from kd_search.engine.spec import Study
+from kd_search.engine.spec import PREDICTION_LOSS_NAMES, Study
 from kd_search.engine.step import INTERMEDIATE_STAGES, StagePlan, plan_stages, train_epoch
 from kd_search.engine.structure_catalog import MEMORY_LOSSES, MINILM_LOSSES
 from kd_search.engine.teacher import evaluate_classifier, prepare_teacher, teacher_key
@@ -66,7 +66,7 @@ class TrialResult:
     """
 
     metrics: dict[str, Any]
-    params: dict[str, float]
+    params: dict[str, float | str]
     student: Any
     tokenizer: Any
     outputs: dict[str, np.ndarray]
@@ -135,23 +135,43 @@ def _student_depth(study: Study, teacher_config) -> int:
     return AutoConfig.from_pretrained(resolve_model(spec.model)).num_hidden_layers
 
 
-def hyperparameters(setup: TrialSetup, overrides: dict[str, float] | None = None) -> dict[str, float]:
-    """The study's defaults with ``overrides`` applied; unknown names are an error.
+def hyperparameters(setup: TrialSetup, overrides: dict[str, float | str] | None = None) -> dict[str, float | str]:
+    """The study's defaults with ``overrides`` applied (numbers, or text such as ``--set``
+    gives); unknown names and values of the wrong kind are an error.
 
     Example:
-        >>> hyperparameters(setup, {"alpha": 0.3})["alpha"]  # doctest: +SKIP
+        >>> hyperparameters(setup, {"alpha": "0.3", "prediction_loss": "kl"})["alpha"]  # doctest: +SKIP
         0.3
     """
-    params = setup.study.default_hyperparameters(len(setup.pairs))
-    for name, value in (overrides or {}).items():
+    study = setup.study
+    params = study.default_hyperparameters(len(setup.pairs))
+    overrides = overrides or {}
+    for name, value in overrides.items():
         if name not in params:
             raise StudyFileError(f"unknown hyperparameter {name!r} (known: {', '.join(sorted(params))})")
-        params[name] = float(value)
+        params[name] = _hyperparameter_value(name, value)
+    budgeted = study.epoch_budget(params)
+    for name, value in budgeted.items():
+        if name in overrides and value != params[name]:
+            raise StudyFileError(f"{name} = {params[name]:g} disagrees with distillation.epochs_total, which "
+                                 f"leaves it {value:g} epochs: leave it out")
+    params = budgeted
     if not 0 <= params["alpha"] < 1:
         raise StudyFileError(f"alpha must be in [0, 1), got {params['alpha']}")
     if params["temperature"] <= 0:
         raise StudyFileError(f"temperature must be positive, got {params['temperature']}")
     return params
+
+
+def _hyperparameter_value(name: str, value: float | str) -> float | str:
+    if name == "prediction_loss":
+        if value not in PREDICTION_LOSS_NAMES:
+            raise StudyFileError(f"prediction_loss must be one of {', '.join(PREDICTION_LOSS_NAMES)}, got {value!r}")
+        return value
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise StudyFileError(f"{name}: {value!r} is not a number") from None
 
 
 def _seed_everything(seed: int) -> None:
@@ -160,7 +180,7 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def uses_intermediate_layers(study: Study, params: dict[str, float] | None = None) -> bool:
+def uses_intermediate_layers(study: Study, params: dict[str, float | str] | None = None) -> bool:
     """Whether a trial with ``params`` trains a stage that reads the teacher's intermediate
     layers; without ``params``, whether any trial of the study may.
 
@@ -181,7 +201,7 @@ def uses_intermediate_layers(study: Study, params: dict[str, float] | None = Non
     return False
 
 
-def teacher_layers(setup: TrialSetup, params: dict[str, float] | None = None) -> TeacherLayers:
+def teacher_layers(setup: TrialSetup, params: dict[str, float | str] | None = None) -> TeacherLayers:
     """The teacher outputs besides logits that the study's losses may read: the embeddings
     and mapped layers' hidden states, their attention scores (TinyBERT), and the last
     mapped layer's scores and value vectors (MiniLM).
@@ -307,7 +327,7 @@ def structure_analysis(setup: TrialSetup, student, teacher=None) -> tuple[np.nda
     return matrix, {f"relation_{name}": float(np.mean([r[name] for r in relations])) for name in relations[0]}
 
 
-def _student_and_plans(setup: TrialSetup, params: dict[str, float],
+def _student_and_plans(setup: TrialSetup, params: dict[str, float | str],
                        teacher) -> tuple[torch.nn.Module, dict[str, torch.nn.Module], list[StagePlan]]:
     """The student, its training-only helpers (checkpointed with it) and the stage plans.
 
@@ -330,7 +350,7 @@ def _student_and_plans(setup: TrialSetup, params: dict[str, float],
     return student, helpers, plan_stages(setup.study, params, setup.pairs, projection, memories)
 
 
-def _measure(setup: TrialSetup, student, params: dict[str, float], teacher_logits: tuple[torch.Tensor, torch.Tensor],
+def _measure(setup: TrialSetup, student, params: dict[str, float | str], teacher_logits: tuple[torch.Tensor, torch.Tensor],
              plan: StagePlan | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     # Measured with SDPA attention; a stage's attention scores are switched back on after.
     use_attention_scores(student, False)
@@ -345,7 +365,7 @@ def _analyse_structure(setup: TrialSetup, student, teacher, learnt_from_layers: 
     return {"cka_matrix": matrix} | {name: np.array(value) for name, value in relations.items()}
 
 
-def run_trial(study: Study, params: dict[str, float] | None = None, report: Report | None = None, *,
+def run_trial(study: Study, params: dict[str, float | str] | None = None, report: Report | None = None, *,
               workdir: str | Path = "runs", setup: TrialSetup | None = None, resume_from: str | Path | None = None,
               progress: ProgressCallback | None = None, analyse_structure: bool = False) -> TrialResult:
     """Distil one student with ``params`` (flat names, study defaults for the rest).

@@ -57,7 +57,7 @@ def model_card(spec: dict[str, Any], params: dict[str, Any], metrics: dict[str, 
             value = metrics[name]
             lines.append(f"| {name} | {value:.4f} |" if isinstance(value, float) else f"| {name} | {value} |")
     lines += ["", "## Hyperparameters", "", "| name | value |", "|---|---|"]
-    lines += [f"| {k} | {v:g} |" for k, v in sorted(params.items()) if isinstance(v, (int, float))]
+    lines += [f"| {k} | {v:g} |" if isinstance(v, (int, float)) else f"| {k} | {v} |" for k, v in sorted(params.items())]
     return "\n".join(lines) + "\n"
 
 

@@ -42,7 +42,7 @@ from kd_search.urls import display_url
 
 def _scheduler(study: Study) -> TrialScheduler:
     return make_scheduler(study.search.scheduler, study.objectives.task_metric,
-                          sum(s.epochs for s in study.distillation.stages))
+                          study.distillation.epochs_total or sum(s.epochs for s in study.distillation.stages))
 
 
 def _init_ray(ray_address: str | None, num_cpus: int | None) -> None:

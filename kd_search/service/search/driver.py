@@ -72,7 +72,8 @@ class Driver:
             resume_from = None
         self.trials[ray_trial_id] = trial
         trial.set_user_attr("ray_trial_id", ray_trial_id)
-        params = self.defaults | {k: (float(v) if isinstance(v, (int, float)) else v) for k, v in trial.params.items()}
+        params = self.study.epoch_budget(
+            self.defaults | {k: (float(v) if isinstance(v, (int, float)) else v) for k, v in trial.params.items()})
         self.tracker.start_trial(trial.number, params, ray_trial_id)
         self._show(f"trial {trial.number} started" + (" (resumed)" if resume_from else ""))
         return {"number": trial.number, "params": params, "resume_from": resume_from}

@@ -157,7 +157,9 @@ def create_or_resume(study: Study, storage: str, num_mapped_layers: int) -> tupl
     """Create the Optuna study (directions: task metric up, sigma down) or re-open it.
 
     Re-opening checks that the stored study file matches (only the budget, resources,
-    scheduler and tracking may change) so results of different set-ups never mix.
+    scheduler and tracking may change) so results of different set-ups never mix. A new
+    study's first trials are the study's defaults (``search.enqueue_defaults``), then the
+    ``search.enqueue`` starting points in order.
     """
     store = open_storage(storage)
     spec = study.model_dump(mode="json")
@@ -185,4 +187,6 @@ def create_or_resume(study: Study, storage: str, num_mapped_layers: int) -> tupl
         searched = search_distributions(study, num_mapped_layers)
         created.enqueue_trial({name: defaults[name] for name in searched if name in defaults},
                               user_attrs={"kd_search_baseline": True})
+    for number, start in enumerate(study.search.enqueue):
+        created.enqueue_trial(dict(start), user_attrs={"kd_search_enqueued": number})
     return created, False
