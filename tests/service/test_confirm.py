@@ -16,8 +16,6 @@ from kd_search.engine.spec import parse_study
 from kd_search.service.search import Locations, confirm, launch, load_optuna_study
 from kd_search.service.search.records import CONFIRMATION_ATTR_PREFIX, confirmation_key
 
-pytestmark = pytest.mark.ray
-
 
 @pytest.fixture(scope="module")
 def ray_cluster():
@@ -51,6 +49,7 @@ def confirmation_runs(locations: Locations, name: str):
     return client, parent, [r for r in runs if r.data.tags["kd_search_role"] == "confirmation"]
 
 
+@pytest.mark.ray
 def test_launch_confirms_the_best_trial_with_further_seeds_and_a_relaunch_repeats_nothing(tmp_path, ray_cluster):
     study = confirmation_study(tmp_path, trials=2, prediction_epochs=1, top=1, seeds=2)
     locations = Locations.resolve(study, tmp_path / "work")
@@ -105,6 +104,7 @@ class KillAtSecondEpoch(FIFOScheduler):
         return TrialScheduler.CONTINUE
 
 
+@pytest.mark.ray
 def test_a_killed_confirmation_worker_is_retried_from_its_checkpoint(tmp_path, ray_cluster):
     study = confirmation_study(tmp_path, trials=1, prediction_epochs=2)  # search.confirm.top 0: none at launch
     locations = Locations.resolve(study, tmp_path / "work")
@@ -120,3 +120,19 @@ def test_a_killed_confirmation_worker_is_retried_from_its_checkpoint(tmp_path, r
     assert len(load_optuna_study(study.name, locations.storage).trials) == 1
     _, _, runs = confirmation_runs(locations, study.name)
     assert [(r.data.tags["seed"], r.info.status) for r in runs] == [("1000", "FINISHED")]
+
+
+def test_confirm_on_an_unknown_study_and_a_bad_confirm_spec_fail_in_one_line(tmp_path, runner):
+    from kd_search.cli import main
+    from kd_search.errors import StudyFileError
+    from kd_search.service.search.optuna_study import create_or_resume
+
+    workdir = str(tmp_path / "work")
+    study = confirmation_study(tmp_path, trials=2, prediction_epochs=1)
+    create_or_resume(study, Locations.resolve(study, workdir).storage, num_mapped_layers=1)
+    result = runner.invoke(main, ["confirm", "nope", "--workdir", workdir])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: no study named 'nope'")
+    with pytest.raises(StudyFileError, match="search.confirm.top"):
+        parse_study(search_study(tmp_path, confirm={"top": -1}))
