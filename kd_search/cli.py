@@ -333,6 +333,48 @@ def launch(study_file: str, trials: int | None, ray_address: str | None, workdir
     _print_launch_summary(summary, locations)
 
 
+@main.command()
+@click.argument("name")
+@click.option("--top", type=click.IntRange(min=0), default=None,
+              help="Confirm the K most accurate trials with sigma <= kappa [default: the study's search.confirm.top].")
+@click.option("--seeds", type=click.IntRange(min=1), default=None,
+              help="Further training seeds per trial [default: the study's search.confirm.seeds].")
+@click.option("--ray-address", envvar="RAY_ADDRESS", default=None,
+              help="Join a running Ray cluster (e.g. auto) [default: start a local one; env RAY_ADDRESS].")
+@location_options
+def confirm(name: str, top: int | None, seeds: int | None, ray_address: str | None, workdir: str | None,
+            storage: str | None, tracking_uri: str | None) -> None:
+    """Train a study's best trials again with further seeds: does sigma <= kappa hold on other seeds?
+
+    Also confirms every finished trial whose sigma interval straddles kappa. The study file
+    is the one stored with the study; confirmations already stored are kept.
+    """
+    from kd_search.service import search
+
+    found_in = search.Locations.resolve(None, workdir, storage, tracking_uri)
+    study = search.stored_study(search.load_optuna_study(name, found_in.storage))
+    locations = search.Locations.resolve(study, workdir, found_in.storage, tracking_uri)
+    search.check_locations(locations)
+    with progress_bar() as progress, trial_events(console) as on_event:
+        records = search.confirm(study, locations=locations, top=top, seeds=seeds, progress=progress,
+                                 on_event=on_event, ray_address=ray_address)
+    if not records:
+        click.echo("no trial to confirm (none satisfies sigma <= kappa)")
+        return
+    metric_name = study.objectives.task_metric
+    table = Table(title=f"{name}: confirmations")
+    for column in ("trial", "seed", "state", metric_name, "sigma", "kappa"):
+        table.add_column(column, justify="right")
+    for record in records:
+        values = [record.get(key) for key in (metric_name, "sigma", "kappa")]
+        table.add_row(str(record["trial"]), str(record["seed"]), record["state"],
+                      *("-" if value is None else _format(value) for value in values))
+    Console().print(table)
+    for record in records:
+        if record["state"] == "FAIL":
+            click.echo(f"trial {record['trial']} seed {record['seed']} failed: {record.get('failure', '')}")
+
+
 def _print_launch_summary(summary, locations: Locations) -> None:
     from kd_search.service.tracking import ui_command
 

@@ -332,6 +332,20 @@ class ResourcesSpec(_Strict):
     gpu: Annotated[float, Field(ge=0)] = 0
 
 
+class ConfirmSpec(_Strict):
+    """Confirmation after the search: the ``top`` most accurate feasible trials (and any
+    trial whose sigma interval straddles kappa) trained again with ``seeds`` more seeds.
+
+    Example:
+        >>> ConfirmSpec(top=3).seeds
+        2
+    """
+
+    # 0: no confirmation after the search (``kd-search confirm`` can still run it).
+    top: Annotated[int, Field(ge=0)] = 0
+    seeds: PositiveInt = 2
+
+
 class SearchSpec(_Strict):
     sampler: Literal["tpe", "gp", "nsga2", "random"] = "tpe"
     trials: PositiveInt = 8
@@ -355,6 +369,7 @@ class SearchSpec(_Strict):
     # non-dominated sorting on (task metric up, sigma down, sigma <= kappa). Stopped
     # trials are recorded as PRUNED and never reach the front.
     scheduler: Literal["fifo", "asha", "mo_asha"] = "fifo"
+    confirm: ConfirmSpec = ConfirmSpec()
 
 
 class TrackingSpec(_Strict):

@@ -7,6 +7,9 @@ relaunched study re-open its parent run and its trials' runs instead of duplicat
 - parent: ``kd_search_study=<name>``, ``kd_search_role=study``
 - child:  ``mlflow.parentRunId=<parent>``, ``kd_search_role=trial``,
   ``optuna_trial_number=<n>``, ``ray_trial_id``, ``state``, ``pareto`` (``true``/``false``)
+- confirmation (trial ``n`` retrained with another seed), also nested under the parent:
+  ``kd_search_role=confirmation``, ``kd_search_confirms=<n>``, ``seed``, ``ray_trial_id``,
+  ``state``
 
 In the MLflow UI the filter ``tags.pareto = "true"`` shows the study's feasible front.
 
@@ -165,7 +168,11 @@ class StudyTracker:
             self.experiment_id = found.experiment_id
         self.parent_id = self._find_or_create_parent(create)
         self._children: dict[int, str] = {
-            int(run.data.tags["optuna_trial_number"]): run.info.run_id for run in self._child_runs()
+            int(run.data.tags["optuna_trial_number"]): run.info.run_id for run in self._child_runs("trial")
+        }
+        self._confirmations: dict[tuple[int, int], str] = {
+            (int(run.data.tags["kd_search_confirms"]), int(run.data.tags["seed"])): run.info.run_id
+            for run in self._child_runs("confirmation")
         }
         if self.backlog_file is not None and self.backlog_file.is_file():
             self.backlog = pickle.loads(self.backlog_file.read_bytes())
@@ -227,10 +234,10 @@ class StudyTracker:
                                      tags={"kd_search_study": self.study_name, "kd_search_role": "study"})
         return run.info.run_id
 
-    def _child_runs(self) -> list:
+    def _child_runs(self, role: str) -> list:
         return self.client.search_runs(
             [self.experiment_id],
-            filter_string=f"tags.mlflow.parentRunId = '{self.parent_id}' and tags.kd_search_role = 'trial'",
+            filter_string=f"tags.mlflow.parentRunId = '{self.parent_id}' and tags.kd_search_role = '{role}'",
             max_results=50000)
 
     # --- the study (parent run) ---
@@ -264,43 +271,59 @@ class StudyTracker:
     def end_study(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.parent_id, status=status)
 
-    # --- the trials (nested runs) ---
+    # --- the trials and their confirmations (nested runs) ---
+    # A ``seed`` names trial ``number``'s confirmation with that seed instead of the trial.
 
     @_buffered
     def start_trial(self, number: int, params: dict[str, Any], ray_trial_id: str, run_name: str | None = None) -> None:
         """Open (or re-open, for a resumed trial) the trial's nested run and log its parameters."""
-        self._open_trial_run(number, params, ray_trial_id, run_name)
+        self._open_run(number, None, params, ray_trial_id, run_name)
 
-    def _open_trial_run(self, number: int, params: dict[str, Any], ray_trial_id: str,
-                        run_name: str | None = None) -> str:
-        run_id = self._children.get(number)
-        if run_id is None:
+    @_buffered
+    def start_confirmation(self, number: int, seed: int, params: dict[str, Any], ray_trial_id: str) -> None:
+        """Open (or re-open) the nested run of trial ``number`` retrained with ``seed``."""
+        self._open_run(number, seed, params, ray_trial_id)
+
+    def _run_id(self, number: int, seed: int | None) -> str | None:
+        return self._children.get(number) if seed is None else self._confirmations.get((number, seed))
+
+    def _open_run(self, number: int, seed: int | None, params: dict[str, Any], ray_trial_id: str,
+                  run_name: str | None = None) -> str:
+        run_id = self._run_id(number, seed)
+        if run_id is None and seed is None:
             run = self.client.create_run(self.experiment_id, run_name=run_name or f"trial-{number:03d}", tags={
                 "mlflow.parentRunId": self.parent_id, "kd_search_study": self.study_name,
                 "kd_search_role": "trial", "optuna_trial_number": str(number)})
             run_id = self._children[number] = run.info.run_id
+        elif run_id is None:
+            run = self.client.create_run(self.experiment_id, run_name=f"trial-{number:03d}-seed-{seed}", tags={
+                "mlflow.parentRunId": self.parent_id, "kd_search_study": self.study_name,
+                "kd_search_role": "confirmation", "kd_search_confirms": str(number), "seed": str(seed)})
+            run_id = self._confirmations[number, seed] = run.info.run_id
         else:
             self.client.update_run(run_id, status="RUNNING")
         logged = self.client.get_run(run_id).data.params
         new_params = [Param(k, repr(float(v)) if isinstance(v, float) else str(v))
                       for k, v in params.items() if k not in logged]
-        tags = [RunTag("ray_trial_id", ray_trial_id), RunTag("state", "RUNNING"), RunTag("pareto", "false")]
+        tags = [RunTag("ray_trial_id", ray_trial_id), RunTag("state", "RUNNING")]
+        if seed is None:  # the front is made of trials; a confirmation is never on it
+            tags.append(RunTag("pareto", "false"))
         self.client.log_batch(run_id, params=new_params, tags=tags)
         return run_id
 
     @_buffered
-    def log_epoch(self, number: int, metrics: dict[str, Any], step: int) -> None:
-        """Per-epoch metrics of a running trial, with the epoch as the step."""
-        self._log_metrics(self._children[number], numeric_metrics(metrics), step)
+    def log_epoch(self, number: int, metrics: dict[str, Any], step: int, seed: int | None = None) -> None:
+        """Per-epoch metrics of a running trial (or confirmation), with the epoch as the step."""
+        self._log_metrics(self._run_id(number, seed), numeric_metrics(metrics), step)
 
     @_buffered
     def finish_trial(self, number: int, state: str, metrics: dict[str, Any], figures: dict[str, Any] | None = None,
-                     error: str | None = None) -> None:
+                     error: str | None = None, seed: int | None = None) -> None:
         """Metrics measured after the last epoch, the state tag and figures (artifact name ->
         figure); the run ends FINISHED, KILLED or FAILED."""
-        run_id = self._children.get(number)
+        run_id = self._run_id(number, seed)
         if run_id is None:  # a trial that never started (stopped while pending)
-            run_id = self._open_trial_run(number, {}, ray_trial_id="")
+            run_id = self._open_run(number, seed, {}, ray_trial_id="")
         self._log_metrics(run_id, numeric_metrics(metrics), int(metrics.get("epoch", 0)))
         tags = [RunTag("state", state)]
         if error:

@@ -72,8 +72,7 @@ class Driver:
             resume_from = None
         self.trials[ray_trial_id] = trial
         trial.set_user_attr("ray_trial_id", ray_trial_id)
-        params = self.study.epoch_budget(
-            self.defaults | {k: (float(v) if isinstance(v, (int, float)) else v) for k, v in trial.params.items()})
+        params = trial_hyperparameters(self.study, self.defaults, trial.params)
         self.tracker.start_trial(trial.number, params, ray_trial_id)
         self._show(f"trial {trial.number} started" + (" (resumed)" if resume_from else ""))
         return {"number": trial.number, "params": params, "resume_from": resume_from}
@@ -89,8 +88,7 @@ class Driver:
         if node and node not in self.nodes[trial.number]:  # a retried trial may move to another node
             self.nodes[trial.number].append(node)
             trial.set_user_attr("nodes", self.nodes[trial.number])
-        metrics = {k: v for k, v in result.items() if k not in RAY_RESULT_KEYS and not k.startswith("config/")}
-        self.tracker.log_epoch(trial.number, metrics, step=int(result["epoch"]))
+        self.tracker.log_epoch(trial.number, epoch_metrics(result), step=int(result["epoch"]))
         self._show(f"trial {trial.number} epoch {result['epoch']}/{result.get('total_epochs')} on node {node}: "
                    f"{self.metric_name} {result.get(self.metric_name, float('nan')):.3f}, "
                    f"sigma {result.get('sigma', float('nan')):.4f}")
@@ -102,15 +100,6 @@ class Driver:
 
     def on_start(self, ray_trial: Any) -> None:
         self.ray_trials[ray_trial.trial_id] = ray_trial
-
-    def _error_message(self, ray_trial_id: str) -> str:
-        # Ray writes the worker's traceback to the trial's error file; its last line says why.
-        error_file = getattr(self.ray_trials.get(ray_trial_id), "error_file", None)
-        if error_file and os.path.isfile(error_file):
-            lines = [line for line in Path(error_file).read_text().splitlines() if line.strip()]
-            if lines:
-                return lines[-1]
-        return "the trial's worker failed"
 
     def on_complete(self, ray_trial_id: str, result: dict[str, Any] | None, error: bool, reason: str = "") -> None:
         trial = self.trials.pop(ray_trial_id, None)
@@ -137,18 +126,8 @@ class Driver:
 
     def _outcome(self, ray_trial_id: str, result: dict[str, Any] | None, error: bool):
         if error:
-            return TrialState.FAIL, None, self._error_message(ray_trial_id)
-        if not result or "epoch" not in result and "nonfinite" not in result:
-            return TrialState.FAIL, None, "stopped before its first epoch finished"
-        if result.get("nonfinite"):
-            return TrialState.FAIL, None, str(result.get("error", "non-finite loss"))
-        if int(result["epoch"]) < int(result["total_epochs"]):
-            # Stopped by the scheduler: its values are under-trained and must never reach the front.
-            return TrialState.PRUNED, None, ""
-        metric, sigma = float(result[self.metric_name]), float(result["sigma"])
-        if math.isnan(metric) or math.isnan(sigma):
-            return TrialState.FAIL, None, "sigma undefined: no training example is right for both teacher and student"
-        return TrialState.COMPLETE, [metric, sigma], ""
+            return TrialState.FAIL, None, error_message(self.ray_trials.get(ray_trial_id))
+        return trial_outcome(result, self.metric_name)
 
     def _trial_outputs(self, number: int, result: dict[str, Any], with_figures: bool = True):
         """Figures and the metrics measured after the last epoch, from the arrays the trial saved."""
@@ -179,6 +158,62 @@ class Driver:
             self.gauges.set_counts(Counter(t.state.name for t in trials))
         if self.progress:
             self.progress(message, sum(map(counts_against_budget, trials)), self.target)
+
+
+def trial_hyperparameters(study: Study, defaults: dict[str, float | str], params: dict[str, Any]) -> dict[str, Any]:
+    """What a worker trains a trial with: its Optuna parameters over the study's defaults,
+    the last stage's epochs from ``distillation.epochs_total`` when the study sets it.
+
+    Example:
+        >>> from kd_search.engine.spec import parse_study
+        >>> study = parse_study({"name": "s", "student": {"teacher_layers": [2]}})
+        >>> trial_hyperparameters(study, {"alpha": 0.5, "beta": 1.0}, {"alpha": 1})
+        {'alpha': 1.0, 'beta': 1.0}
+    """
+    return study.epoch_budget(defaults | {k: (float(v) if isinstance(v, (int, float)) else v)
+                                          for k, v in params.items()})
+
+
+def epoch_metrics(result: dict[str, Any]) -> dict[str, Any]:
+    """A worker's own metrics in one of its Ray results (without the keys Ray adds).
+
+    Example:
+        >>> epoch_metrics({"accuracy": 0.8, "epoch": 1, "pid": 42, "config/number": 3})
+        {'accuracy': 0.8, 'epoch': 1}
+    """
+    return {k: v for k, v in result.items() if k not in RAY_RESULT_KEYS and not k.startswith("config/")}
+
+
+def trial_outcome(result: dict[str, Any] | None, metric_name: str) -> tuple[TrialState, list[float] | None, str]:
+    """The state, objective values and failure reason of a worker that ended without error.
+
+    Example:
+        >>> trial_outcome({"epoch": 2, "total_epochs": 2, "accuracy": 0.8, "sigma": 0.03}, "accuracy")
+        (<TrialState.COMPLETE: 1>, [0.8, 0.03], '')
+        >>> trial_outcome({"nonfinite": 1, "error": "non-finite loss at epoch 1"}, "accuracy")[2]
+        'non-finite loss at epoch 1'
+    """
+    if not result or "epoch" not in result and "nonfinite" not in result:
+        return TrialState.FAIL, None, "stopped before its first epoch finished"
+    if result.get("nonfinite"):
+        return TrialState.FAIL, None, str(result.get("error", "non-finite loss"))
+    if int(result["epoch"]) < int(result["total_epochs"]):
+        # Stopped by the scheduler: its values are under-trained and must never reach the front.
+        return TrialState.PRUNED, None, ""
+    metric, sigma = float(result[metric_name]), float(result["sigma"])
+    if math.isnan(metric) or math.isnan(sigma):
+        return TrialState.FAIL, None, "sigma undefined: no training example is right for both teacher and student"
+    return TrialState.COMPLETE, [metric, sigma], ""
+
+
+def error_message(ray_trial: Any) -> str:
+    """Why a Ray trial's worker failed: the last line of the traceback Ray saved for it."""
+    error_file = getattr(ray_trial, "error_file", None)
+    if error_file and os.path.isfile(error_file):
+        lines = [line for line in Path(error_file).read_text().splitlines() if line.strip()]
+        if lines:
+            return lines[-1]
+    return "the trial's worker failed"
 
 
 def apply_keep_policy(summary: StudySummary, policy: str, study_dir: Path) -> None:

@@ -14,6 +14,7 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
+from kd_search.engine.spec import Study
 from kd_search.errors import SearchError
 from kd_search.service import figures, pareto
 from kd_search.service.search.optuna_study import INTERRUPTED_ATTR
@@ -25,6 +26,10 @@ RECORDED_METRICS = ("accuracy", "teacher_accuracy", "sigma", "mean_delta", "n_bo
                     "agreement_train", "train_seconds", "epoch", "resumed_from_epoch",
                     "sigma_ci_low", "sigma_ci_high", "sigma_se", "accuracy_ci_low", "accuracy_ci_high",
                     "f1_ci_low", "f1_ci_high", "mcc_ci_low", "mcc_ci_high")
+# Study user attributes holding a trial's confirmations (its retraining with further
+# seeds), one per (trial, seed): f"{CONFIRMATION_ATTR_PREFIX}{trial}:{seed}". Finished
+# trials cannot take new attributes, so they live on the study.
+CONFIRMATION_ATTR_PREFIX = "kd_search_confirmation:"
 
 
 @dataclass
@@ -159,3 +164,39 @@ def summary_table(summary: StudySummary) -> pd.DataFrame:
              "kappa": t.kappa, "phi_cnf": t.feasible, "pareto": t.number in front, **t.params}
             for t in summary.trials]
     return pd.DataFrame(rows)
+
+
+def confirmation_seeds(study: Study, n: int) -> list[int]:
+    """The ``n`` training seeds that confirm a trial: never the search's seed nor the study's.
+
+    Example:
+        >>> confirmation_seeds(Study(name="demo", seed=7, student={"teacher_layers": [2]}), 2)
+        [1007, 2007]
+    """
+    search_seed = study.seed if study.distillation.seed is None else study.distillation.seed
+    return [search_seed + 1000 * (k + 1) for k in range(n)]
+
+
+def confirmation_key(trial_number: int, seed: int) -> str:
+    """The study user attribute holding trial ``trial_number``'s confirmation with ``seed``.
+
+    Example:
+        >>> confirmation_key(3, 1000)
+        'kd_search_confirmation:3:1000'
+    """
+    return f"{CONFIRMATION_ATTR_PREFIX}{trial_number}:{seed}"
+
+
+def record_confirmation(optuna_study: optuna.Study, trial_number: int, seed: int, payload: dict[str, Any]) -> None:
+    """Store a finished confirmation: ``payload`` holds its ``state`` (COMPLETE or FAIL),
+    ``failure`` (FAIL only) and its recorded metrics. Only the driver calls this.
+
+    Example:
+        >>> study = optuna.create_study(directions=["maximize", "minimize"])
+        >>> record_confirmation(study, 3, 1000, {"state": "COMPLETE", "accuracy": 0.8, "sigma": 0.04})
+        >>> study.user_attrs["kd_search_confirmation:3:1000"]["seed"]
+        1000
+    """
+    if payload.get("state") not in ("COMPLETE", "FAIL"):
+        raise ValueError(f"a confirmation is COMPLETE or FAIL, not {payload.get('state')!r}")
+    optuna_study.set_user_attr(confirmation_key(trial_number, seed), payload | {"seed": seed, "trial": trial_number})

@@ -2,7 +2,9 @@
 
 A worker runs ``run_trial`` and reports each epoch (with its checkpoint) through Ray; it
 never writes the Optuna storage or MLflow, which only the driver does. It saves the
-student and the confidence arrays of a trial that finishes in the trial's directory.
+student and the confidence arrays of a trial that finishes in the trial's directory; a
+confirmation (the trial retrained with another seed) saves only its confidence arrays,
+under ``seeds/<seed>``, so the trial's own files stay as the search left them.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from ray import tune
 
 from kd_search.engine.spec import parse_study
 from kd_search.errors import NonFiniteLossError
-from kd_search.service.search.locations import trial_dir
+from kd_search.service.search.locations import confirmation_dir, trial_dir
 from kd_search.service.telemetry import TrialGauges
 
 
@@ -52,7 +54,8 @@ def distillation_trainable(config: dict[str, Any], *, spec: dict[str, Any], work
     """Ray Tune function trainable: one ``run_trial``, reporting each epoch with a checkpoint.
 
     ``config`` is what the driver's searcher proposed: the Optuna trial number, its
-    parameters and the checkpoint an adopted trial continues from.
+    parameters and the checkpoint an adopted trial continues from. With a ``seed`` it is
+    a confirmation: the trial retrained with that ``distillation.seed``.
 
     Example:
         >>> tune.with_parameters(distillation_trainable, spec=study.model_dump(mode="json"),
@@ -65,12 +68,14 @@ def distillation_trainable(config: dict[str, Any], *, spec: dict[str, Any], work
     from kd_search.service.export import model_card, save_student
 
     study = parse_study(spec)
+    number, seed = config["number"], config.get("seed")
+    if seed is not None:  # the teacher and data stay: the study's seed fixes them
+        study = study.model_copy(update={"distillation": study.distillation.model_copy(update={"seed": seed})})
     torch.set_num_threads(max(1, int(study.search.resources.cpu or 1)))
-    number = config["number"]
     # On a cluster the node's IP need not tell nodes apart (several per host); its id does.
     node_id = ray.get_runtime_context().get_node_id()
 
-    gauges = TrialGauges(study.name, number)
+    gauges = TrialGauges(study.name, number if seed is None else f"{number}-seed-{seed}")
 
     def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
         gauges.record(int(metrics["epoch"]))
@@ -83,9 +88,11 @@ def distillation_trainable(config: dict[str, Any], *, spec: dict[str, Any], work
     except NonFiniteLossError as error:  # deterministic: retrying it would fail the same way
         tune.report({"nonfinite": 1, "error": str(error)})
         return
-    out = trial_dir(study_dir, number)
+    out = trial_dir(study_dir, number) if seed is None else confirmation_dir(study_dir, number, seed)
     out.mkdir(parents=True, exist_ok=True)
     np.savez(out / "confidence.npz", **result.outputs)
+    if seed is not None:
+        return
     card = model_card(spec, result.params, result.metrics)
     save_student(result.student, result.tokenizer, out / "student", card=card, metrics=result.metrics | {"trial": number})
 
