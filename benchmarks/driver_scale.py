@@ -165,12 +165,13 @@ def mlflow_server(root: Path):
         log.close()
 
 
-def bench_study(workdir: Path) -> Study:
+def bench_study(workdir: Path, trials: int) -> Study:
     spec = yaml.safe_load((Path(__file__).parent.parent / "studies" / "smoke.yaml").read_text())
     spec["name"] = "scale"
     spec["objectives"]["confidence"]["kappa"] = KAPPA
     spec["search"] |= {"sampler": "random", "concurrency": 1, "enqueue_defaults": False}
-    spec["tracking"] = {"workdir": str(workdir)}
+    # One experiment per study size: the tracking server is shared by them all.
+    spec["tracking"] = {"workdir": str(workdir), "experiment": f"scale-{trials}"}
     return Study.model_validate(spec)
 
 
@@ -224,7 +225,7 @@ def write_student(directory: Path) -> None:
 
 def run_checkpoint(tracking_uri: str, workdir: Path, trials: int, counts: Counts) -> tuple[dict, str]:
     """Seed a study with all but the last ``WINDOW`` trials, then drive those through a new driver."""
-    study = bench_study(workdir)
+    study = bench_study(workdir, trials)
     locations = Locations.resolve(study, workdir, tracking_uri=tracking_uri)
     study_dir = locations.study_dir(study.name)
     study_dir.mkdir(parents=True, exist_ok=True)
