@@ -167,9 +167,11 @@ class StudyTracker:
         else:
             self.experiment_id = found.experiment_id
         self.parent_id = self._find_or_create_parent(create)
-        self._children: dict[int, str] = {
-            int(run.data.tags["optuna_trial_number"]): run.info.run_id for run in self._child_runs("trial")
-        }
+        children = {int(run.data.tags["optuna_trial_number"]): run for run in self._child_runs("trial")}
+        self._children: dict[int, str] = {number: run.info.run_id for number, run in children.items()}
+        # Each run's pareto tag as MLflow holds it, so mark_front writes only the tags that change.
+        self._pareto_tags: dict[int, str | None] = {number: run.data.tags.get("pareto")
+                                                    for number, run in children.items()}
         self._confirmations: dict[tuple[int, int], str] = {
             (int(run.data.tags["kd_search_confirms"]), int(run.data.tags["seed"])): run.info.run_id
             for run in self._child_runs("confirmation")
@@ -309,6 +311,7 @@ class StudyTracker:
         if seed is None:  # the front is made of trials; a confirmation is never on it
             tags.append(RunTag("pareto", "false"))
         self.client.log_batch(run_id, params=new_params, tags=tags)
+        self._pareto_tags[number] = "false"
         return run_id
 
     @_buffered
@@ -336,10 +339,17 @@ class StudyTracker:
 
     @_buffered
     def mark_front(self, front: Iterable[int]) -> None:
-        """Keep ``pareto`` tags current: true on front members, false on every other trial."""
+        """Keep ``pareto`` tags current: true on front members, false on every other trial.
+
+        Only the runs whose tag changes are written: a study's front moves by a trial or
+        two per event, and one request per trial per event would grow with the study.
+        """
         front = set(front)
         for number, run_id in self._children.items():
-            self.client.set_tag(run_id, "pareto", "true" if number in front else "false")
+            tag = "true" if number in front else "false"
+            if self._pareto_tags.get(number) != tag:
+                self.client.set_tag(run_id, "pareto", tag)
+                self._pareto_tags[number] = tag
 
     def trial_run_id(self, number: int) -> str | None:
         return self._children.get(number)

@@ -11,8 +11,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
-from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +25,13 @@ from ray.tune.search import Searcher
 from kd_search.engine import analysis
 from kd_search.engine.spec import Study
 from kd_search.service import figures
+from kd_search.service.search.live import LiveStudy
 from kd_search.service.search.locations import Locations, trial_dir
 from kd_search.service.search.optuna_study import CONSTRAINT
 from kd_search.service.search.records import (
     RECORDED_METRICS,
     StudySummary,
-    counts_against_budget,
+    TrialRecord,
     summarize,
 )
 from kd_search.service.telemetry import StudyGauges
@@ -61,6 +61,8 @@ class Driver:
         self.ray_trials: dict[str, Any] = {}  # Ray trial id -> Ray's Trial (for its error file)
         self.nodes: dict[int, list[str]] = {}  # trial number -> the Ray nodes it ran on, in order
         self.gauges: StudyGauges | None = None  # Prometheus, once Ray is up
+        self.live: LiveStudy
+        self.refresh_front()  # the launch's one full read; each event then updates self.live
 
     def suggest(self, ray_trial_id: str) -> dict[str, Any]:
         if self.adopt:
@@ -71,6 +73,7 @@ class Driver:
             trial = self.optuna_study.ask(self.distributions)
             resume_from = None
         self.trials[ray_trial_id] = trial
+        self.live.started(trial.number)
         trial.set_user_attr("ray_trial_id", ray_trial_id)
         params = trial_hyperparameters(self.study, self.defaults, trial.params)
         self.tracker.start_trial(trial.number, params, ray_trial_id)
@@ -121,7 +124,9 @@ class Driver:
         # Per-epoch metrics are already on the run; only what the trial measured after its
         # last epoch is new.
         self.tracker.finish_trial(trial.number, state.name, extra, pictures, error=reason)
-        self.refresh_front()
+        metric, sigma = values or (None, None)
+        self._update_front(TrialRecord(trial.number, state.name, metric, sigma, metrics.get("kappa"), params={},
+                                       attrs={}))
         self._show(f"trial {trial.number} {state.name}" + (f": {reason}" if reason else ""))
 
     def _outcome(self, ray_trial_id: str, result: dict[str, Any] | None, error: bool):
@@ -146,18 +151,33 @@ class Driver:
         return pictures, extra
 
     def refresh_front(self) -> StudySummary:
-        """Recompute the feasible front, keep MLflow's pareto tags and the kept students current."""
+        """Read the whole study once: rebuild the live view, bring MLflow's pareto tags and
+        the kept students in line with its feasible front.
+
+        The driver does it when it starts and the launch when it closes; in between, each
+        finished trial updates all three from memory (``_update_front``).
+        """
         summary = summarize(self.optuna_study)
-        self.tracker.mark_front([t.number for t in summary.front])
-        apply_keep_policy(summary, self.study.search.keep_checkpoints, self.locations.study_dir(self.study.name))
+        self.live = LiveStudy(summary)
+        # A copy: a write buffered while MLflow is unreachable keeps its arguments.
+        self.tracker.mark_front(sorted(self.live.front))
+        apply_keep_policy(self.study.search.keep_checkpoints, self.locations.study_dir(self.study.name),
+                          [t.number for t in summary.trials if t.state != "RUNNING"], set(self.live.front))
         return summary
 
+    def _update_front(self, record: TrialRecord) -> None:
+        """One finished trial: the front, its pareto tags and the kept students, without reading storage."""
+        change = self.live.finished(record)
+        if change.joined or change.left:
+            self.tracker.mark_front(sorted(self.live.front))
+        apply_keep_policy(self.study.search.keep_checkpoints, self.locations.study_dir(self.study.name),
+                          [record.number, *change.left], set(self.live.front))
+
     def _show(self, message: str) -> None:
-        trials = self.optuna_study.get_trials(deepcopy=False)  # one storage read per event
         if self.gauges is not None:
-            self.gauges.set_counts(Counter(t.state.name for t in trials))
+            self.gauges.set_counts(self.live.counts)
         if self.progress:
-            self.progress(message, sum(map(counts_against_budget, trials)), self.target)
+            self.progress(message, self.live.budget_used, self.target)
 
 
 def trial_hyperparameters(study: Study, defaults: dict[str, float | str], params: dict[str, Any]) -> dict[str, Any]:
@@ -216,14 +236,21 @@ def error_message(ray_trial: Any) -> str:
     return "the trial's worker failed"
 
 
-def apply_keep_policy(summary: StudySummary, policy: str, study_dir: Path) -> None:
-    """Delete kept students the policy does not keep; a dominated trial never rejoins the front."""
+def apply_keep_policy(policy: str, study_dir: Path, finished: Iterable[int], front: set[int]) -> None:
+    """Delete the kept students of the ``finished`` trials the policy does not keep.
+
+    A dominated trial never rejoins the front, so deleting a student when its trial
+    finishes off the front, or leaves it, is final.
+
+    Example:
+        >>> apply_keep_policy("pareto", Path("/tmp/kd-search-doc/studies/demo"), [3, 4], front={4})
+    """
     if policy == "all":
         return
-    keep = {t.number for t in summary.front} if policy == "pareto" else set()
-    for trial in summary.trials:
-        if trial.state != "RUNNING" and trial.number not in keep:
-            shutil.rmtree(trial_dir(study_dir, trial.number) / "student", ignore_errors=True)
+    keep = front if policy == "pareto" else set()
+    for number in finished:
+        if number not in keep:
+            shutil.rmtree(trial_dir(study_dir, number) / "student", ignore_errors=True)
 
 
 class ConstrainedOptunaSearcher(Searcher):

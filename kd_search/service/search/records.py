@@ -45,6 +45,11 @@ class TrialRecord:
     attrs: dict[str, Any]
 
     @property
+    def counts_against_budget(self) -> bool:
+        """Whether it has used up one of the study's trials (see ``counts_against_budget``)."""
+        return uses_budget(self.state, self.attrs)
+
+    @property
     def feasible(self) -> bool:
         return self.state == "COMPLETE" and self.sigma is not None and self.kappa is not None \
             and self.sigma <= self.kappa
@@ -127,8 +132,17 @@ def counts_against_budget(trial: FrozenTrial) -> bool:
         >>> counts_against_budget(optuna.trial.create_trial(state=TrialState.PRUNED))
         True
     """
-    return trial.state in (TrialState.COMPLETE, TrialState.PRUNED) \
-        or (trial.state == TrialState.FAIL and not trial.user_attrs.get(INTERRUPTED_ATTR))
+    return uses_budget(trial.state.name, trial.user_attrs)
+
+
+def uses_budget(state: str, attrs: dict[str, Any]) -> bool:
+    """Whether a trial in ``state`` (a ``TrialState`` name) with user ``attrs`` counts against the budget.
+
+    Example:
+        >>> uses_budget("FAIL", {INTERRUPTED_ATTR: True})
+        False
+    """
+    return state in ("COMPLETE", "PRUNED") or (state == "FAIL" and not attrs.get(INTERRUPTED_ATTR))
 
 
 def finished_count(optuna_study: optuna.Study) -> int:
