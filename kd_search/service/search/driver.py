@@ -31,8 +31,10 @@ from kd_search.service.search.optuna_study import CONSTRAINT
 from kd_search.service.search.records import (
     RECORDED_METRICS,
     StudySummary,
+    TrialRecord,
     counts_against_budget,
     summarize,
+    verdict_text,
 )
 from kd_search.service.telemetry import StudyGauges
 from kd_search.service.tracking import StudyTracker
@@ -131,8 +133,8 @@ class Driver:
         # Per-epoch metrics are already on the run; only what the trial measured after its
         # last epoch is new.
         self.tracker.finish_trial(trial.number, state.name, extra, pictures, error=reason)
-        self.refresh_front()
-        self._show(f"trial {trial.number} {state.name}" + (f": {reason}" if reason else ""))
+        record = next(t for t in self.refresh_front().trials if t.number == trial.number)
+        self._show(f"trial {trial.number} {state.name}" + (f": {reason}" if reason else "") + _scores(record))
 
     def _outcome(self, ray_trial_id: str, result: dict[str, Any] | None, error: bool):
         if error:
@@ -166,9 +168,11 @@ class Driver:
         return pictures, extra
 
     def refresh_front(self) -> StudySummary:
-        """Recompute the feasible front, keep MLflow's pareto tags and the kept students current."""
+        """Recompute the feasible front, keep MLflow's pareto and verdict tags and the kept
+        students current."""
         summary = summarize(self.optuna_study)
         self.tracker.mark_front([t.number for t in summary.front])
+        self.tracker.set_verdicts(summary.verdicts())
         apply_keep_policy(summary, self.study.search.keep_checkpoints, self.locations.study_dir(self.study.name))
         return summary
 
@@ -178,6 +182,14 @@ class Driver:
             self.gauges.set_counts(Counter(t.state.name for t in trials))
         if self.progress:
             self.progress(message, sum(map(counts_against_budget, trials)), self.target)
+
+
+def _scores(record: TrialRecord) -> str:
+    # A trial that has just finished has one seed: its verdict is never "certified" yet.
+    if record.verdict is None:
+        return ""
+    return (f": {record.metric_name} {record.metric:.3f}, sigma {record.sigma:.4f} vs kappa {record.kappa:g}, "
+            f"{verdict_text(record)}")
 
 
 def apply_keep_policy(summary: StudySummary, policy: str, study_dir: Path) -> None:
