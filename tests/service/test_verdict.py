@@ -224,3 +224,28 @@ def test_pareto_figure_draws_intervals_and_marks_certified_trials(stored, tmp_pa
     out = tmp_path / "pareto.png"
     figure.savefig(out, dpi=80)
     assert out.read_bytes().startswith(b"\x89PNG")
+
+
+def test_phi_cnf_tags_carry_the_verdict_and_follow_its_changes(stored, tmp_path):
+    from mlflow import MlflowClient
+
+    from kd_search.service.tracking import StudyTracker
+
+    study, locations = stored
+    tracker = StudyTracker(locations.tracking_uri, "kd-search", NAME, artifact_root=tmp_path / "artifacts")
+    for number in range(4):
+        tracker.start_trial(number, {"alpha": 0.1}, ray_trial_id=f"run_{number}")
+    tracker.set_verdicts(summarize(study).verdicts())
+    client = MlflowClient(locations.tracking_uri)
+
+    def tags() -> dict[int, str]:
+        return {number: client.get_run(tracker.trial_run_id(number)).data.tags.get("phi_cnf") for number in range(4)}
+
+    assert tags() == {0: "certified", 1: "unconfirmed", 2: "unconfirmed", 3: "fails"}
+    # A confirmation certifies trial 1; a tracker re-opened on the study rewrites only that tag.
+    for seed, sigma in ((1000, 0.0405), (2000, 0.0395)):
+        study.set_user_attr(f"kd_search_confirmation:1:{seed}",
+                            {"state": "COMPLETE", "seed": seed, "trial": 1, "accuracy": 0.85, "sigma": sigma})
+    reopened = StudyTracker(locations.tracking_uri, "kd-search", NAME, create=False)
+    reopened.set_verdicts(summarize(study).verdicts())
+    assert tags() == {0: "certified", 1: "certified", 2: "unconfirmed", 3: "fails"}
