@@ -303,13 +303,30 @@ def compare(comparison_file: str, tracking_uri: str | None, workdir: str | None)
     click.echo(f"MLflow: run {tracker.study_name} ({display_url(locations.tracking_uri)})")
 
 
+def _interval(value: float | None, low: float | None, high: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4f}" + (f" [{low:.4f}, {high:.4f}]" if low is not None and high is not None else "")
+
+
+def _spread(mean: float | None, std: float | None) -> str:
+    return f"{mean:.4f} ± {std:.4f}" if mean is not None and std is not None else "-"
+
+
 def _front_table(summary, title: str) -> Table:
+    from kd_search.service.search import verdict_text
+
     table = Table(title=title)
-    for column in ("trial", summary.metric_name, "sigma", "kappa", "phi_cnf", "parameters"):
-        table.add_column(column, justify="left" if column == "parameters" else "right")
+    mean_sd = f"{summary.metric_name} / sigma mean ± sd"
+    for column in ("trial", summary.metric_name, "sigma [95% CI]", "kappa", "seeds", mean_sd, "verdict",
+                   "parameters"):
+        table.add_column(column, justify="left" if column in ("verdict", "parameters") else "right")
     for t in summary.front:
         params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(t.params.items()))
-        table.add_row(str(t.number), f"{t.metric:.4f}", f"{t.sigma:.4f}", f"{t.kappa:g}", _format(t.feasible), params)
+        spread = "-" if t.seeds < 2 else \
+            f"{_spread(t.metric_mean, t.metric_std)} / {_spread(t.sigma_mean, t.sigma_std)}"
+        table.add_row(str(t.number), f"{t.metric:.4f}", _interval(t.sigma, t.sigma_ci_low, t.sigma_ci_high),
+                      f"{t.kappa:g}", str(t.seeds), spread, verdict_text(t), params)
     return table
 
 
@@ -408,7 +425,7 @@ def trial_events(out: Console):
 @click.argument("name", required=False)
 @location_options
 def status(name: str | None, workdir: str | None, storage: str | None, tracking_uri: str | None) -> None:
-    """Studies in the storage: trials by state and the best feasible trial."""
+    """Studies in the storage: trials by state, verdicts, the best certified and best feasible trials."""
     import optuna
 
     from kd_search.service import search
@@ -421,15 +438,21 @@ def status(name: str | None, workdir: str | None, storage: str | None, tracking_
         click.echo(f"no studies in {display_url(locations.storage)}")
         return
     table = Table(title=f"studies in {display_url(locations.storage)}")
-    for column in ("study", "trials", "complete", "pruned", "fail", "running", "front", "best feasible"):
-        table.add_column(column, justify="left" if column in ("study", "best feasible") else "right")
+    for column in ("study", "trials", "complete", "pruned", "fail", "running", "front", "certified / unconfirmed / fails",
+                   "best certified", "best feasible"):
+        table.add_column(column, justify="left" if column in ("study", "best certified", "best feasible") else "right")
     for study_name in names:
         summary = search.summarize(search.load_optuna_study(study_name, locations.storage))
-        counts = summary.counts()
+        counts, verdicts = summary.counts(), summary.verdict_counts()
         best = summary.best_feasible()
         best_text = f"trial {best.number}: {summary.metric_name} {best.metric:.4f}, sigma {best.sigma:.4f}" if best else "-"
+        certified = summary.best_certified()
+        certified_text = (f"trial {certified.number}: {summary.metric_name} {certified.metric_mean:.4f}, "
+                          f"sigma {certified.sigma_mean:.4f} over {certified.seeds} seeds") if certified else "-"
         table.add_row(study_name, str(len(summary.trials)), *(str(counts.get(s, 0)) for s in
-                      ("COMPLETE", "PRUNED", "FAIL", "RUNNING")), str(len(summary.front)), best_text)
+                      ("COMPLETE", "PRUNED", "FAIL", "RUNNING")), str(len(summary.front)),
+                      " / ".join(str(verdicts.get(v, 0)) for v in ("certified", "unconfirmed", "fails")),
+                      certified_text, best_text)
     Console().print(table)
 
 
@@ -449,39 +472,59 @@ def pareto(name: str, as_json: bool, workdir: str | None, storage: str | None, t
     Console().print(_front_table(summary, f"{name}: feasible Pareto front"))
 
 
+def _registry_alias(chosen, best: bool) -> str:
+    # @certified only ever points at a certified student; an uncertified --best pick says so.
+    if chosen.certified:
+        return "certified"
+    return "best-unconfirmed" if best else f"trial-{chosen.number}"
+
+
 @main.command()
 @click.argument("name")
 @click.option("--trial", "number", type=int, default=None, help="Export this trial.")
-@click.option("--best", is_flag=True, help="Export the most accurate trial that satisfies phi_cnf.")
+@click.option("--best", is_flag=True, help="Export the most accurate certified trial (phi_cnf certified over seeds).")
+@click.option("--allow-unconfirmed", is_flag=True,
+              help="With --best and no certified trial: export the most accurate trial satisfying phi_cnf "
+                   "on its search seed.")
 @click.option("--out", "out_dir", required=True, help="Directory to write the Hugging Face student to.")
 @click.option("--register", "model_name", default=None,
               help="Also log the student to the MLflow model registry under this name.")
 @location_options
-def export(name: str, number: int | None, best: bool, out_dir: str, model_name: str | None, workdir: str | None,
-           storage: str | None, tracking_uri: str | None) -> None:
-    """Export a trial's student as a Hugging Face directory with a model card."""
+def export(name: str, number: int | None, best: bool, allow_unconfirmed: bool, out_dir: str, model_name: str | None,
+           workdir: str | None, storage: str | None, tracking_uri: str | None) -> None:
+    """Export a trial's student as a Hugging Face directory with a model card.
+
+    --best picks the most accurate certified trial; where none is certified it stops
+    (exit 2, nothing written) and says why, unless --allow-unconfirmed.
+    """
     from kd_search.service import search, tracking
-    from kd_search.service.export import export_student, model_card
+    from kd_search.service.export import export_student, exported_metrics, model_card
 
     if (number is None) == (not best):
         raise SearchError("give exactly one of --trial N and --best")
     locations = search.Locations.resolve(None, workdir, storage, tracking_uri)
     optuna_study = search.load_optuna_study(name, locations.storage)
     summary = search.summarize(optuna_study)
-    chosen = search.select_trial(summary, number, best)
+    chosen = search.select_trial(summary, number, best, allow_unconfirmed)
     source = search.kept_student(locations, name, chosen.number)
     spec = optuna_study.user_attrs.get(search.SPEC_ATTR, {"name": name})
-    metrics = chosen.attrs | {"trial": chosen.number, "phi_cnf": chosen.feasible, summary.metric_name: chosen.metric}
-    card = model_card(spec, chosen.params, metrics)
-    out = export_student(source, out_dir, card, metrics | {"params": chosen.params, "study": name})
-    click.echo(f"exported trial {chosen.number} ({summary.metric_name} {chosen.metric:.4f}, sigma {chosen.sigma:.4f}, "
-               f"phi_cnf {_format(chosen.feasible)}) to {out}")
+    search_seed = spec.get("distillation", {}).get("seed")
+    metrics = exported_metrics(chosen, spec.get("seed") if search_seed is None else search_seed)
+    out = export_student(source, out_dir, model_card(spec, chosen.params, metrics),
+                         metrics | {"params": chosen.params, "study": name})
+    if best:
+        why = "the most accurate certified trial" if chosen.certified else \
+            f"NOT certified: {search.verdict_text(chosen)}; the most accurate with sigma <= kappa on its search seed"
+    else:
+        why = search.verdict_text(chosen)
+    click.echo(f"exported trial {chosen.number} ({summary.metric_name} {chosen.metric:.4f}, "
+               f"sigma {_interval(chosen.sigma, chosen.sigma_ci_low, chosen.sigma_ci_high)}, {why}) to {out}")
     if model_name:
         tracker = tracking.StudyTracker(locations.tracking_uri, locations.experiment, name, create=False)
         run_id = tracker.trial_run_id(chosen.number)
         if run_id is None:
             raise TrackingError(f"{locations.tracking_uri}: no MLflow run for trial {chosen.number} of {name!r}")
-        alias = "best" if best else f"trial-{chosen.number}"
+        alias = _registry_alias(chosen, best)
         version = tracking.register_student(locations.tracking_uri, run_id, out, model_name, alias)
         click.echo(f"registered {model_name} version {version} (alias @{alias})")
 
@@ -512,12 +555,14 @@ def report(name: str, out_file: str, workdir: str | None, storage: str | None, t
 
 @main.command()
 @click.option("--study", "study_file", default="studies/demo.yaml", show_default=True, type=click.Path(dir_okay=False))
-@click.option("--out", "out_dir", default=None, help="Where the best student goes [default: <workdir>/demo-student].")
+@click.option("--out", "out_dir", default=None,
+              help="Where the best certified student goes [default: <workdir>/demo-student].")
 @location_options
 @click.pass_context
 def demo(ctx: click.Context, study_file: str, out_dir: str | None, workdir: str | None, storage: str | None,
          tracking_uri: str | None) -> None:
-    """Run the embedded default study end to end: teacher, search, Pareto front, export of the best student."""
+    """Run the embedded default study end to end: teacher, search, Pareto front, export of the
+    best certified student (or one line saying why none was exported)."""
     from kd_search.service.search import Locations
 
     study = load_study(study_file)
@@ -526,7 +571,8 @@ def demo(ctx: click.Context, study_file: str, out_dir: str | None, workdir: str 
     ctx.invoke(launch, study_file=study_file, trials=None, ray_address=None, **options)
     out = out_dir or str(locations.workdir / f"{study.name}-student")
     try:
-        ctx.invoke(export, name=study.name, number=None, best=True, out_dir=out, model_name=None, **options)
+        ctx.invoke(export, name=study.name, number=None, best=True, allow_unconfirmed=False, out_dir=out,
+                   model_name=None, **options)
     except SearchError as error:
         click.echo(f"nothing exported: {error}")
     else:

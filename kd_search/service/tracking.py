@@ -6,12 +6,15 @@ relaunched study re-open its parent run and its trials' runs instead of duplicat
 
 - parent: ``kd_search_study=<name>``, ``kd_search_role=study``
 - child:  ``mlflow.parentRunId=<parent>``, ``kd_search_role=trial``,
-  ``optuna_trial_number=<n>``, ``ray_trial_id``, ``state``, ``pareto`` (``true``/``false``)
+  ``optuna_trial_number=<n>``, ``ray_trial_id``, ``state``, ``pareto`` (``true``/``false``),
+  ``phi_cnf`` (the trial's verdict over its seeds: ``certified``, ``unconfirmed`` or
+  ``fails``; set when the trial finishes and again whenever a confirmation changes it)
 - confirmation (trial ``n`` retrained with another seed), also nested under the parent:
   ``kd_search_role=confirmation``, ``kd_search_confirms=<n>``, ``seed``, ``ray_trial_id``,
   ``state``
 
-In the MLflow UI the filter ``tags.pareto = "true"`` shows the study's feasible front.
+In the MLflow UI the filter ``tags.pareto = "true"`` shows the study's feasible front,
+``tags.phi_cnf = "certified"`` its certified trials.
 
 A tracking server that is briefly unreachable does not stop a study. MLflow's client
 retries each request (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``, with backoff); a write that
@@ -175,6 +178,10 @@ class StudyTracker:
         self._confirmations: dict[tuple[int, int], str] = {
             (int(run.data.tags["kd_search_confirms"]), int(run.data.tags["seed"])): run.info.run_id
             for run in self._child_runs("confirmation")
+        }
+        # The verdict tag each trial run carries, so only changed verdicts are written.
+        self._verdicts: dict[int, str] = {
+            number: run.data.tags["phi_cnf"] for number, run in children.items() if "phi_cnf" in run.data.tags
         }
         if self.backlog_file is not None and self.backlog_file.is_file():
             self.backlog = pickle.loads(self.backlog_file.read_bytes())
@@ -350,6 +357,16 @@ class StudyTracker:
             if self._pareto_tags.get(number) != tag:
                 self.client.set_tag(run_id, "pareto", tag)
                 self._pareto_tags[number] = tag
+
+    @_buffered
+    def set_verdicts(self, verdicts: dict[int, str]) -> None:
+        """Tag each trial's run ``phi_cnf=<verdict>`` (trial number -> ``certified``,
+        ``unconfirmed`` or ``fails``), writing only the verdicts that changed."""
+        for number, verdict in verdicts.items():
+            run_id = self._children.get(number)
+            if run_id is not None and self._verdicts.get(number) != verdict:
+                self.client.set_tag(run_id, "phi_cnf", verdict)
+                self._verdicts[number] = verdict
 
     def trial_run_id(self, number: int) -> str | None:
         return self._children.get(number)

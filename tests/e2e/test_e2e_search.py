@@ -80,15 +80,17 @@ def test_launch_smoke_study_then_pareto_export_report(tmp_path, runner):
     result = runner.invoke(main, ["status", *options])
     assert result.exit_code == 0 and "smoke" in result.output
 
-    # Export the best feasible student; it loads with a pipeline and is registered in MLflow.
+    # Export the best feasible student (no confirmation ran: not certified, so only with
+    # --allow-unconfirmed); it loads with a pipeline and is registered in MLflow.
     out = tmp_path / "student"
-    result = runner.invoke(main, ["export", "smoke", "--best", "--out", str(out), "--register", "smoke-student", *options])
+    result = runner.invoke(main, ["export", "smoke", "--best", "--allow-unconfirmed", "--out", str(out),
+                                  "--register", "smoke-student", *options])
     assert result.exit_code == 0, result.output
     card = (out / "README.md").read_text()
     assert "sigma" in card and "kappa" in card and "phi_cnf" in card and "embedded:minilm-l6" in card
     prediction = pipeline("text-classification", model=str(out))("a warm, funny and moving film")
     assert prediction[0]["label"] in {"LABEL_0", "LABEL_1"}
-    version = client.get_model_version_by_alias("smoke-student", "best")
+    version = client.get_model_version_by_alias("smoke-student", "best-unconfirmed")
     assert str(version.version) == "1"
 
     report = tmp_path / "smoke.html"

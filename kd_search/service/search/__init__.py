@@ -50,10 +50,12 @@ from kd_search.service.search.records import (
     RECORDED_METRICS,
     StudySummary,
     TrialRecord,
+    confirmations,
     finished_count,
     select_trial,
     summarize,
     summary_table,
+    verdict_text,
 )
 
 if TYPE_CHECKING:
@@ -61,8 +63,9 @@ if TYPE_CHECKING:
     from kd_search.service.search._launch import launch
 
 __all__ = ["CONSTRAINT", "RECORDED_METRICS", "SPEC_ATTR", "Locations", "SearchError", "StudySummary", "TrialRecord",
-           "check_locations", "confirm", "finished_count", "kept_student", "launch", "load_optuna_study",
-           "open_storage", "select_trial", "stored_study", "summarize", "summary_table"]
+           "check_locations", "confirm", "confirmations", "finished_count", "kept_student", "launch",
+           "load_optuna_study", "open_storage", "select_trial", "stored_study", "summarize", "summary_table",
+           "verdict_text"]
 
 
 def __getattr__(name: str) -> Any:

@@ -186,6 +186,8 @@ def run_confirmations(study: Study, optuna_study: optuna.Study, tracker: StudyTr
                        scheduler=scheduler or FIFOScheduler(), num_samples=len(configs), callbacks=[recorder])
         finally:
             recorder.close_unfinished()
+    # The confirmations change the trials' verdicts: the MLflow tags follow.
+    tracker.set_verdicts(summarize(optuna_study).verdicts())
     return [(t.number, seed) for t, seed in chosen]
 
 

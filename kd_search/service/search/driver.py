@@ -33,6 +33,7 @@ from kd_search.service.search.records import (
     StudySummary,
     TrialRecord,
     summarize,
+    verdict_text,
 )
 from kd_search.service.telemetry import StudyGauges
 from kd_search.service.tracking import StudyTracker
@@ -125,9 +126,12 @@ class Driver:
         # last epoch is new.
         self.tracker.finish_trial(trial.number, state.name, extra, pictures, error=reason)
         metric, sigma = values or (None, None)
-        self._update_front(TrialRecord(trial.number, state.name, metric, sigma, metrics.get("kappa"), params={},
-                                       attrs={}))
-        self._show(f"trial {trial.number} {state.name}" + (f": {reason}" if reason else ""))
+        record = TrialRecord(trial.number, state.name, metric, sigma, metrics.get("kappa"), params={},
+                             attrs=metrics, metric_name=self.metric_name)
+        self._update_front(record)
+        if record.verdict is not None:
+            self.tracker.set_verdicts({record.number: record.verdict.verdict.value})
+        self._show(f"trial {trial.number} {state.name}" + (f": {reason}" if reason else "") + _scores(record))
 
     def _outcome(self, ray_trial_id: str, result: dict[str, Any] | None, error: bool):
         if error:
@@ -151,8 +155,8 @@ class Driver:
         return pictures, extra
 
     def refresh_front(self) -> StudySummary:
-        """Read the whole study once: rebuild the live view, bring MLflow's pareto tags and
-        the kept students in line with its feasible front.
+        """Read the whole study once: rebuild the live view, bring MLflow's pareto and verdict
+        tags and the kept students in line with it.
 
         The driver does it when it starts and the launch when it closes; in between, each
         finished trial updates all three from memory (``_update_front``).
@@ -161,6 +165,7 @@ class Driver:
         self.live = LiveStudy(summary)
         # A copy: a write buffered while MLflow is unreachable keeps its arguments.
         self.tracker.mark_front(sorted(self.live.front))
+        self.tracker.set_verdicts(summary.verdicts())
         apply_keep_policy(self.study.search.keep_checkpoints, self.locations.study_dir(self.study.name),
                           [t.number for t in summary.trials if t.state != "RUNNING"], set(self.live.front))
         return summary
@@ -234,6 +239,14 @@ def error_message(ray_trial: Any) -> str:
         if lines:
             return lines[-1]
     return "the trial's worker failed"
+
+
+def _scores(record: TrialRecord) -> str:
+    # A trial that has just finished has one seed: its verdict is never "certified" yet.
+    if record.verdict is None:
+        return ""
+    return (f": {record.metric_name} {record.metric:.3f}, sigma {record.sigma:.4f} vs kappa {record.kappa:g}, "
+            f"{verdict_text(record)}")
 
 
 def apply_keep_policy(policy: str, study_dir: Path, finished: Iterable[int], front: set[int]) -> None:
