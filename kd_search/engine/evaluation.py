@@ -27,6 +27,7 @@ import torch
 from kd_search.engine import confidence
 from kd_search.engine.losses import kl_distillation, soft_cross_entropy
 from kd_search.engine.teacher import evaluate_classifier
+from kd_search.engine.timing import PhaseTimer
 
 if TYPE_CHECKING:
     from kd_search.engine.spec import Study
@@ -34,9 +35,13 @@ if TYPE_CHECKING:
 
 
 def evaluate(setup: TrialSetup, student, params: dict[str, float], teacher_train: torch.Tensor,
-             teacher_eval: torch.Tensor) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+             teacher_eval: torch.Tensor, *,
+             timer: PhaseTimer | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The student's metrics after an epoch (see the module docstring) and the per-example
     probabilities behind sigma on the confidence split.
+
+    ``timer`` counts the phases ``eval_inference_train``, ``eval_inference_eval``,
+    ``eval_metrics`` and ``eval_intervals`` (the bootstrap).
 
     Example:
         >>> metrics, outputs = evaluate(setup, student, params, teacher_train, teacher_eval)  # doctest: +SKIP
@@ -45,8 +50,25 @@ def evaluate(setup: TrialSetup, student, params: dict[str, float], teacher_train
     """
     study, data = setup.study, setup.data
     batch_size = study.distillation.eval_batch_size
-    student_train = evaluate_classifier(student, data.train, batch_size, setup.device)
-    student_eval = evaluate_classifier(student, data.eval, batch_size, setup.device)
+    timer = timer or PhaseTimer()
+    with timer.phase("eval_inference_train"):
+        student_train = evaluate_classifier(student, data.train, batch_size, setup.device)
+    with timer.phase("eval_inference_eval"):
+        student_eval = evaluate_classifier(student, data.eval, batch_size, setup.device)
+    with timer.phase("eval_metrics"):
+        metrics, outputs = _point_metrics(study, data, params, student_train, student_eval, teacher_train,
+                                          teacher_eval)
+    split = study.objectives.confidence.split
+    with timer.phase("eval_intervals"):
+        metrics |= interval_metrics(study, outputs[split], confidence.softmax(student_eval).argmax(1),
+                                    data.eval.labels, data.num_labels)
+    return metrics, outputs[split]
+
+
+def _point_metrics(study: Study, data, params: dict[str, float], student_train: torch.Tensor,
+                   student_eval: torch.Tensor, teacher_train: torch.Tensor,
+                   teacher_eval: torch.Tensor) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarray]]]:
+    """The metrics without their intervals, and the probabilities of each split."""
     num_classes = data.num_labels
     convention = study.objectives.confidence.convention
     metrics: dict[str, Any] = {}
@@ -92,8 +114,7 @@ def evaluate(setup: TrialSetup, student, params: dict[str, float], teacher_train
                                        len(data.train), params["alpha"])
     metrics["kappa"] = kappa
     metrics["phi_cnf"] = bool(not math.isnan(metrics["sigma"]) and confidence.phi_cnf(metrics["sigma"], kappa))
-    metrics |= interval_metrics(study, outputs[split], eval_pred, data.eval.labels, num_classes)
-    return metrics, outputs[split]
+    return metrics, outputs
 
 
 def interval_metrics(study: Study, confidence_outputs: dict[str, np.ndarray], eval_predictions,

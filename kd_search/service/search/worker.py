@@ -2,11 +2,15 @@
 
 A worker runs ``run_trial`` and reports each epoch (with its checkpoint) through Ray; it
 never writes the Optuna storage or MLflow, which only the driver does. It saves the
-student and the confidence arrays of a trial that finishes in the trial's directory.
+student and the confidence arrays of a trial that finishes in the trial's directory, and
+``timings.json``: when the worker started (``started_at``, Unix time) and the wall
+seconds of the trial's phases (``run_trial``'s, then ``outputs_save`` and ``student_save``).
 """
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +63,10 @@ def distillation_trainable(config: dict[str, Any], *, spec: dict[str, Any], work
         ...                      workdir="runs", study_dir="runs/studies/demo",
         ...                      run_dir="runs/studies/demo/ray/demo-1")  # doctest: +SKIP
     """
+    started_at = time.time()
     import torch
 
+    from kd_search.engine.timing import PhaseTimer
     from kd_search.engine.trial import run_trial
     from kd_search.service.export import model_card, save_student
 
@@ -85,9 +91,14 @@ def distillation_trainable(config: dict[str, Any], *, spec: dict[str, Any], work
         return
     out = trial_dir(study_dir, number)
     out.mkdir(parents=True, exist_ok=True)
-    np.savez(out / "confidence.npz", **result.outputs)
-    card = model_card(spec, result.params, result.metrics)
-    save_student(result.student, result.tokenizer, out / "student", card=card, metrics=result.metrics | {"trial": number})
+    timer = PhaseTimer(result.timings)
+    with timer.phase("outputs_save"):
+        np.savez(out / "confidence.npz", **result.outputs)
+    with timer.phase("student_save"):
+        card = model_card(spec, result.params, result.metrics)
+        save_student(result.student, result.tokenizer, out / "student", card=card,
+                     metrics=result.metrics | {"trial": number})
+    (out / "timings.json").write_text(json.dumps({"started_at": started_at, "seconds": timer.seconds}))
 
 
 def _reportable(metrics: dict[str, Any]) -> dict[str, Any]:
