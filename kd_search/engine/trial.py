@@ -5,7 +5,9 @@ outputs from the shared cache (or runs the teacher in every step when the study 
 for teacher dropout), plans the study's stages once (:class:`~kd_search.engine.step.StagePlan`),
 trains the student through them, and after every epoch evaluates the task metric on
 eval and the confidence metrics (sigma, kappa, phi_cnf, ECE, teacher agreement) on both
-splits (:mod:`kd_search.engine.evaluation`), then calls ``report(metrics, checkpoint_dir)``.
+splits (:mod:`kd_search.engine.evaluation`; epochs before the last on eval only when the
+caller asks), then calls ``report(metrics, checkpoint_dir)``. The tokenised task is read
+from a cache beside the teacher's outputs (:mod:`kd_search.engine.data_cache`).
 
 Metric names: those of :mod:`kd_search.engine.evaluation`, and ``train_loss``,
 ``train_seconds``, ``epoch``, ``total_epochs``, ``stage``, ``resumed_from_epoch``; after
@@ -29,7 +31,8 @@ from transformers import AutoConfig
 
 from kd_search.engine import analysis
 from kd_search.engine.checkpoint import ResumePosition, load_checkpoint, save_checkpoint
-from kd_search.engine.data import TaskData, batches, load_task
+from kd_search.engine.data import TaskData, batches
+from kd_search.engine.data_cache import cached_task
 from kd_search.engine.evaluation import evaluate
 from kd_search.engine.losses import layer_pairs
 from kd_search.engine.losses.structure import masked_mean
@@ -113,13 +116,14 @@ def prepare(study: Study, workdir: str | Path, progress: ProgressCallback | None
     timer = PhaseTimer()
     with timer.phase("setup_data"):
         tokenizer = load_tokenizer(study.teacher.model)
-        data = load_task(study.task, tokenizer)
+        data = cached_task(study.task, tokenizer, _cache_root(study, workdir))
         teacher_data = data
         fine_tune = study.teacher.fine_tune
         if fine_tune and fine_tune.train_limit and fine_tune.train_limit > len(data.train):
             # The teacher may learn from more examples than the student distils on (a
             # superset: both are heads of the same seeded shuffle).
-            teacher_data = load_task(study.task.model_copy(update={"train_limit": fine_tune.train_limit}), tokenizer)
+            teacher_data = cached_task(study.task.model_copy(update={"train_limit": fine_tune.train_limit}),
+                                       tokenizer, _cache_root(study, workdir))
     with timer.phase("setup_teacher"):
         teacher_path, info = prepare_teacher(study, teacher_data, workdir, device, progress)
         teacher_config = AutoConfig.from_pretrained(resolve_model(teacher_path))
@@ -231,15 +235,15 @@ def teacher_outputs(setup: TrialSetup, layers: TeacherLayers, progress: Progress
         train_logits = evaluate_classifier(teacher, setup.data.train, study.distillation.eval_batch_size, setup.device)
         eval_logits = evaluate_classifier(teacher, setup.data.eval, study.distillation.eval_batch_size, setup.device)
         return source, train_logits, eval_logits
-    cache_root = _cache_root(setup)
+    cache_root = _cache_root(setup.study, setup.workdir)
     key = cache_key(setup.teacher_id, setup.data.fingerprint, layers)
     cache = cached_teacher(cache_root, key, load_teacher, setup.data, layers, study.distillation.eval_batch_size,
                            setup.device, progress)
     return cache, cache.logits("train"), cache.logits("eval")
 
 
-def _cache_root(setup: TrialSetup) -> Path:
-    return Path(setup.study.distillation.cache_dir or setup.workdir / "cache").expanduser()
+def _cache_root(study: Study, workdir: str | Path) -> Path:
+    return Path(study.distillation.cache_dir or Path(workdir) / "cache").expanduser()
 
 
 def fsd_teacher_memory(setup: TrialSetup, teacher) -> torch.Tensor:
@@ -262,8 +266,8 @@ def fsd_teacher_memory(setup: TrialSetup, teacher) -> torch.Tensor:
                 rows.append(masked_mean(target.hidden[-1].float(), batch["attention_mask"]))
         return torch.cat(rows)
 
-    return teacher_memory(_cache_root(setup) / "fsd-memory" / f"{name}.safetensors", pooled_features, k,
-                          seed=setup.study.seed)
+    path = _cache_root(setup.study, setup.workdir) / "fsd-memory" / f"{name}.safetensors"
+    return teacher_memory(path, pooled_features, k, seed=setup.study.seed)
 
 
 def _uses_attention(setup: TrialSetup) -> bool:
@@ -338,12 +342,22 @@ def _student_and_plans(setup: TrialSetup, params: dict[str, float],
 
 
 def _measure(setup: TrialSetup, student, params: dict[str, float], teacher_logits: tuple[torch.Tensor, torch.Tensor],
-             timer: PhaseTimer, plan: StagePlan | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+             timer: PhaseTimer, plan: StagePlan | None = None,
+             with_train_split: bool = True) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     # Measured with SDPA attention; a stage's attention scores are switched back on after.
     use_attention_scores(student, False)
-    measured = evaluate(setup, student, params, *teacher_logits, timer=timer)
+    measured = evaluate(setup, student, params, *teacher_logits, with_train_split=with_train_split, timer=timer)
     use_attention_scores(student, plan is not None and plan.attention_scores)
     return measured
+
+
+def _report_epoch(report: Report, metrics: dict[str, Any], student, helpers: dict[str, torch.nn.Module],
+                  position: ResumePosition, timer: PhaseTimer) -> None:
+    with tempfile.TemporaryDirectory(prefix="kd-search-ckpt-") as checkpoint_dir:
+        with timer.phase("checkpoint"):
+            save_checkpoint(Path(checkpoint_dir), student, helpers, position)
+        with timer.phase("report"):
+            report(dict(metrics), checkpoint_dir)
 
 
 def _analyse_structure(setup: TrialSetup, student, teacher, learnt_from_layers: bool) -> dict[str, np.ndarray]:
@@ -354,11 +368,15 @@ def _analyse_structure(setup: TrialSetup, student, teacher, learnt_from_layers: 
 
 def run_trial(study: Study, params: dict[str, float] | None = None, report: Report | None = None, *,
               workdir: str | Path = "runs", setup: TrialSetup | None = None, resume_from: str | Path | None = None,
-              progress: ProgressCallback | None = None, analyse_structure: bool = False) -> TrialResult:
+              progress: ProgressCallback | None = None, analyse_structure: bool = False,
+              full_evaluation_every_epoch: bool = True) -> TrialResult:
     """Distil one student with ``params`` (flat names, study defaults for the rest).
 
     After every epoch, ``report(metrics, checkpoint_dir)`` receives the metrics and a
-    directory holding the student so far (deleted after the call returns). With
+    directory holding the student so far (deleted after the call returns). Without
+    ``full_evaluation_every_epoch``, epochs before the last are measured on the eval split
+    only (see :func:`~kd_search.engine.evaluation.evaluate`): for a caller that reads
+    sigma from the last epoch alone; the last epoch is always measured in full. With
     ``resume_from`` (such a directory), training continues after its epoch. The
     structure analysis runs when a stage read intermediate layers, or with
     ``analyse_structure``. Returns a :class:`TrialResult`; its ``timings`` are the wall
@@ -401,16 +419,14 @@ def run_trial(study: Study, params: dict[str, float] | None = None, report: Repo
             seconds = time.perf_counter() - started
             timer.add("train", seconds)
             position = position.after_epoch(stage, epoch, plan.epochs, seconds)
-            metrics, outputs = _measure(setup, student, params, (teacher_train, teacher_eval), timer, plan)
+            last_epoch = position.global_epoch == total_epochs
+            metrics, outputs = _measure(setup, student, params, (teacher_train, teacher_eval), timer, plan,
+                                        with_train_split=full_evaluation_every_epoch or last_epoch)
             metrics |= {"epoch": position.global_epoch, "total_epochs": total_epochs, "stage": plan.name,
                         "train_loss": train_loss, "train_seconds": position.train_seconds,
                         "resumed_from_epoch": resumed_from_epoch}
             if report is not None:
-                with tempfile.TemporaryDirectory(prefix="kd-search-ckpt-") as checkpoint_dir:
-                    with timer.phase("checkpoint"):
-                        save_checkpoint(Path(checkpoint_dir), student, helpers, position)
-                    with timer.phase("report"):
-                        report(dict(metrics), checkpoint_dir)
+                _report_epoch(report, metrics, student, helpers, position, timer)
     use_attention_scores(student, False)
     if not metrics:  # resumed from a checkpoint taken after the last epoch: measure it
         metrics, outputs = _measure(setup, student, params, (teacher_train, teacher_eval), timer)

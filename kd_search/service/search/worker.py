@@ -85,7 +85,10 @@ def distillation_trainable(config: dict[str, Any], *, spec: dict[str, Any], work
 
     resume = _resume_point(config, Path(run_dir) / trial_dirname(tune.get_context().get_trial_id()))
     try:
-        result = run_trial(study, config["params"], report, workdir=workdir, resume_from=resume)
+        # FIFO reads no epoch but the last: earlier epochs skip the training split's pass
+        # (their MLflow curves show the eval metrics and the training loss).
+        result = run_trial(study, config["params"], report, workdir=workdir, resume_from=resume,
+                           full_evaluation_every_epoch=study.search.scheduler != "fifo")
     except NonFiniteLossError as error:  # deterministic: retrying it would fail the same way
         tune.report({"nonfinite": 1, "error": str(error)})
         return
