@@ -5,10 +5,15 @@ never writes the Optuna storage or MLflow, which only the driver does. It saves 
 student and the confidence arrays of a trial that finishes in the trial's directory; a
 confirmation (the trial retrained with another seed) saves only its confidence arrays,
 under ``seeds/<seed>``, so the trial's own files stay as the search left them.
+Every worker also writes ``timings.json``: when it started (``started_at``, Unix time)
+and the wall seconds of the trial's phases (``run_trial``'s, then ``outputs_save`` and
+``student_save``).
 """
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -62,8 +67,10 @@ def distillation_trainable(config: dict[str, Any], *, spec: dict[str, Any], work
         ...                      workdir="runs", study_dir="runs/studies/demo",
         ...                      run_dir="runs/studies/demo/ray/demo-1")  # doctest: +SKIP
     """
+    started_at = time.time()
     import torch
 
+    from kd_search.engine.timing import PhaseTimer
     from kd_search.engine.trial import run_trial
     from kd_search.service.export import model_card, save_student
 
@@ -84,17 +91,24 @@ def distillation_trainable(config: dict[str, Any], *, spec: dict[str, Any], work
 
     resume = _resume_point(config, Path(run_dir) / trial_dirname(tune.get_context().get_trial_id()))
     try:
-        result = run_trial(study, config["params"], report, workdir=workdir, resume_from=resume)
+        # FIFO reads no epoch but the last: earlier epochs skip the training split's pass
+        # (their MLflow curves show the eval metrics and the training loss).
+        result = run_trial(study, config["params"], report, workdir=workdir, resume_from=resume,
+                           full_evaluation_every_epoch=study.search.scheduler != "fifo")
     except NonFiniteLossError as error:  # deterministic: retrying it would fail the same way
         tune.report({"nonfinite": 1, "error": str(error)})
         return
     out = trial_dir(study_dir, number) if seed is None else confirmation_dir(study_dir, number, seed)
     out.mkdir(parents=True, exist_ok=True)
-    np.savez(out / "confidence.npz", **result.outputs)
-    if seed is not None:
-        return
-    card = model_card(spec, result.params, result.metrics)
-    save_student(result.student, result.tokenizer, out / "student", card=card, metrics=result.metrics | {"trial": number})
+    timer = PhaseTimer(result.timings)
+    with timer.phase("outputs_save"):
+        np.savez(out / "confidence.npz", **result.outputs)
+    if seed is None:
+        with timer.phase("student_save"):
+            card = model_card(spec, result.params, result.metrics)
+            save_student(result.student, result.tokenizer, out / "student", card=card,
+                         metrics=result.metrics | {"trial": number})
+    (out / "timings.json").write_text(json.dumps({"started_at": started_at, "seconds": timer.seconds}))
 
 
 def _reportable(metrics: dict[str, Any]) -> dict[str, Any]:
