@@ -27,7 +27,7 @@ from kd_search.engine import analysis
 from kd_search.engine.spec import Study
 from kd_search.service import figures
 from kd_search.service.search.locations import Locations, trial_dir
-from kd_search.service.search.optuna_study import CONSTRAINT
+from kd_search.service.search.optuna_study import CONSTRAINT, FRONT_ATTR
 from kd_search.service.search.records import (
     RECORDED_METRICS,
     StudySummary,
@@ -123,7 +123,9 @@ class Driver:
         if reason:
             trial.set_user_attr("failure", reason)
         if state == TrialState.COMPLETE:
-            trial.set_constraint(CONSTRAINT, float(result["sigma"]) - float(result["kappa"]))
+            constraint = float(result["sigma"]) - float(result["kappa"])
+            trial.set_constraint(CONSTRAINT, constraint)
+            trial.set_user_attr(CONSTRAINT, constraint)  # for readers of user attributes only
             for name, value in self._trial_outputs(trial.number, result, with_figures=False)[1].items():
                 trial.set_user_attr(name, value)
         self.optuna_study.tell(trial, values=values, state=state)
@@ -169,6 +171,7 @@ class Driver:
         """Recompute the feasible front, keep MLflow's pareto tags and the kept students current."""
         summary = summarize(self.optuna_study)
         self.tracker.mark_front([t.number for t in summary.front])
+        self.optuna_study.set_user_attr(FRONT_ATTR, sorted(t.number for t in summary.front))
         apply_keep_policy(summary, self.study.search.keep_checkpoints, self.locations.study_dir(self.study.name))
         return summary
 
