@@ -13,8 +13,11 @@ relaunched study re-open its parent run and its trials' runs instead of duplicat
   ``kd_search_role=confirmation``, ``kd_search_confirms=<n>``, ``seed``, ``ray_trial_id``,
   ``state``
 
-In the MLflow UI the filter ``tags.pareto = "true"`` shows the study's feasible front,
-``tags.phi_cnf = "certified"`` its certified trials.
+The experiment is marked a classic ML experiment (``mlflow.experimentKind``) and carries,
+per study, a saved runs-table view (``mlflow.sharedViewState.<key>``: MLflow's own "share
+view" tag) that ``front_url`` opens: the study's front trials as a flat list, ordered by
+accuracy, with accuracy, sigma, kappa and phi_cnf as columns.
+``tags.phi_cnf = "certified"`` filters a study's certified trials.
 
 A tracking server that is briefly unreachable does not stop a study. MLflow's client
 retries each request (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``, with backoff); a write that
@@ -26,9 +29,11 @@ replayed by the next launch of the study, so no metric is lost.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import math
 import pickle
+import re
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -48,7 +53,14 @@ from kd_search.urls import display_url, error_reason
 
 logger = logging.getLogger("kd_search")
 
-FRONT_FILTER = 'tags.pareto = "true"'
+# The experiment kind MLflow's own kind selector writes; "custom_model_development" is its
+# classic training experiment (runs table), as opposed to "genai_development" (traces).
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+# Saved runs-table views: the UI loads the JSON in this experiment tag for
+# ``?viewStateShareKey=<key>`` (search facets and table state, as its "Share" button saves).
+SHARED_VIEW_TAG = "mlflow.sharedViewState."
+# The columns of the front view: what a user compares front members by.
+FRONT_COLUMNS = ("accuracy", "sigma", "kappa", "phi_cnf")
 
 # MLflow rejects param values longer than this; study parameters are short numbers.
 _PARAM_LIMIT = 6000
@@ -114,6 +126,39 @@ def is_unreachable(error: BaseException) -> bool:
     return False
 
 
+def front_view(study_name: str) -> dict[str, Any]:
+    """The MLflow runs-table state listing a study's front trials, flat, most accurate first.
+
+    A search filter with an order other than start time makes MLflow list matching child
+    runs on their own rows instead of folding them under their parent run.
+
+    Example:
+        >>> view = front_view("demo")
+        >>> view["searchFilter"]
+        "tags.kd_search_study = 'demo' and tags.kd_search_role = 'trial' and tags.pareto = 'true'"
+        >>> view["orderByKey"], view["selectedColumns"][:2]
+        ('metrics.`accuracy`', ['metrics.`accuracy`', 'metrics.`sigma`'])
+    """
+    quoted = study_name.replace("'", "\\'")
+    return {
+        "searchFilter": f"tags.kd_search_study = '{quoted}' and tags.kd_search_role = 'trial' "
+                        "and tags.pareto = 'true'",
+        "orderByKey": f"metrics.`{FRONT_COLUMNS[0]}`", "orderByAsc": False, "lifecycleFilter": "Active",
+        "selectedColumns": [f"metrics.`{name}`" for name in FRONT_COLUMNS] + ["tags.`optuna_trial_number`"],
+        "viewMaximized": False, "runListHidden": False,
+    }
+
+
+def view_key(study_name: str) -> str:
+    """The share key of a study's front view: characters MLflow allows in tag names and URLs.
+
+    Example:
+        >>> view_key("demo study #2")
+        'kd-search-front-demo_study__2'
+    """
+    return "kd-search-front-" + re.sub(r"[^A-Za-z0-9_.-]", "_", study_name)
+
+
 def _buffered(write: Callable) -> Callable:
     """Run ``write`` after every write buffered before it; buffer it while MLflow is unreachable."""
 
@@ -169,6 +214,10 @@ class StudyTracker:
             self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
         else:
             self.experiment_id = found.experiment_id
+        if create:  # also for an experiment an older kd-search (or a user) made
+            self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+            self.client.set_experiment_tag(self.experiment_id, SHARED_VIEW_TAG + view_key(study_name),
+                                           json.dumps(front_view(study_name)))
         self.parent_id = self._find_or_create_parent(create)
         children = {int(run.data.tags["optuna_trial_number"]): run for run in self._child_runs("trial")}
         self._children: dict[int, str] = {number: run.info.run_id for number, run in children.items()}
@@ -302,7 +351,8 @@ class StudyTracker:
         if run_id is None and seed is None:
             run = self.client.create_run(self.experiment_id, run_name=run_name or f"trial-{number:03d}", tags={
                 "mlflow.parentRunId": self.parent_id, "kd_search_study": self.study_name,
-                "kd_search_role": "trial", "optuna_trial_number": str(number)})
+                "kd_search_role": "trial", "optuna_trial_number": str(number),
+                "mlflow.note.content": f"Trial {number} of kd-search study {self.study_name}."})
             run_id = self._children[number] = run.info.run_id
         elif run_id is None:
             run = self.client.create_run(self.experiment_id, run_name=f"trial-{number:03d}-seed-{seed}", tags={
@@ -372,11 +422,13 @@ class StudyTracker:
         return self._children.get(number)
 
     def front_url(self, host: str = "http://127.0.0.1:5000") -> str:
-        """The MLflow UI runs table of this study's experiment, filtered to the front.
+        """The MLflow UI runs table of this study's front (see ``front_view``).
 
-        MLflow 3 opens experiments on its GenAI overview page; this link goes to the runs.
+        ``workflowType=machine_learning`` keeps MLflow 3's UI off its GenAI pages (its
+        default), whatever the browser last used.
         """
-        return f"{host}/#/experiments/{self.experiment_id}/runs?searchFilter={quote(FRONT_FILTER, safe='')}"
+        return (f"{host}/#/experiments/{self.experiment_id}/runs?workflowType=machine_learning"
+                f"&viewStateShareKey={quote(view_key(self.study_name), safe='')}")
 
     def _log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
         now = int(time.time() * 1000)

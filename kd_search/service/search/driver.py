@@ -27,7 +27,7 @@ from kd_search.engine.spec import Study
 from kd_search.service import figures
 from kd_search.service.search.live import LiveStudy
 from kd_search.service.search.locations import Locations, trial_dir
-from kd_search.service.search.optuna_study import CONSTRAINT
+from kd_search.service.search.optuna_study import CONSTRAINT, FRONT_ATTR
 from kd_search.service.search.records import (
     RECORDED_METRICS,
     StudySummary,
@@ -117,7 +117,9 @@ class Driver:
         if reason:
             trial.set_user_attr("failure", reason)
         if state == TrialState.COMPLETE:
-            trial.set_constraint(CONSTRAINT, float(result["sigma"]) - float(result["kappa"]))
+            constraint = float(result["sigma"]) - float(result["kappa"])
+            trial.set_constraint(CONSTRAINT, constraint)
+            trial.set_user_attr(CONSTRAINT, constraint)  # for readers of user attributes only
             for name, value in self._trial_outputs(trial.number, result, with_figures=False)[1].items():
                 trial.set_user_attr(name, value)
         self.optuna_study.tell(trial, values=values, state=state)
@@ -166,6 +168,7 @@ class Driver:
         # A copy: a write buffered while MLflow is unreachable keeps its arguments.
         self.tracker.mark_front(sorted(self.live.front))
         self.tracker.set_verdicts(summary.verdicts())
+        self.optuna_study.set_user_attr(FRONT_ATTR, sorted(self.live.front))
         apply_keep_policy(self.study.search.keep_checkpoints, self.locations.study_dir(self.study.name),
                           [t.number for t in summary.trials if t.state != "RUNNING"], set(self.live.front))
         return summary
@@ -175,6 +178,7 @@ class Driver:
         change = self.live.finished(record)
         if change.joined or change.left:
             self.tracker.mark_front(sorted(self.live.front))
+            self.optuna_study.set_user_attr(FRONT_ATTR, sorted(self.live.front))
         apply_keep_policy(self.study.search.keep_checkpoints, self.locations.study_dir(self.study.name),
                           [record.number, *change.left], set(self.live.front))
 

@@ -27,6 +27,11 @@ from kd_search.urls import display_url, error_reason
 # that holds the study file it was launched with.
 CONSTRAINT = "sigma_minus_kappa"
 SPEC_ATTR = "kd_search_spec"
+# The study attribute listing the feasible front's trial numbers, kept current by the driver.
+# Readers of the storage that predate Optuna 5's constraints (optuna-dashboard 0.21 reads
+# only the pre-5.0 ``constraints`` system attribute, which no public Optuna 5 API writes)
+# see the front here, and each trial's feasibility in its ``phi_cnf`` and CONSTRAINT user attrs.
+FRONT_ATTR = "kd_search_front"
 # Trials a killed driver left RUNNING and a later launch could not continue (budget met).
 INTERRUPTED_ATTR = "kd_search_interrupted"
 # Study-file fields that may change between launches of one study.
