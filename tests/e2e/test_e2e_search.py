@@ -31,7 +31,7 @@ def test_launch_smoke_study_then_pareto_export_report(tmp_path, runner):
         ray.shutdown()
     assert result.exit_code == 0, result.output
     assert "mlflow ui --backend-store-uri sqlite:///" in result.output
-    assert "#/experiments/" in result.output and "searchFilter=tags.pareto%20%3D%20%22true%22" in result.output
+    assert "#/experiments/" in result.output and "viewStateShareKey=kd-search-front-smoke" in result.output
 
     # Storage: 4 finished trials, two values each (accuracy up, sigma down) and the constraint.
     locations = Locations.resolve(None, workdir)
