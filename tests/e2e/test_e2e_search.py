@@ -20,7 +20,6 @@ SEARCHED = {"alpha", "beta", "gamma", "temperature", "layer_weight_1", "layer_we
 
 
 @pytest.mark.e2e
-@pytest.mark.xfail(reason="not yet updated to the searched recipe and certified export of this session; see the closing note", strict=False)
 def test_launch_smoke_study_then_pareto_export_report(tmp_path, runner):
     import ray
     from transformers import pipeline
@@ -65,9 +64,15 @@ def test_launch_smoke_study_then_pareto_export_report(tmp_path, runner):
         assert {"accuracy", "sigma", "kappa", "phi_cnf", "ece", "agreement", "train_seconds"} <= set(child.data.metrics)
         history = client.get_metric_history(child.info.run_id, "accuracy")
         assert sorted(m.step for m in history) == [1, 2]
-        assert {"confidence.png", "layer_cka.png"} <= {a.path for a in client.list_artifacts(child.info.run_id)}
-        assert 0 < child.data.metrics["cka_diagonal"] <= 1
-        assert child.data.metrics["relation_intra_cosine"] >= 0  # FSD's relation analysis
+        pictures = {a.path for a in client.list_artifacts(child.info.run_id)}
+        assert "confidence.png" in pictures
+        # The layer analysis runs when the student learnt from intermediate layers.
+        if float(child.data.params["epochs_intermediate"]) > 0:
+            assert "layer_cka.png" in pictures
+            assert 0 < child.data.metrics["cka_diagonal"] <= 1
+            assert child.data.metrics["relation_intra_cosine"] >= 0  # FSD's relation analysis
+        else:
+            assert "layer_cka.png" not in pictures and "cka_diagonal" not in child.data.metrics
 
     # pareto --json is the feasible front recomputed from the stored values.
     result = runner.invoke(main, ["pareto", "smoke", "--json", *options])
