@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.kd-search-installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint wheel-smoke clean
+.PHONY: install demo test test-fast lint wheel-smoke clean
 
 install: $(STAMP)
 
@@ -28,6 +28,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The fast loop: every test not marked slow (no Ray, servers, docker or embedded-asset runs).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check kd_search tests benchmarks

@@ -41,7 +41,7 @@ from kd_search.engine.spec import (
     shipped_study_dir,
     study_json_schema,
 )
-from kd_search.errors import KdSearchError, SearchError, StudyFileError, TrackingError
+from kd_search.errors import KdSearchError, OptionsError, SearchError, StudyFileError, TrackingError
 from kd_search.urls import display_url
 
 if TYPE_CHECKING:
@@ -142,25 +142,54 @@ def _print_metrics(title: str, metrics: dict[str, Any]) -> None:
 
 
 @main.command()
-@click.option("--teacher", "teacher_file", required=True, help="Teacher prediction file (CSV/JSONL/Parquet).")
-@click.option("--student", "student_file", required=True, help="Student prediction file (CSV/JSONL/Parquet).")
+@click.option("--teacher", "teacher_file", default=None, help="Teacher prediction file (CSV/JSONL/Parquet).")
+@click.option("--student", "student_file", default=None, help="Student prediction file (CSV/JSONL/Parquet).")
+@click.option("--teacher-model", default=None, help="Teacher model, a local directory or a hub id (with --study).")
+@click.option("--student-model", default=None, help="Student model, a local directory or a hub id (with --study).")
+@click.option("--study", "study_file", default=None, type=click.Path(dir_okay=False),
+              help="Study whose task and confidence split the models are run on, and whose settings are the defaults.")
 @click.option("--kappa", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Check phi_cnf: sigma <= kappa.")
-@click.option("--convention", type=click.Choice(["auto", "p0", "true_class"]), default="auto", show_default=True,
-              help="delta on the class-0 probability (binary, the paper's) or on the true class.")
+              help="Check phi_cnf: sigma <= kappa [default: the study's kappa when it is a number].")
+@click.option("--convention", type=click.Choice(["auto", "p0", "true_class"]), default=None,
+              help="delta on the class-0 probability (binary, the paper's) or on the true class "
+                   "[default: the study's, else auto].")
+@click.option("--level", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+              help="Level of the bootstrap intervals [default: the study's, else 0.95].")
+@click.option("--resamples", type=click.IntRange(min=100), default=None,
+              help="Bootstrap resamples [default: the study's, else 1000].")
+@click.option("--seed", type=int, default=None, help="Seed of the bootstrap resamples [default: the study's, else 0].")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on the last line.")
-def audit(teacher_file: str, student_file: str, kappa: float | None, convention: str, as_json: bool) -> None:
-    """Does a student preserve its teacher's confidence? Compare two prediction files."""
+def audit(teacher_file: str | None, student_file: str | None, teacher_model: str | None, student_model: str | None,
+          study_file: str | None, kappa: float | None, convention: str | None, level: float | None,
+          resamples: int | None, seed: int | None, as_json: bool) -> None:
+    """Does a student preserve its teacher's confidence? Audit two prediction files, or run two models
+    on a study's confidence split."""
+    files, models = (teacher_file, student_file), (teacher_model, student_model, study_file)
+    if not (all(files) and not any(models) or all(models) and not any(files)):
+        raise OptionsError(
+            "give either --teacher and --student (prediction files) or --teacher-model, --student-model and --study")
+    bootstrap = {name: value for name, value in (("level", level), ("resamples", resamples), ("seed", seed))
+                 if value is not None}
     from kd_search.engine import audit as audit_module
 
-    report = audit_module.audit_predictions(teacher_file, student_file, kappa, convention)  # type: ignore[arg-type]
+    if all(models):
+        from kd_search.engine.model_audit import audit_models
+
+        report = audit_models(teacher_model, student_model, load_study(study_file), kappa, convention,  # type: ignore[arg-type]
+                              **bootstrap)
+        title = f"Confidence audit: {student_model} vs teacher {teacher_model} ({report['split']} split)"
+    else:
+        report = audit_module.audit_predictions(teacher_file, student_file, kappa, convention or "auto",  # type: ignore[arg-type]
+                                                **bootstrap)
+        title = f"Confidence audit: {Path(student_file).name} vs teacher {Path(teacher_file).name}"
     if as_json:
         click.echo(json.dumps(report))
         return
-    _print_metrics(f"Confidence audit: {Path(student_file).name} vs teacher {Path(teacher_file).name}", report)
-    if kappa is not None:
+    _print_metrics(title, report)
+    if "kappa" in report:
         verdict = "holds" if report["phi_cnf"] else "does NOT hold"
-        click.echo(f"phi_cnf {verdict}: sigma = {report['sigma']:.4f} vs kappa = {kappa:g}")
+        click.echo(f"phi_cnf {verdict}: sigma = {report['sigma']:.4f} "
+                   f"[{report['sigma_ci_low']:.4f}, {report['sigma_ci_high']:.4f}] vs kappa = {report['kappa']:g}")
 
 
 def workdir_option(function):
@@ -199,16 +228,14 @@ def progress_bar():
         yield update
 
 
-def _parse_overrides(values: tuple[str, ...]) -> dict[str, float]:
+def _parse_overrides(values: tuple[str, ...]) -> dict[str, str]:
+    # The values stay text: hyperparameters() knows which name takes a number.
     overrides = {}
     for item in values:
         name, sep, value = item.partition("=")
         if not sep or not name:
             raise StudyFileError(f"--set {item!r}: expected name=value")
-        try:
-            overrides[name.strip()] = float(value)
-        except ValueError:
-            raise StudyFileError(f"--set {item!r}: {value!r} is not a number") from None
+        overrides[name.strip()] = value.strip()
     return overrides
 
 
@@ -232,7 +259,7 @@ def teacher(study_file: str, workdir: str | None) -> None:
 @main.command()
 @click.argument("study_file", metavar="STUDY")
 @click.option("--set", "overrides", multiple=True, metavar="NAME=VALUE",
-              help="Override a hyperparameter (alpha, temperature, layer_weight_2, epochs_prediction, ...).")
+              help="Override a hyperparameter (alpha, temperature, layer_weight_2, epochs_prediction, prediction_loss=kl, ...).")
 @click.option("--out", "out_dir", default=None, help="Save the student here [default: <workdir>/distill/<study>/student].")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object of metrics on the last line.")
 @workdir_option
@@ -252,8 +279,10 @@ def distill(study_file: str, overrides: tuple[str, ...], out_dir: str | None, as
     out = Path(out_dir) if out_dir else root / "distill" / study.name / "student"
     card = model_card(study.model_dump(mode="json"), params, metrics)
     save_student(result.student, result.tokenizer, out, card, metrics | {"params": params})
-    summary = {k: metrics[k] for k in ("accuracy", "teacher_accuracy", "sigma", "kappa", "phi_cnf", "ece",
-                                       "agreement", "train_seconds")}
+    metric = study.objectives.task_metric
+    shown = dict.fromkeys(("accuracy", metric, f"{metric}_ci_low", f"{metric}_ci_high", "teacher_accuracy", "sigma",
+                           "sigma_ci_low", "sigma_ci_high", "kappa", "phi_cnf", "ece", "agreement", "train_seconds"))
+    summary = {k: metrics[k] for k in shown}
     if as_json:
         click.echo(json.dumps(metrics | {"student_dir": str(out)}))
         return
@@ -289,8 +318,8 @@ def compare(comparison_file: str, tracking_uri: str | None, workdir: str | None)
     total = len(studies) * len(comparison.seeds)
     with progress_bar() as progress:
         def show(run) -> None:
-            console.log(f"{run.method} seed {run.seed}: accuracy {run.accuracy:.3f}, sigma {run.sigma:.4f}, "
-                        f"CKA diagonal {run.cka_diagonal:.3f}")
+            console.log(f"{run.method} seed {run.seed}: accuracy {run.accuracy:.3f}, sigma {run.sigma:.4f} "
+                        f"[{run.sigma_ci_low:.4f}, {run.sigma_ci_high:.4f}], CKA diagonal {run.cka_diagonal:.3f}")
 
         runs = comparing.run_comparison(comparison, studies, locations.workdir, progress, on_run=show,
                                         tracker=tracker)
@@ -303,13 +332,30 @@ def compare(comparison_file: str, tracking_uri: str | None, workdir: str | None)
     click.echo(f"MLflow: run {tracker.study_name} ({display_url(locations.tracking_uri)})")
 
 
+def _interval(value: float | None, low: float | None, high: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4f}" + (f" [{low:.4f}, {high:.4f}]" if low is not None and high is not None else "")
+
+
+def _spread(mean: float | None, std: float | None) -> str:
+    return f"{mean:.4f} ± {std:.4f}" if mean is not None and std is not None else "-"
+
+
 def _front_table(summary, title: str) -> Table:
+    from kd_search.service.search import verdict_text
+
     table = Table(title=title)
-    for column in ("trial", summary.metric_name, "sigma", "kappa", "phi_cnf", "parameters"):
-        table.add_column(column, justify="left" if column == "parameters" else "right")
+    mean_sd = f"{summary.metric_name} / sigma mean ± sd"
+    for column in ("trial", summary.metric_name, "sigma [95% CI]", "kappa", "seeds", mean_sd, "verdict",
+                   "parameters"):
+        table.add_column(column, justify="left" if column in ("verdict", "parameters") else "right")
     for t in summary.front:
         params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(t.params.items()))
-        table.add_row(str(t.number), f"{t.metric:.4f}", f"{t.sigma:.4f}", f"{t.kappa:g}", _format(t.feasible), params)
+        spread = "-" if t.seeds < 2 else \
+            f"{_spread(t.metric_mean, t.metric_std)} / {_spread(t.sigma_mean, t.sigma_std)}"
+        table.add_row(str(t.number), f"{t.metric:.4f}", _interval(t.sigma, t.sigma_ci_low, t.sigma_ci_high),
+                      f"{t.kappa:g}", str(t.seeds), spread, verdict_text(t), params)
     return table
 
 
@@ -331,6 +377,48 @@ def launch(study_file: str, trials: int | None, ray_address: str | None, workdir
         summary = search.launch(study, locations=locations, trials=trials, progress=progress, on_event=on_event,
                                 ray_address=ray_address)
     _print_launch_summary(summary, locations)
+
+
+@main.command()
+@click.argument("name")
+@click.option("--top", type=click.IntRange(min=0), default=None,
+              help="Confirm the K most accurate trials with sigma <= kappa [default: the study's search.confirm.top].")
+@click.option("--seeds", type=click.IntRange(min=1), default=None,
+              help="Further training seeds per trial [default: the study's search.confirm.seeds].")
+@click.option("--ray-address", envvar="RAY_ADDRESS", default=None,
+              help="Join a running Ray cluster (e.g. auto) [default: start a local one; env RAY_ADDRESS].")
+@location_options
+def confirm(name: str, top: int | None, seeds: int | None, ray_address: str | None, workdir: str | None,
+            storage: str | None, tracking_uri: str | None) -> None:
+    """Train a study's best trials again with further seeds: does sigma <= kappa hold on other seeds?
+
+    Also confirms every finished trial whose sigma interval straddles kappa. The study file
+    is the one stored with the study; confirmations already stored are kept.
+    """
+    from kd_search.service import search
+
+    found_in = search.Locations.resolve(None, workdir, storage, tracking_uri)
+    study = search.stored_study(search.load_optuna_study(name, found_in.storage))
+    locations = search.Locations.resolve(study, workdir, found_in.storage, tracking_uri)
+    search.check_locations(locations)
+    with progress_bar() as progress, trial_events(console) as on_event:
+        records = search.confirm(study, locations=locations, top=top, seeds=seeds, progress=progress,
+                                 on_event=on_event, ray_address=ray_address)
+    if not records:
+        click.echo("no trial to confirm (none satisfies sigma <= kappa)")
+        return
+    metric_name = study.objectives.task_metric
+    table = Table(title=f"{name}: confirmations")
+    for column in ("trial", "seed", "state", metric_name, "sigma", "kappa"):
+        table.add_column(column, justify="right")
+    for record in records:
+        values = [record.get(key) for key in (metric_name, "sigma", "kappa")]
+        table.add_row(str(record["trial"]), str(record["seed"]), record["state"],
+                      *("-" if value is None else _format(value) for value in values))
+    Console().print(table)
+    for record in records:
+        if record["state"] == "FAIL":
+            click.echo(f"trial {record['trial']} seed {record['seed']} failed: {record.get('failure', '')}")
 
 
 def _self_command() -> str:
@@ -389,7 +477,7 @@ def trial_events(out: Console):
 @click.argument("name", required=False)
 @location_options
 def status(name: str | None, workdir: str | None, storage: str | None, tracking_uri: str | None) -> None:
-    """Studies in the storage: trials by state and the best feasible trial."""
+    """Studies in the storage: trials by state, verdicts, the best certified and best feasible trials."""
     import optuna
 
     from kd_search.service import search
@@ -402,15 +490,21 @@ def status(name: str | None, workdir: str | None, storage: str | None, tracking_
         click.echo(f"no studies in {display_url(locations.storage)}")
         return
     table = Table(title=f"studies in {display_url(locations.storage)}")
-    for column in ("study", "trials", "complete", "pruned", "fail", "running", "front", "best feasible"):
-        table.add_column(column, justify="left" if column in ("study", "best feasible") else "right")
+    for column in ("study", "trials", "complete", "pruned", "fail", "running", "front", "certified / unconfirmed / fails",
+                   "best certified", "best feasible"):
+        table.add_column(column, justify="left" if column in ("study", "best certified", "best feasible") else "right")
     for study_name in names:
         summary = search.summarize(search.load_optuna_study(study_name, locations.storage))
-        counts = summary.counts()
+        counts, verdicts = summary.counts(), summary.verdict_counts()
         best = summary.best_feasible()
         best_text = f"trial {best.number}: {summary.metric_name} {best.metric:.4f}, sigma {best.sigma:.4f}" if best else "-"
+        certified = summary.best_certified()
+        certified_text = (f"trial {certified.number}: {summary.metric_name} {certified.metric_mean:.4f}, "
+                          f"sigma {certified.sigma_mean:.4f} over {certified.seeds} seeds") if certified else "-"
         table.add_row(study_name, str(len(summary.trials)), *(str(counts.get(s, 0)) for s in
-                      ("COMPLETE", "PRUNED", "FAIL", "RUNNING")), str(len(summary.front)), best_text)
+                      ("COMPLETE", "PRUNED", "FAIL", "RUNNING")), str(len(summary.front)),
+                      " / ".join(str(verdicts.get(v, 0)) for v in ("certified", "unconfirmed", "fails")),
+                      certified_text, best_text)
     Console().print(table)
 
 
@@ -430,39 +524,59 @@ def pareto(name: str, as_json: bool, workdir: str | None, storage: str | None, t
     Console().print(_front_table(summary, f"{name}: feasible Pareto front"))
 
 
+def _registry_alias(chosen, best: bool) -> str:
+    # @certified only ever points at a certified student; an uncertified --best pick says so.
+    if chosen.certified:
+        return "certified"
+    return "best-unconfirmed" if best else f"trial-{chosen.number}"
+
+
 @main.command()
 @click.argument("name")
 @click.option("--trial", "number", type=int, default=None, help="Export this trial.")
-@click.option("--best", is_flag=True, help="Export the most accurate trial that satisfies phi_cnf.")
+@click.option("--best", is_flag=True, help="Export the most accurate certified trial (phi_cnf certified over seeds).")
+@click.option("--allow-unconfirmed", is_flag=True,
+              help="With --best and no certified trial: export the most accurate trial satisfying phi_cnf "
+                   "on its search seed.")
 @click.option("--out", "out_dir", required=True, help="Directory to write the Hugging Face student to.")
 @click.option("--register", "model_name", default=None,
               help="Also log the student to the MLflow model registry under this name.")
 @location_options
-def export(name: str, number: int | None, best: bool, out_dir: str, model_name: str | None, workdir: str | None,
-           storage: str | None, tracking_uri: str | None) -> None:
-    """Export a trial's student as a Hugging Face directory with a model card."""
+def export(name: str, number: int | None, best: bool, allow_unconfirmed: bool, out_dir: str, model_name: str | None,
+           workdir: str | None, storage: str | None, tracking_uri: str | None) -> None:
+    """Export a trial's student as a Hugging Face directory with a model card.
+
+    --best picks the most accurate certified trial; where none is certified it stops
+    (exit 2, nothing written) and says why, unless --allow-unconfirmed.
+    """
     from kd_search.service import search, tracking
-    from kd_search.service.export import export_student, model_card
+    from kd_search.service.export import export_student, exported_metrics, model_card
 
     if (number is None) == (not best):
         raise SearchError("give exactly one of --trial N and --best")
     locations = search.Locations.resolve(None, workdir, storage, tracking_uri)
     optuna_study = search.load_optuna_study(name, locations.storage)
     summary = search.summarize(optuna_study)
-    chosen = search.select_trial(summary, number, best)
+    chosen = search.select_trial(summary, number, best, allow_unconfirmed)
     source = search.kept_student(locations, name, chosen.number)
     spec = optuna_study.user_attrs.get(search.SPEC_ATTR, {"name": name})
-    metrics = chosen.attrs | {"trial": chosen.number, "phi_cnf": chosen.feasible, summary.metric_name: chosen.metric}
-    card = model_card(spec, chosen.params, metrics)
-    out = export_student(source, out_dir, card, metrics | {"params": chosen.params, "study": name})
-    click.echo(f"exported trial {chosen.number} ({summary.metric_name} {chosen.metric:.4f}, sigma {chosen.sigma:.4f}, "
-               f"phi_cnf {_format(chosen.feasible)}) to {out}")
+    search_seed = spec.get("distillation", {}).get("seed")
+    metrics = exported_metrics(chosen, spec.get("seed") if search_seed is None else search_seed)
+    out = export_student(source, out_dir, model_card(spec, chosen.params, metrics),
+                         metrics | {"params": chosen.params, "study": name})
+    if best:
+        why = "the most accurate certified trial" if chosen.certified else \
+            f"NOT certified: {search.verdict_text(chosen)}; the most accurate with sigma <= kappa on its search seed"
+    else:
+        why = search.verdict_text(chosen)
+    click.echo(f"exported trial {chosen.number} ({summary.metric_name} {chosen.metric:.4f}, "
+               f"sigma {_interval(chosen.sigma, chosen.sigma_ci_low, chosen.sigma_ci_high)}, {why}) to {out}")
     if model_name:
         tracker = tracking.StudyTracker(locations.tracking_uri, locations.experiment, name, create=False)
         run_id = tracker.trial_run_id(chosen.number)
         if run_id is None:
             raise TrackingError(f"{locations.tracking_uri}: no MLflow run for trial {chosen.number} of {name!r}")
-        alias = "best" if best else f"trial-{chosen.number}"
+        alias = _registry_alias(chosen, best)
         version = tracking.register_student(locations.tracking_uri, run_id, out, model_name, alias)
         click.echo(f"registered {model_name} version {version} (alias @{alias})")
 
@@ -526,12 +640,14 @@ def report(name: str, out_file: str, workdir: str | None, storage: str | None, t
 @main.command()
 @click.option("--study", "study_file", default="demo", show_default=True,
               help="A study file or the name of a shipped study.")
-@click.option("--out", "out_dir", default=None, help="Where the best student goes [default: <workdir>/demo-student].")
+@click.option("--out", "out_dir", default=None,
+              help="Where the best certified student goes [default: <workdir>/demo-student].")
 @location_options
 @click.pass_context
 def demo(ctx: click.Context, study_file: str, out_dir: str | None, workdir: str | None, storage: str | None,
          tracking_uri: str | None) -> None:
-    """Run the embedded default study end to end: teacher, search, Pareto front, export of the best student."""
+    """Run the embedded default study end to end: teacher, search, Pareto front, export of the
+    best certified student (or one line saying why none was exported)."""
     from kd_search.service.search import Locations
 
     study = load_study(study_file)
@@ -540,7 +656,8 @@ def demo(ctx: click.Context, study_file: str, out_dir: str | None, workdir: str 
     ctx.invoke(launch, study_file=study_file, trials=None, ray_address=None, **options)
     out = out_dir or str(locations.workdir / f"{study.name}-student")
     try:
-        ctx.invoke(export, name=study.name, number=None, best=True, out_dir=out, model_name=None, **options)
+        ctx.invoke(export, name=study.name, number=None, best=True, allow_unconfirmed=False, out_dir=out,
+                   model_name=None, **options)
     except SearchError as error:
         click.echo(f"nothing exported: {error}")
     else:

@@ -48,3 +48,7 @@ class SearchError(KdSearchError, RuntimeError):
 
 class TrackingError(KdSearchError, RuntimeError):
     """The study's MLflow runs cannot be found or reached; the message is one line."""
+
+
+class OptionsError(KdSearchError, ValueError):
+    """A command given options that do not go together; the message names them."""

@@ -20,7 +20,7 @@ def minimal_study() -> dict:
     return copy.deepcopy(MINIMAL_STUDY)
 
 
-SLOW_GROUPS = ("e2e", "ray", "cluster", "docker")
+SLOW_GROUPS = ("e2e", "ray", "cluster", "docker", "browser")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

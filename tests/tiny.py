@@ -112,3 +112,55 @@ def fill_cache_in_process(root: str, marker: str, result_file: str) -> None:
     cache = cached_teacher(Path(root) / "cache", "shared-key", load_teacher, data,
                            TeacherLayers(hidden=(0, 2), scores=(2,)))
     Path(result_file).write_text(json.dumps(cache.logits("train").tolist()))
+
+
+# (accuracy, sigma) of the finished trials 0-3 of `finished_study`, kappa 0.05: 0 and 1 form
+# the feasible front, 2 is the most accurate but infeasible, 3 is dominated by 0.
+FINISHED_TRIALS = [(0.80, 0.03), (0.85, 0.04), (0.90, 0.08), (0.78, 0.035)]
+FINISHED_KAPPA = 0.05
+
+
+def finished_study(root: Path, name: str = "tiny-front"):
+    """A finished study written by the search's own ``Driver`` (its Ray callbacks called
+    directly, no Ray): four finished trials (``FINISHED_TRIALS``) with confidence figures,
+    one pruned, then the launch's closing (front tags, Pareto figure, parent run ended).
+    Returns the study, its ``Locations`` and its (closed) ``StudyTracker``."""
+    import numpy as np
+
+    from kd_search.engine.spec import parse_study
+    from kd_search.service.search import Locations
+    from kd_search.service.search._launch import _close_launch
+    from kd_search.service.search.driver import Driver
+    from kd_search.service.search.optuna_study import create_or_resume, search_distributions
+    from kd_search.service.tracking import StudyTracker
+
+    study = parse_study({"name": name, "description": "a tiny study written by the driver",
+                         "student": {"teacher_layers": [2]},
+                         "objectives": {"confidence": {"kappa": FINISHED_KAPPA}},
+                         "search": {"trials": len(FINISHED_TRIALS), "sampler": "random", "space": {
+                             "alpha": {"low": 0.0, "high": 0.5}, "temperature": {"low": 1.0, "high": 4.0}}},
+                         "tracking": {"workdir": str(root)}})
+    locations = Locations.resolve(study)
+    optuna_study, _ = create_or_resume(study, locations.storage, num_mapped_layers=1)
+    tracker = StudyTracker(locations.tracking_uri, locations.experiment, study.name,
+                           artifact_root=root / "mlartifacts")
+    tracker.start_study(study.description, study.model_dump(mode="json"), {"kappa": FINISHED_KAPPA})
+    driver = Driver(study, optuna_study, tracker, locations, search_distributions(study, 1),
+                    study.default_hyperparameters(1), [], len(FINISHED_TRIALS), None)
+    rng = np.random.default_rng(0)
+    for index, (accuracy, sigma) in enumerate([*FINISHED_TRIALS, (0.6, 0.02)]):
+        ray_id = f"run_{index:05d}"
+        number = driver.suggest(ray_id)["number"]
+        total = 1 if index < len(FINISHED_TRIALS) else 2  # the last one is stopped after epoch 1
+        result = {"epoch": 1, "total_epochs": total, "accuracy": accuracy, "sigma": sigma,
+                  "kappa": FINISHED_KAPPA, "phi_cnf": sigma <= FINISHED_KAPPA, "n_both": 40}
+        driver.on_result(ray_id, result)
+        teacher = rng.dirichlet([1.0, 1.0], size=60)
+        student = np.clip(teacher + rng.normal(0, sigma, size=teacher.shape), 1e-3, 1.0)
+        directory = locations.trial_dir(study.name, number)
+        directory.mkdir(parents=True)
+        np.savez(directory / "confidence.npz", teacher_probs=teacher,
+                 student_probs=student / student.sum(1, keepdims=True), labels=teacher.argmax(1))
+        driver.on_complete(ray_id, result, error=False)
+    _close_launch(driver, tracker, study, "FINISHED")
+    return study, locations, tracker

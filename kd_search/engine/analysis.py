@@ -13,7 +13,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from kd_search.engine.losses.cka import linear_cka_by_features
+from kd_search.engine.losses.cka import CKA_EPS
 
 
 def token_rows(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -35,8 +35,18 @@ def layer_cka_matrix(student_tokens: list[torch.Tensor], teacher_tokens: list[to
         >>> np.round(layer_cka_matrix(h, h).diagonal(), 4).tolist()
         [1.0, 1.0]
     """
-    return np.array([[float(linear_cka_by_features(s.double(), t.double())) for t in teacher_tokens]
-                     for s in student_tokens])
+    # linear_cka_by_features per pair, with each layer centred and its own norm taken once
+    # (the same operations on the same values: the same numbers, in half the products).
+    def centred(rows: torch.Tensor) -> torch.Tensor:
+        rows = rows.double()
+        return rows - rows.mean(dim=0, keepdim=True)
+
+    students, teachers = [centred(s) for s in student_tokens], [centred(t) for t in teacher_tokens]
+    student_norms = [torch.linalg.matrix_norm(s.T @ s) for s in students]
+    teacher_norms = [torch.linalg.matrix_norm(t.T @ t) for t in teachers]
+    return np.array([[float((t.T @ s).pow(2).sum() / (s_norm * t_norm + CKA_EPS))
+                      for t, t_norm in zip(teachers, teacher_norms, strict=True)]
+                     for s, s_norm in zip(students, student_norms, strict=True)])
 
 
 def cka_diagonal(matrix: np.ndarray) -> float:

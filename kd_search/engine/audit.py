@@ -1,13 +1,20 @@
-"""Audit a distilled student from two prediction files: does it preserve the teacher's confidence?
+"""Audit a distilled student: does it preserve the teacher's confidence?
 
-A prediction file (CSV, JSONL or Parquet) has a ``label`` column, class probabilities
-``p0..p{K-1}`` (or logits ``logit0..logit{K-1}``), an optional ``pred`` column and an
-optional ``id`` column. Rows are joined on ``id`` when both files have it, otherwise by
-position after a length check. The metrics themselves live in :mod:`kd_search.engine.confidence`.
+Two sources of predictions, one report (:func:`audit_report`):
+
+* two prediction files (:func:`audit_predictions`). A file (CSV, JSONL or Parquet) has a
+  ``label`` column, class probabilities ``p0..p{K-1}`` (or logits ``logit0..logit{K-1}``),
+  an optional ``pred`` column and an optional ``id`` column. Rows are joined on ``id``
+  when both files have it, otherwise by position after a length check;
+* two models run on a study's task, on its confidence split
+  (:func:`kd_search.engine.model_audit.audit_models`).
+
+The metrics themselves live in :mod:`kd_search.engine.confidence`.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +23,8 @@ import pandas as pd
 
 from kd_search.engine import confidence
 from kd_search.errors import PredictionFileError
+
+Report = dict[str, float | int | bool | str]
 
 
 @dataclass(frozen=True)
@@ -146,40 +155,74 @@ def align(teacher: Predictions, student: Predictions) -> tuple[Predictions, Pred
     return teacher, student
 
 
+def audit_report(teacher_probs, student_probs, labels, kappa: float | None = None,
+                 convention: confidence.Convention = "auto", *, level: float = 0.95, resamples: int = 1000,
+                 seed: int = 0) -> Report:
+    """Confidence-preservation report of a student against its teacher on row-aligned
+    probability tables and labels, with percentile-bootstrap intervals of sigma and of the
+    student's accuracy (``level``, ``resamples``, ``seed``: see
+    :func:`~kd_search.engine.confidence.sigma_interval`).
+
+    Example:
+        >>> teacher = [[.9, .1], [.8, .2], [.3, .7], [.6, .4]]
+        >>> student = [[.7, .3], [.6, .4], [.4, .6], [.4, .6]]
+        >>> report = audit_report(teacher, student, [0, 0, 1, 0], kappa=0.2)
+        >>> report["n_both"], round(report["sigma"], 4), report["phi_cnf"]
+        (3, 0.1414, True)
+    """
+    teacher = confidence.check_probabilities(teacher_probs, "teacher probabilities")
+    student = confidence.check_probabilities(student_probs, "student probabilities")
+    labels = np.asarray(labels)
+    num_classes = teacher.shape[1]
+    teacher_pred, student_pred = teacher.argmax(axis=1), student.argmax(axis=1)
+    delta = confidence.confidence_delta(teacher, student, labels, convention)
+    agreement = confidence.teacher_agreement(teacher_pred, student_pred, num_classes)
+    bootstrap = {"level": level, "resamples": resamples, "seed": seed}
+    try:
+        sigma = confidence.sigma_interval(teacher, student, labels, convention=convention, **bootstrap)
+        sigma_bounds = {"sigma_ci_low": sigma.low, "sigma_ci_high": sigma.high, "sigma_se": sigma.std_error}
+    except confidence.ConfidenceInputError:  # too few both-correct rows for most resamples
+        sigma_bounds = {"sigma_ci_low": math.nan, "sigma_ci_high": math.nan, "sigma_se": math.nan}
+    accuracy = confidence.metric_interval("accuracy", student_pred, labels, num_classes, **bootstrap)
+    report: Report = {
+        "n": int(labels.size),
+        "num_classes": num_classes,
+        "convention": confidence.resolve_convention(convention, num_classes),
+        "n_both": int(delta.size),
+        "sigma": float(np.std(delta, ddof=0)),
+        **sigma_bounds,
+        "mean_delta": float(delta.mean()),
+        "teacher_accuracy": confidence.accuracy(teacher_pred, labels),
+        "student_accuracy": accuracy.estimate,
+        "student_accuracy_ci_low": accuracy.low,
+        "student_accuracy_ci_high": accuracy.high,
+        "ece_teacher": confidence.expected_calibration_error(teacher, labels),
+        "ece_student": confidence.expected_calibration_error(student, labels),
+        "classwise_ece_teacher": confidence.classwise_calibration_error(teacher, labels),
+        "classwise_ece_student": confidence.classwise_calibration_error(student, labels),
+        "agreement": agreement.agreement,
+        "agreement_precision": agreement.precision,
+        "agreement_recall": agreement.recall,
+        "agreement_f1": agreement.f1,
+        "ci_level": level,
+        "resamples": resamples,
+        "seed": seed,
+    }
+    if kappa is not None:
+        report["kappa"] = float(kappa)
+        report["phi_cnf"] = confidence.phi_cnf(report["sigma"], kappa)  # type: ignore[arg-type]
+    return report
+
+
 def audit_predictions(teacher_path: str | Path, student_path: str | Path, kappa: float | None = None,
-                      convention: confidence.Convention = "auto") -> dict[str, float | int | bool | str]:
-    """Confidence-preservation report for a teacher/student pair of prediction files.
+                      convention: confidence.Convention = "auto", *, level: float = 0.95, resamples: int = 1000,
+                      seed: int = 0) -> Report:
+    """:func:`audit_report` of a teacher/student pair of prediction files.
 
     Example:
         >>> audit_predictions("teacher.csv", "student.csv", kappa=0.05)["phi_cnf"]  # doctest: +SKIP
         True
     """
     teacher, student = align(read_predictions(teacher_path), read_predictions(student_path))
-    labels = teacher.labels
-    num_classes = teacher.probs.shape[1]
-    teacher_pred = teacher.probs.argmax(axis=1)
-    student_pred = student.probs.argmax(axis=1)
-    delta = confidence.confidence_delta(teacher.probs, student.probs, labels, convention)
-    agreement = confidence.teacher_agreement(teacher_pred, student_pred, num_classes)
-    report: dict[str, float | int | bool | str] = {
-        "n": int(labels.size),
-        "num_classes": num_classes,
-        "convention": confidence.resolve_convention(convention, num_classes),
-        "n_both": int(delta.size),
-        "sigma": float(np.std(delta, ddof=0)),
-        "mean_delta": float(delta.mean()),
-        "teacher_accuracy": confidence.accuracy(teacher_pred, labels),
-        "student_accuracy": confidence.accuracy(student_pred, labels),
-        "ece_teacher": confidence.expected_calibration_error(teacher.probs, labels),
-        "ece_student": confidence.expected_calibration_error(student.probs, labels),
-        "classwise_ece_teacher": confidence.classwise_calibration_error(teacher.probs, labels),
-        "classwise_ece_student": confidence.classwise_calibration_error(student.probs, labels),
-        "agreement": agreement.agreement,
-        "agreement_precision": agreement.precision,
-        "agreement_recall": agreement.recall,
-        "agreement_f1": agreement.f1,
-    }
-    if kappa is not None:
-        report["kappa"] = float(kappa)
-        report["phi_cnf"] = confidence.phi_cnf(report["sigma"], kappa)  # type: ignore[arg-type]
-    return report
+    return audit_report(teacher.probs, student.probs, teacher.labels, kappa, convention, level=level,
+                        resamples=resamples, seed=seed)

@@ -233,11 +233,33 @@ def batches(split: TokenizedSplit, batch_size: int, shuffle: bool, seed: int = 0
              else torch.arange(len(split)))
     for start in range(0, len(split), batch_size):
         rows = order[start:start + batch_size]
-        mask = split.attention_mask[rows]
-        length = int(mask.sum(dim=1).max())
-        yield rows, {
-            "input_ids": split.input_ids[rows, :length],
-            "token_type_ids": split.token_type_ids[rows, :length],
-            "attention_mask": mask[:, :length],
-            "labels": split.labels[rows],
-        }
+        yield rows, _trimmed_batch(split, rows)
+
+
+def inference_batches(split: TokenizedSplit, batch_size: int):
+    """Yield (row indices, batch dict) over the rows sorted by their true length (stable),
+    each batch trimmed to its longest row: for inference, where the order of rows within
+    and across batches does not matter, nearly no padding is computed.
+
+    Example:
+        >>> split = TokenizedSplit(["a", "b", "c"], torch.ones(3, 4, dtype=torch.long),
+        ...                        torch.zeros(3, 4, dtype=torch.long),
+        ...                        torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0], [1, 1, 0, 0]]), torch.zeros(3))
+        >>> [(rows.tolist(), batch["input_ids"].shape[1]) for rows, batch in inference_batches(split, 2)]
+        [([1, 2], 2), ([0], 3)]
+    """
+    order = torch.argsort(split.attention_mask.sum(dim=1), stable=True)
+    for start in range(0, len(split), batch_size):
+        rows = order[start:start + batch_size]
+        yield rows, _trimmed_batch(split, rows)
+
+
+def _trimmed_batch(split: TokenizedSplit, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+    mask = split.attention_mask[rows]
+    length = int(mask.sum(dim=1).max())
+    return {
+        "input_ids": split.input_ids[rows, :length],
+        "token_type_ids": split.token_type_ids[rows, :length],
+        "attention_mask": mask[:, :length],
+        "labels": split.labels[rows],
+    }

@@ -7,6 +7,17 @@ Metric names: ``accuracy``/``f1``/``mcc`` (task metric on eval), ``teacher_accur
 split for ``mean_delta``, ``n_both``, ``ece``, ``agreement``, ``agreement_f1``), ``ece``
 (student on eval), ``ece_teacher``, ``classwise_ece``, ``agreement`` (eval) and
 ``prediction_loss_sum`` (beta_X of the paper's bound).
+
+Uncertainty: ``sigma_ci_low``/``sigma_ci_high`` and ``sigma_se`` (the bootstrap standard
+error of sigma, which :func:`~kd_search.engine.confidence.certify` combines over seeds) on
+the confidence split, ``<task metric>_ci_low``/``_ci_high`` on eval: percentile-bootstrap
+intervals at the study's ``objectives.confidence.level`` over ``resamples`` resamples of
+the split's examples, seeded by the study's seed (so every trial of a study draws the same
+resamples). NaN where sigma has no interval: no both-correct example.
+
+A partial evaluation (``with_train_split=False``) skips the student's pass over the
+training split and measures only what the eval split gives; a search whose scheduler
+reads only the last epoch asks for it on the other epochs.
 """
 
 from __future__ import annotations
@@ -18,17 +29,27 @@ import numpy as np
 import torch
 
 from kd_search.engine import confidence
-from kd_search.engine.losses import kl_distillation, soft_cross_entropy
+from kd_search.engine.losses import prediction_distillation
 from kd_search.engine.teacher import evaluate_classifier
+from kd_search.engine.timing import PhaseTimer
 
 if TYPE_CHECKING:
+    from kd_search.engine.spec import Study
     from kd_search.engine.trial import TrialSetup
 
 
 def evaluate(setup: TrialSetup, student, params: dict[str, float], teacher_train: torch.Tensor,
-             teacher_eval: torch.Tensor) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+             teacher_eval: torch.Tensor, *, with_train_split: bool = True,
+             timer: PhaseTimer | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The student's metrics after an epoch (see the module docstring) and the per-example
     probabilities behind sigma on the confidence split.
+
+    Without ``with_train_split`` the student does not run on the training split and only
+    the eval split's metrics are measured (task metric and its interval, ``teacher_accuracy``,
+    ``ece``, ``ece_teacher``, ``classwise_ece``, ``agreement`` and the ``_eval`` ones): no
+    sigma, kappa or phi_cnf, no probabilities. ``timer`` counts the phases
+    ``eval_inference_train``, ``eval_inference_eval``, ``eval_metrics`` and
+    ``eval_intervals`` (the bootstrap).
 
     Example:
         >>> metrics, outputs = evaluate(setup, student, params, teacher_train, teacher_eval)  # doctest: +SKIP
@@ -37,21 +58,44 @@ def evaluate(setup: TrialSetup, student, params: dict[str, float], teacher_train
     """
     study, data = setup.study, setup.data
     batch_size = study.distillation.eval_batch_size
-    student_train = evaluate_classifier(student, data.train, batch_size, setup.device)
-    student_eval = evaluate_classifier(student, data.eval, batch_size, setup.device)
-    num_classes = data.num_labels
+    timer = timer or PhaseTimer()
+    student_train = None
+    if with_train_split:
+        with timer.phase("eval_inference_train"):
+            student_train = evaluate_classifier(student, data.train, batch_size, setup.device)
+    with timer.phase("eval_inference_eval"):
+        student_eval = evaluate_classifier(student, data.eval, batch_size, setup.device)
+    logits = {"train": (teacher_train, student_train), "eval": (teacher_eval, student_eval)}
+    with timer.phase("eval_metrics"):
+        metrics, outputs = _split_metrics(study, data, logits if with_train_split else {"eval": logits["eval"]})
+        metrics |= _eval_metrics(study, data, metrics, student_eval, teacher_eval)
+        if with_train_split:
+            metrics |= _confidence_metrics(study, data, params, metrics, student_train, teacher_train)
+    split = study.objectives.confidence.split
+    eval_predictions = confidence.softmax(student_eval).argmax(1)
+    with timer.phase("eval_intervals"):
+        if with_train_split:
+            metrics |= interval_metrics(study, outputs[split], eval_predictions, data.eval.labels, data.num_labels)
+        else:
+            metrics |= task_metric_interval(study, eval_predictions, data.eval.labels, data.num_labels)
+    return metrics, outputs[split] if with_train_split else {}
+
+
+def _split_metrics(study: Study, data, logits: dict[str, tuple[torch.Tensor, torch.Tensor]]):
+    """Sigma, ECE and agreement on each split of ``logits`` (split -> teacher's, student's),
+    and the probabilities of each split."""
     convention = study.objectives.confidence.convention
     metrics: dict[str, Any] = {}
     outputs: dict[str, dict[str, np.ndarray]] = {}
-    for split_name, split, t_logits, s_logits in (("train", data.train, teacher_train, student_train),
-                                                  ("eval", data.eval, teacher_eval, student_eval)):
+    for split_name, (t_logits, s_logits) in logits.items():
+        split = data.train if split_name == "train" else data.eval
         t_probs, s_probs = confidence.softmax(t_logits), confidence.softmax(s_logits)
         try:
             delta = confidence.confidence_delta(t_probs, s_probs, split.labels, convention)
             sigma, mean_delta, n_both = float(np.std(delta)), float(delta.mean()), int(delta.size)
         except confidence.ConfidenceInputError:  # no example right for both: sigma undefined
             sigma, mean_delta, n_both = math.nan, math.nan, 0
-        agreement = confidence.teacher_agreement(t_probs.argmax(1), s_probs.argmax(1), num_classes)
+        agreement = confidence.teacher_agreement(t_probs.argmax(1), s_probs.argmax(1), data.num_labels)
         outputs[split_name] = {"teacher_probs": t_probs, "student_probs": s_probs, "labels": split.labels}
         metrics |= {
             f"sigma_{split_name}": sigma,
@@ -61,22 +105,36 @@ def evaluate(setup: TrialSetup, student, params: dict[str, float], teacher_train
             f"agreement_{split_name}": agreement.agreement,
             f"agreement_f1_{split_name}": agreement.f1,
         }
+    return metrics, outputs
+
+
+def _eval_metrics(study: Study, data, split_metrics: dict[str, Any], student_eval: torch.Tensor,
+                  teacher_eval: torch.Tensor) -> dict[str, Any]:
+    """The task metric, calibration and agreement on eval."""
     eval_probs = confidence.softmax(student_eval)
     eval_pred = eval_probs.argmax(1)
-    metrics["accuracy"] = confidence.accuracy(eval_pred, data.eval.labels)
+    metrics: dict[str, Any] = {"accuracy": confidence.accuracy(eval_pred, data.eval.labels)}
     metrics[study.objectives.task_metric] = confidence.task_metric(
-        study.objectives.task_metric, eval_pred, data.eval.labels, num_classes)
+        study.objectives.task_metric, eval_pred, data.eval.labels, data.num_labels)
     metrics["teacher_accuracy"] = confidence.accuracy(teacher_eval.argmax(1), data.eval.labels)
-    metrics["ece"] = metrics["ece_eval"]
+    metrics["ece"] = split_metrics["ece_eval"]
     metrics["ece_teacher"] = confidence.expected_calibration_error(confidence.softmax(teacher_eval), data.eval.labels)
     metrics["classwise_ece"] = confidence.classwise_calibration_error(eval_probs, data.eval.labels)
-    metrics["agreement"] = metrics["agreement_eval"]
+    metrics["agreement"] = split_metrics["agreement_eval"]
+    return metrics
+
+
+def _confidence_metrics(study: Study, data, params: dict[str, float], split_metrics: dict[str, Any],
+                        student_train: torch.Tensor, teacher_train: torch.Tensor) -> dict[str, Any]:
+    """Sigma on the confidence split, beta_X, kappa and phi_cnf."""
     split = study.objectives.confidence.split
-    metrics |= {"sigma": metrics[f"sigma_{split}"], "mean_delta": metrics[f"mean_delta_{split}"],
-                "n_both": metrics[f"n_both_{split}"]}
+    metrics: dict[str, Any] = {"sigma": split_metrics[f"sigma_{split}"],
+                               "mean_delta": split_metrics[f"mean_delta_{split}"],
+                               "n_both": split_metrics[f"n_both_{split}"]}
     # beta_X of the paper's bound: the prediction-distillation loss summed over X_train.
-    distill = kl_distillation if study.distillation.prediction_loss == "kl" else soft_cross_entropy
-    prediction_loss_sum = float(distill(student_train, teacher_train, params["temperature"])) * len(data.train)
+    distill = prediction_distillation(params["prediction_loss"])
+    # max: the KL of a student that matches its teacher rounds to a hair below 0, and beta_X >= 0.
+    prediction_loss_sum = max(0.0, float(distill(student_train, teacher_train, params["temperature"]))) * len(data.train)
     metrics["prediction_loss_sum"] = prediction_loss_sum
     kappa = study.objectives.confidence.fixed_kappa
     if kappa is None:
@@ -84,4 +142,46 @@ def evaluate(setup: TrialSetup, student, params: dict[str, float], teacher_train
                                        len(data.train), params["alpha"])
     metrics["kappa"] = kappa
     metrics["phi_cnf"] = bool(not math.isnan(metrics["sigma"]) and confidence.phi_cnf(metrics["sigma"], kappa))
-    return metrics, outputs[split]
+    return metrics
+
+
+def interval_metrics(study: Study, confidence_outputs: dict[str, np.ndarray], eval_predictions,
+                     eval_labels, num_classes: int) -> dict[str, float]:
+    """Bootstrap intervals of sigma (on the confidence split's ``teacher_probs``,
+    ``student_probs`` and ``labels``) and of the task metric (on eval predictions), as the
+    module docstring names them.
+
+    Example:
+        >>> from kd_search.engine.spec import parse_study
+        >>> study = parse_study({"name": "s", "student": {"teacher_layers": [1]}})
+        >>> outputs = {"teacher_probs": [[.9, .1], [.8, .2], [.3, .7]],
+        ...            "student_probs": [[.7, .3], [.7, .3], [.4, .6]], "labels": [0, 0, 1]}
+        >>> found = interval_metrics(study, outputs, [0, 1, 1, 1], [0, 1, 0, 1], 2)
+        >>> found["sigma_ci_low"] <= found["sigma_ci_high"], found["accuracy_ci_high"]
+        (True, 1.0)
+    """
+    spec = study.objectives.confidence
+    bootstrap = {"level": spec.level, "resamples": spec.resamples, "seed": study.seed}
+    try:
+        sigma = confidence.sigma_interval(confidence_outputs["teacher_probs"], confidence_outputs["student_probs"],
+                                          confidence_outputs["labels"], convention=spec.convention, **bootstrap)
+        found = {"sigma_ci_low": sigma.low, "sigma_ci_high": sigma.high, "sigma_se": sigma.std_error}
+    except confidence.ConfidenceInputError:  # sigma undefined on the split (or on almost every resample)
+        found = {"sigma_ci_low": math.nan, "sigma_ci_high": math.nan, "sigma_se": math.nan}
+    return found | task_metric_interval(study, eval_predictions, eval_labels, num_classes)
+
+
+def task_metric_interval(study: Study, eval_predictions, eval_labels, num_classes: int) -> dict[str, float]:
+    """The bootstrap interval of the task metric on eval predictions (``<task metric>_ci_low``
+    and ``_ci_high``).
+
+    Example:
+        >>> from kd_search.engine.spec import parse_study
+        >>> study = parse_study({"name": "s", "student": {"teacher_layers": [1]}})
+        >>> sorted(task_metric_interval(study, [0, 1, 1, 1], [0, 1, 0, 1], 2))
+        ['accuracy_ci_high', 'accuracy_ci_low']
+    """
+    spec, name = study.objectives.confidence, study.objectives.task_metric
+    metric = confidence.metric_interval(name, eval_predictions, eval_labels, num_classes, level=spec.level,
+                                        resamples=spec.resamples, seed=study.seed)
+    return {f"{name}_ci_low": metric.low, f"{name}_ci_high": metric.high}

@@ -9,7 +9,8 @@ whose message is one line naming the file and the field.
 Hyperparameters form one flat namespace shared by the study defaults, ``--set`` on the
 command line, the search space and the MLflow parameters: ``alpha``, ``beta``,
 ``gamma``, ``temperature``, ``layer_weight_<m>`` (m = 1..M over the layer map),
-``learning_rate_<stage>``, ``epochs_<stage>`` and ``weight_decay``.
+``learning_rate_<stage>``, ``epochs_<stage>``, ``weight_decay`` and ``prediction_loss``
+(a name, ``soft_ce`` or ``kl``; every other value is a number).
 
 The package ships studies (``kd_search/studies/``): wherever a study file is expected,
 the name of a shipped one works too (``demo``, ``smoke``, ``paper/sst2_tinybert4l``).
@@ -60,6 +61,8 @@ GLUE_COLUMNS: dict[str, tuple[str, str | None, str]] = {
 GLUE_TASKS = tuple(GLUE_COLUMNS)
 TASK_METRICS = ("accuracy", "f1", "mcc")
 PREDICTION_FILE_SUFFIXES = (".csv", ".jsonl", ".json", ".parquet")
+# The prediction-layer losses by name (the losses themselves: kd_search.engine.losses.PREDICTION_LOSSES).
+PREDICTION_LOSS_NAMES = ("soft_ce", "kl")
 
 
 class _Strict(BaseModel):
@@ -228,7 +231,10 @@ class DistillationSpec(_Strict):
     gamma: Annotated[float, Field(ge=0)] = 1.0
     temperature: PositiveFloat = 1.0
     layer_weights: list[Annotated[float, Field(ge=0)]] | None = None
-    prediction_loss: Literal["soft_ce", "kl"] = "soft_ce"
+    prediction_loss: Literal[PREDICTION_LOSS_NAMES] = "soft_ce"  # type: ignore[valid-type]
+    # Epochs of every trial in all: the last stage trains what the earlier ones leave, so
+    # a searched recipe (epochs_intermediate 0 or 1) keeps one budget. None: each stage's own.
+    epochs_total: PositiveInt | None = None
     structure: StructureWeights = StructureWeights()
     # FSD global: k items in the teacher's k-means memory (FSD: 100, 300 for large tasks).
     fsd_memory_size: PositiveInt = 100
@@ -261,12 +267,19 @@ class ConfidenceSpec(_Strict):
     ``kappa`` is a number, or ``bound`` for the paper's
     kappa = bound_gamma * sqrt(beta_X / (|X| (1 - alpha))), with beta_X the summed
     prediction-distillation loss over the training split.
+
+    ``level`` and ``resamples`` shape the percentile-bootstrap intervals every evaluation
+    reports (sigma on the confidence split, the task metric on eval), seeded by the study's
+    seed. 1,000 resamples or more give stable 95% bounds; as few as 100 are accepted for
+    quick runs on tiny data.
     """
 
     split: Literal["train", "eval"] = "train"
     kappa: PositiveFloat | Literal["bound"] = 0.05
     bound_gamma: PositiveFloat = 1.0
     convention: Literal["auto", "p0", "true_class"] = "auto"
+    level: Annotated[float, Field(gt=0, lt=1)] = 0.95
+    resamples: Annotated[int, Field(ge=100)] = 1000
 
     @property
     def fixed_kappa(self) -> float | None:
@@ -323,6 +336,20 @@ class ResourcesSpec(_Strict):
     gpu: Annotated[float, Field(ge=0)] = 0
 
 
+class ConfirmSpec(_Strict):
+    """Confirmation after the search: the ``top`` most accurate feasible trials (and any
+    trial whose sigma interval straddles kappa) trained again with ``seeds`` more seeds.
+
+    Example:
+        >>> ConfirmSpec(top=3).seeds
+        2
+    """
+
+    # 0: no confirmation after the search (``kd-search confirm`` can still run it).
+    top: Annotated[int, Field(ge=0)] = 0
+    seeds: PositiveInt = 2
+
+
 class SearchSpec(_Strict):
     sampler: Literal["tpe", "gp", "nsga2", "random"] = "tpe"
     trials: PositiveInt = 8
@@ -331,6 +358,9 @@ class SearchSpec(_Strict):
     space: dict[str, ParameterRange] = Field(default_factory=dict)
     # Run the study's defaults (the TinyBERT recipe) as the first trial.
     enqueue_defaults: bool = True
+    # Known good starting points, run in order after the defaults: each maps searched
+    # names to values; names it leaves out are sampled.
+    enqueue: list[dict[str, float | int | str]] = Field(default_factory=list)
     # Trials the sampler draws at random before it models the results; by default a
     # quarter of the budget (at least 2), so short studies still get guided trials.
     startup_trials: PositiveInt | None = None
@@ -343,6 +373,7 @@ class SearchSpec(_Strict):
     # non-dominated sorting on (task metric up, sigma down, sigma <= kappa). Stopped
     # trials are recorded as PRUNED and never reach the front.
     scheduler: Literal["fifo", "asha", "mo_asha"] = "fifo"
+    confirm: ConfirmSpec = ConfirmSpec()
 
 
 class TrackingSpec(_Strict):
@@ -364,7 +395,7 @@ class TrackingSpec(_Strict):
 
 
 _SPACE_NAME = re.compile(
-    r"^(alpha|beta|gamma|temperature|weight_decay|layer_weight(_[1-9][0-9]*)?"
+    r"^(alpha|beta|gamma|temperature|weight_decay|prediction_loss|layer_weight(_[1-9][0-9]*)?"
     rf"|weight_({'|'.join(STRUCTURE_LOSSES)})"
     r"|(learning_rate|epochs)_(intermediate|prediction|joint))$"
 )
@@ -392,7 +423,7 @@ class Study(_Strict):
             if not _SPACE_NAME.match(name):
                 raise ValueError(
                     f"search.space: unknown hyperparameter {name!r} (known: alpha, beta, gamma, "
-                    "temperature, weight_decay, layer_weight, layer_weight_<m>, "
+                    "temperature, weight_decay, prediction_loss, layer_weight, layer_weight_<m>, "
                     "learning_rate_<stage>, epochs_<stage>, weight_<structure loss>)"
                 )
             stage = name.rsplit("_", 1)[-1]
@@ -400,11 +431,57 @@ class Study(_Strict):
                 raise ValueError(f"search.space.{name}: the study has no stage {stage!r}")
             if name == "alpha" and rng.choices is None and rng.high is not None and rng.high >= 1:
                 raise ValueError("search.space.alpha: high must be below 1")
+            if name == "prediction_loss" and not set(rng.choices or [None]) <= set(PREDICTION_LOSS_NAMES):
+                raise ValueError(f"search.space.prediction_loss: give choices among {', '.join(PREDICTION_LOSS_NAMES)}")
         if self.search.concurrency > self.search.trials:
             raise ValueError("search.concurrency cannot exceed search.trials")
+        self._check_epochs_total()
+        for number, entry in enumerate(self.search.enqueue):
+            for name, value in entry.items():
+                _check_enqueued(f"search.enqueue[{number}].{name}", value, self._space_entry(name))
         return self
 
-    def default_hyperparameters(self, num_mapped_layers: int) -> dict[str, float]:
+    def _space_entry(self, name: str) -> ParameterRange | None:
+        space = self.search.space
+        if name.startswith("layer_weight_") and name not in space:
+            return space.get("layer_weight")
+        return space.get(name)
+
+    def _check_epochs_total(self) -> None:
+        total, stages = self.distillation.epochs_total, self.distillation.stages
+        if total is None:
+            return
+        derived = f"epochs_{stages[-1].name}"
+        if derived in self.search.space:
+            raise ValueError(f"search.space.{derived}: derived from distillation.epochs_total, so not searchable")
+        most = 0
+        for stage in stages[:-1]:
+            rng = self.search.space.get(f"epochs_{stage.name}")
+            most += stage.epochs if rng is None else int(max(rng.choices) if rng.choices else rng.high)
+        if most > total:
+            raise ValueError(f"distillation.epochs_total ({total}) is below the {most} epochs the stages "
+                             f"before {stages[-1].name!r} may train")
+
+    def epoch_budget(self, params: dict[str, float | str]) -> dict[str, float | str]:
+        """``params`` with the last stage's epochs set to what ``distillation.epochs_total``
+        leaves after the earlier stages (``params`` itself when the study sets no total).
+
+        Example:
+            >>> study = parse_study({"name": "s", "student": {"teacher_layers": [2]},
+            ...                      "distillation": {"epochs_total": 2}})
+            >>> study.epoch_budget({"epochs_intermediate": 0, "epochs_prediction": 1})
+            {'epochs_intermediate': 0, 'epochs_prediction': 2}
+        """
+        total, stages = self.distillation.epochs_total, self.distillation.stages
+        if total is None:
+            return params
+        earlier = sum(int(params[f"epochs_{stage.name}"]) for stage in stages[:-1])
+        if earlier > total:
+            raise StudyFileError(f"the stages before {stages[-1].name!r} train {earlier} epochs, "
+                                 f"more than distillation.epochs_total ({total})")
+        return params | {f"epochs_{stages[-1].name}": total - earlier}
+
+    def default_hyperparameters(self, num_mapped_layers: int) -> dict[str, float | str]:
         """The study's own hyperparameters in the flat namespace (see module docstring).
 
         Example:
@@ -419,7 +496,8 @@ class Study(_Strict):
                 f"distillation.layer_weights: {len(weights)} weights given for "
                 f"{num_mapped_layers} mapped layers"
             )
-        params: dict[str, float] = {
+        params: dict[str, float | str] = {
+            "prediction_loss": d.prediction_loss,
             "alpha": d.alpha,
             "beta": d.beta,
             "gamma": d.gamma,
@@ -431,7 +509,17 @@ class Study(_Strict):
         for stage in d.stages:
             params[f"learning_rate_{stage.name}"] = stage.learning_rate
             params[f"epochs_{stage.name}"] = stage.epochs
-        return params
+        return self.epoch_budget(params)
+
+
+def _check_enqueued(where: str, value: float | int | str, rng: ParameterRange | None) -> None:
+    if rng is None:
+        raise ValueError(f"{where}: not a name of search.space")
+    if rng.choices is not None:
+        if value not in rng.choices:
+            raise ValueError(f"{where}: {value!r} is not one of the choices {rng.choices}")
+    elif isinstance(value, str) or not rng.low <= value <= rng.high:
+        raise ValueError(f"{where}: {value!r} is outside the range [{rng.low}, {rng.high}]")
 
 
 def expand_search_space(space: dict[str, ParameterRange], num_mapped_layers: int) -> dict[str, ParameterRange]:

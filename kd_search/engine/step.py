@@ -9,7 +9,6 @@ of one batch from the plan in one call; :func:`train_epoch` runs the steps.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -18,11 +17,11 @@ from kd_search.engine.data import TokenizedSplit, batches
 from kd_search.engine.losses import (
     SelfAttentionPair,
     intermediate_objective,
-    kl_distillation,
+    prediction_distillation,
     prediction_objective,
-    soft_cross_entropy,
     structure_objective,
 )
+from kd_search.engine.losses.prediction import PredictionLoss
 from kd_search.engine.models import capture_values
 from kd_search.engine.optim import linear_warmup_schedule
 from kd_search.engine.progress import ProgressCallback
@@ -64,7 +63,7 @@ class StagePlan:
     structure_weights: dict[str, float]
     alpha: float
     temperature: float
-    prediction_loss: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
+    prediction_loss: PredictionLoss
     projection: torch.nn.Module | None = None
     memories: tuple[torch.Tensor, torch.Tensor] | None = None
 
@@ -109,7 +108,7 @@ class Optimization:
     schedule: torch.optim.lr_scheduler.LRScheduler
 
 
-def plan_stages(study: Study, params: dict[str, float], pairs: list[tuple[int, int]],
+def plan_stages(study: Study, params: dict[str, float | str], pairs: list[tuple[int, int]],
                 projection: torch.nn.Module | None = None,
                 memories: tuple[torch.Tensor, torch.Tensor] | None = None) -> list[StagePlan]:
     """The plans of the study's stages that have epochs under ``params`` (flat names), in order.
@@ -121,7 +120,7 @@ def plan_stages(study: Study, params: dict[str, float], pairs: list[tuple[int, i
         >>> [(p.name, p.intermediate, p.prediction, p.attention_scores) for p in plans]
         [('intermediate', True, False, True), ('prediction', False, True, False)]
     """
-    distill = kl_distillation if study.distillation.prediction_loss == "kl" else soft_cross_entropy
+    distill = prediction_distillation(str(params["prediction_loss"]))
     return [
         StagePlan(
             name=stage.name, epochs=int(params[f"epochs_{stage.name}"]),

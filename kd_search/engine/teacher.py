@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from kd_search.engine import confidence
-from kd_search.engine.data import TaskData, batches
+from kd_search.engine.data import TaskData, batches, inference_batches
 from kd_search.engine.models import load_classifier, load_tokenizer, resolve_model
 from kd_search.engine.optim import linear_warmup_schedule
 from kd_search.engine.progress import ProgressCallback
@@ -43,18 +43,23 @@ def teacher_key(study: Study, data: TaskData) -> str:
 def evaluate_classifier(model, split, batch_size: int, device: torch.device) -> torch.Tensor:
     """Logits of ``model`` on every row of ``split``, in row order (float32, on the CPU).
 
+    Rows run in batches of similar length (:func:`~kd_search.engine.data.inference_batches`),
+    so little padding is computed; the logits are put back in row order.
+
     Example:
         >>> evaluate_classifier(model, data.eval, 128, torch.device("cpu")).shape  # doctest: +SKIP
         torch.Size([1000, 2])
     """
     model.eval()
-    outputs = []
+    outputs, order = [], []
     with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-        for _, batch in batches(split, batch_size, shuffle=False):
+        for rows, batch in inference_batches(split, batch_size):
             logits = model(input_ids=batch["input_ids"].to(device), token_type_ids=batch["token_type_ids"].to(device),
                            attention_mask=batch["attention_mask"].to(device)).logits
             outputs.append(logits.float().cpu())
-    return torch.cat(outputs)
+            order.append(rows)
+    logits = torch.cat(outputs)
+    return torch.empty_like(logits).index_copy_(0, torch.cat(order), logits)
 
 
 def _fine_tune(study: Study, data: TaskData, device: torch.device, progress: ProgressCallback | None):

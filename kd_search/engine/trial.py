@@ -5,7 +5,9 @@ outputs from the shared cache (or runs the teacher in every step when the study 
 for teacher dropout), plans the study's stages once (:class:`~kd_search.engine.step.StagePlan`),
 trains the student through them, and after every epoch evaluates the task metric on
 eval and the confidence metrics (sigma, kappa, phi_cnf, ECE, teacher agreement) on both
-splits (:mod:`kd_search.engine.evaluation`), then calls ``report(metrics, checkpoint_dir)``.
+splits (:mod:`kd_search.engine.evaluation`; epochs before the last on eval only when the
+caller asks), then calls ``report(metrics, checkpoint_dir)``. The tokenised task is read
+from a cache beside the teacher's outputs (:mod:`kd_search.engine.data_cache`).
 
 Metric names: those of :mod:`kd_search.engine.evaluation`, and ``train_loss``,
 ``train_seconds``, ``epoch``, ``total_epochs``, ``stage``, ``resumed_from_epoch``; after
@@ -19,7 +21,7 @@ import random
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +31,8 @@ from transformers import AutoConfig
 
 from kd_search.engine import analysis
 from kd_search.engine.checkpoint import ResumePosition, load_checkpoint, save_checkpoint
-from kd_search.engine.data import TaskData, batches, load_task
+from kd_search.engine.data import TaskData, batches
+from kd_search.engine.data_cache import cached_task
 from kd_search.engine.evaluation import evaluate
 from kd_search.engine.losses import layer_pairs
 from kd_search.engine.losses.structure import masked_mean
@@ -43,12 +46,13 @@ from kd_search.engine.models import (
     width_projection,
 )
 from kd_search.engine.progress import ProgressCallback
-from kd_search.engine.spec import Study
+from kd_search.engine.spec import PREDICTION_LOSS_NAMES, Study
 from kd_search.engine.step import INTERMEDIATE_STAGES, StagePlan, plan_stages, train_epoch
 from kd_search.engine.structure_catalog import MEMORY_LOSSES, MINILM_LOSSES
 from kd_search.engine.teacher import evaluate_classifier, prepare_teacher, teacher_key
 from kd_search.engine.teacher_cache import OnTheFlyTeacher, TeacherLayers, cache_key, cached_teacher
 from kd_search.engine.teacher_memory import teacher_memory
+from kd_search.engine.timing import PhaseTimer
 from kd_search.errors import StudyFileError
 
 Report = Callable[[dict[str, Any], str | None], None]
@@ -62,14 +66,16 @@ class TrialResult:
 
     ``outputs`` holds the per-example probabilities behind sigma (teacher, student and
     labels on the confidence split), for the confidence figure, and after a structure
-    analysis its CKA matrix and relation differences.
+    analysis its CKA matrix and relation differences. ``timings`` holds the wall seconds
+    of the trial's phases (see :func:`run_trial`).
     """
 
     metrics: dict[str, Any]
-    params: dict[str, float]
+    params: dict[str, float | str]
     student: Any
     tokenizer: Any
     outputs: dict[str, np.ndarray]
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -85,6 +91,7 @@ class TrialSetup:
     pairs: list[tuple[int, int]]
     device: torch.device
     workdir: Path
+    seconds: dict[str, float] = field(default_factory=dict)  # wall seconds of prepare's phases
 
 
 def resolve_device(name: str) -> torch.device:
@@ -106,16 +113,20 @@ def prepare(study: Study, workdir: str | Path, progress: ProgressCallback | None
         >>> setup = prepare(load_study("smoke"), "runs/smoke")  # doctest: +SKIP
     """
     device = resolve_device(study.device)
-    tokenizer = load_tokenizer(study.teacher.model)
-    data = load_task(study.task, tokenizer)
-    teacher_data = data
-    fine_tune = study.teacher.fine_tune
-    if fine_tune and fine_tune.train_limit and fine_tune.train_limit > len(data.train):
-        # The teacher may learn from more examples than the student distils on (a superset:
-        # both are heads of the same seeded shuffle).
-        teacher_data = load_task(study.task.model_copy(update={"train_limit": fine_tune.train_limit}), tokenizer)
-    teacher_path, info = prepare_teacher(study, teacher_data, workdir, device, progress)
-    teacher_config = AutoConfig.from_pretrained(resolve_model(teacher_path))
+    timer = PhaseTimer()
+    with timer.phase("setup_data"):
+        tokenizer = load_tokenizer(study.teacher.model)
+        data = cached_task(study.task, tokenizer, _cache_root(study, workdir))
+        teacher_data = data
+        fine_tune = study.teacher.fine_tune
+        if fine_tune and fine_tune.train_limit and fine_tune.train_limit > len(data.train):
+            # The teacher may learn from more examples than the student distils on (a
+            # superset: both are heads of the same seeded shuffle).
+            teacher_data = cached_task(study.task.model_copy(update={"train_limit": fine_tune.train_limit}),
+                                       tokenizer, _cache_root(study, workdir))
+    with timer.phase("setup_teacher"):
+        teacher_path, info = prepare_teacher(study, teacher_data, workdir, device, progress)
+        teacher_config = AutoConfig.from_pretrained(resolve_model(teacher_path))
     student_layers = _student_depth(study, teacher_config)
     layer_map = study.distillation.layer_map
     try:
@@ -123,7 +134,7 @@ def prepare(study: Study, workdir: str | Path, progress: ProgressCallback | None
     except ValueError as error:
         raise StudyFileError(f"distillation.layer_map: {error}") from None
     return TrialSetup(study, data, tokenizer, teacher_path, info, teacher_key(study, teacher_data), pairs, device,
-                      Path(workdir))
+                      Path(workdir), timer.seconds)
 
 
 def _student_depth(study: Study, teacher_config) -> int:
@@ -135,23 +146,43 @@ def _student_depth(study: Study, teacher_config) -> int:
     return AutoConfig.from_pretrained(resolve_model(spec.model)).num_hidden_layers
 
 
-def hyperparameters(setup: TrialSetup, overrides: dict[str, float] | None = None) -> dict[str, float]:
-    """The study's defaults with ``overrides`` applied; unknown names are an error.
+def hyperparameters(setup: TrialSetup, overrides: dict[str, float | str] | None = None) -> dict[str, float | str]:
+    """The study's defaults with ``overrides`` applied (numbers, or text such as ``--set``
+    gives); unknown names and values of the wrong kind are an error.
 
     Example:
-        >>> hyperparameters(setup, {"alpha": 0.3})["alpha"]  # doctest: +SKIP
+        >>> hyperparameters(setup, {"alpha": "0.3", "prediction_loss": "kl"})["alpha"]  # doctest: +SKIP
         0.3
     """
-    params = setup.study.default_hyperparameters(len(setup.pairs))
-    for name, value in (overrides or {}).items():
+    study = setup.study
+    params = study.default_hyperparameters(len(setup.pairs))
+    overrides = overrides or {}
+    for name, value in overrides.items():
         if name not in params:
             raise StudyFileError(f"unknown hyperparameter {name!r} (known: {', '.join(sorted(params))})")
-        params[name] = float(value)
+        params[name] = _hyperparameter_value(name, value)
+    budgeted = study.epoch_budget(params)
+    for name, value in budgeted.items():
+        if name in overrides and value != params[name]:
+            raise StudyFileError(f"{name} = {params[name]:g} disagrees with distillation.epochs_total, which "
+                                 f"leaves it {value:g} epochs: leave it out")
+    params = budgeted
     if not 0 <= params["alpha"] < 1:
         raise StudyFileError(f"alpha must be in [0, 1), got {params['alpha']}")
     if params["temperature"] <= 0:
         raise StudyFileError(f"temperature must be positive, got {params['temperature']}")
     return params
+
+
+def _hyperparameter_value(name: str, value: float | str) -> float | str:
+    if name == "prediction_loss":
+        if value not in PREDICTION_LOSS_NAMES:
+            raise StudyFileError(f"prediction_loss must be one of {', '.join(PREDICTION_LOSS_NAMES)}, got {value!r}")
+        return value
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise StudyFileError(f"{name}: {value!r} is not a number") from None
 
 
 def _seed_everything(seed: int) -> None:
@@ -160,7 +191,7 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def uses_intermediate_layers(study: Study, params: dict[str, float] | None = None) -> bool:
+def uses_intermediate_layers(study: Study, params: dict[str, float | str] | None = None) -> bool:
     """Whether a trial with ``params`` trains a stage that reads the teacher's intermediate
     layers; without ``params``, whether any trial of the study may.
 
@@ -181,7 +212,7 @@ def uses_intermediate_layers(study: Study, params: dict[str, float] | None = Non
     return False
 
 
-def teacher_layers(setup: TrialSetup, params: dict[str, float] | None = None) -> TeacherLayers:
+def teacher_layers(setup: TrialSetup, params: dict[str, float | str] | None = None) -> TeacherLayers:
     """The teacher outputs besides logits that the study's losses may read: the embeddings
     and mapped layers' hidden states, their attention scores (TinyBERT), and the last
     mapped layer's scores and value vectors (MiniLM).
@@ -224,15 +255,15 @@ def teacher_outputs(setup: TrialSetup, layers: TeacherLayers, progress: Progress
         train_logits = evaluate_classifier(teacher, setup.data.train, study.distillation.eval_batch_size, setup.device)
         eval_logits = evaluate_classifier(teacher, setup.data.eval, study.distillation.eval_batch_size, setup.device)
         return source, train_logits, eval_logits
-    cache_root = _cache_root(setup)
+    cache_root = _cache_root(setup.study, setup.workdir)
     key = cache_key(setup.teacher_id, setup.data.fingerprint, layers)
     cache = cached_teacher(cache_root, key, load_teacher, setup.data, layers, study.distillation.eval_batch_size,
                            setup.device, progress)
     return cache, cache.logits("train"), cache.logits("eval")
 
 
-def _cache_root(setup: TrialSetup) -> Path:
-    return Path(setup.study.distillation.cache_dir or setup.workdir / "cache").expanduser()
+def _cache_root(study: Study, workdir: str | Path) -> Path:
+    return Path(study.distillation.cache_dir or Path(workdir) / "cache").expanduser()
 
 
 def fsd_teacher_memory(setup: TrialSetup, teacher) -> torch.Tensor:
@@ -255,8 +286,8 @@ def fsd_teacher_memory(setup: TrialSetup, teacher) -> torch.Tensor:
                 rows.append(masked_mean(target.hidden[-1].float(), batch["attention_mask"]))
         return torch.cat(rows)
 
-    return teacher_memory(_cache_root(setup) / "fsd-memory" / f"{name}.safetensors", pooled_features, k,
-                          seed=setup.study.seed)
+    path = _cache_root(setup.study, setup.workdir) / "fsd-memory" / f"{name}.safetensors"
+    return teacher_memory(path, pooled_features, k, seed=setup.study.seed)
 
 
 def _uses_attention(setup: TrialSetup) -> bool:
@@ -307,7 +338,7 @@ def structure_analysis(setup: TrialSetup, student, teacher=None) -> tuple[np.nda
     return matrix, {f"relation_{name}": float(np.mean([r[name] for r in relations])) for name in relations[0]}
 
 
-def _student_and_plans(setup: TrialSetup, params: dict[str, float],
+def _student_and_plans(setup: TrialSetup, params: dict[str, float | str],
                        teacher) -> tuple[torch.nn.Module, dict[str, torch.nn.Module], list[StagePlan]]:
     """The student, its training-only helpers (checkpointed with it) and the stage plans.
 
@@ -330,13 +361,23 @@ def _student_and_plans(setup: TrialSetup, params: dict[str, float],
     return student, helpers, plan_stages(setup.study, params, setup.pairs, projection, memories)
 
 
-def _measure(setup: TrialSetup, student, params: dict[str, float], teacher_logits: tuple[torch.Tensor, torch.Tensor],
-             plan: StagePlan | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def _measure(setup: TrialSetup, student, params: dict[str, float | str], teacher_logits: tuple[torch.Tensor, torch.Tensor],
+             timer: PhaseTimer, plan: StagePlan | None = None,
+             with_train_split: bool = True) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     # Measured with SDPA attention; a stage's attention scores are switched back on after.
     use_attention_scores(student, False)
-    measured = evaluate(setup, student, params, *teacher_logits)
+    measured = evaluate(setup, student, params, *teacher_logits, with_train_split=with_train_split, timer=timer)
     use_attention_scores(student, plan is not None and plan.attention_scores)
     return measured
+
+
+def _report_epoch(report: Report, metrics: dict[str, Any], student, helpers: dict[str, torch.nn.Module],
+                  position: ResumePosition, timer: PhaseTimer) -> None:
+    with tempfile.TemporaryDirectory(prefix="kd-search-ckpt-") as checkpoint_dir:
+        with timer.phase("checkpoint"):
+            save_checkpoint(Path(checkpoint_dir), student, helpers, position)
+        with timer.phase("report"):
+            report(dict(metrics), checkpoint_dir)
 
 
 def _analyse_structure(setup: TrialSetup, student, teacher, learnt_from_layers: bool) -> dict[str, np.ndarray]:
@@ -345,30 +386,43 @@ def _analyse_structure(setup: TrialSetup, student, teacher, learnt_from_layers: 
     return {"cka_matrix": matrix} | {name: np.array(value) for name, value in relations.items()}
 
 
-def run_trial(study: Study, params: dict[str, float] | None = None, report: Report | None = None, *,
+def run_trial(study: Study, params: dict[str, float | str] | None = None, report: Report | None = None, *,
               workdir: str | Path = "runs", setup: TrialSetup | None = None, resume_from: str | Path | None = None,
-              progress: ProgressCallback | None = None, analyse_structure: bool = False) -> TrialResult:
+              progress: ProgressCallback | None = None, analyse_structure: bool = False,
+              full_evaluation_every_epoch: bool = True) -> TrialResult:
     """Distil one student with ``params`` (flat names, study defaults for the rest).
 
     After every epoch, ``report(metrics, checkpoint_dir)`` receives the metrics and a
-    directory holding the student so far (deleted after the call returns). With
+    directory holding the student so far (deleted after the call returns). Without
+    ``full_evaluation_every_epoch``, epochs before the last are measured on the eval split
+    only (see :func:`~kd_search.engine.evaluation.evaluate`): for a caller that reads
+    sigma from the last epoch alone; the last epoch is always measured in full. With
     ``resume_from`` (such a directory), training continues after its epoch. The
     structure analysis runs when a stage read intermediate layers, or with
-    ``analyse_structure``. Returns a :class:`TrialResult`.
+    ``analyse_structure``. Returns a :class:`TrialResult`; its ``timings`` are the wall
+    seconds of ``setup_data``/``setup_teacher`` (when this call prepared the setup),
+    ``teacher_outputs``, ``student_build``, ``train``, the evaluation's phases (see
+    :func:`~kd_search.engine.evaluation.evaluate`), ``checkpoint``, ``report`` and
+    ``structure_analysis``.
 
     Example:
         >>> result = run_trial(load_study("smoke"), {"alpha": 0.2})  # doctest: +SKIP
         >>> result.metrics["phi_cnf"], result.params["alpha"]  # doctest: +SKIP
         (True, 0.2)
     """
-    setup = setup or prepare(study, workdir, progress)
+    timer = PhaseTimer()
+    if setup is None:
+        setup = prepare(study, workdir, progress)
+        timer = PhaseTimer(setup.seconds)
     params = hyperparameters(setup, params)
     dist = study.distillation
     seed = study.seed if dist.seed is None else dist.seed
     _seed_everything(seed)
-    teacher, teacher_train, teacher_eval = teacher_outputs(setup, teacher_layers(setup, params), progress)
-    student, helpers, plans = _student_and_plans(setup, params, teacher)
-    position = ResumePosition() if resume_from is None else load_checkpoint(Path(resume_from), student, helpers)
+    with timer.phase("teacher_outputs"):
+        teacher, teacher_train, teacher_eval = teacher_outputs(setup, teacher_layers(setup, params), progress)
+    with timer.phase("student_build"):
+        student, helpers, plans = _student_and_plans(setup, params, teacher)
+        position = ResumePosition() if resume_from is None else load_checkpoint(Path(resume_from), student, helpers)
     total_epochs, resumed_from_epoch = sum(plan.epochs for plan in plans), position.global_epoch
     steps_per_epoch = -(-len(setup.data.train) // dist.batch_size)
     metrics: dict[str, Any] = {}
@@ -382,18 +436,20 @@ def run_trial(study: Study, params: dict[str, float] | None = None, report: Repo
             train_loss = train_epoch(plan, student, teacher, setup.data.train, optimization,
                                      batch_size=dist.batch_size, shuffle_seed=seed * 1000 + position.global_epoch,
                                      epoch=epoch, device=setup.device, progress=progress)
-            position = position.after_epoch(stage, epoch, plan.epochs, time.perf_counter() - started)
-            metrics, outputs = _measure(setup, student, params, (teacher_train, teacher_eval), plan)
+            seconds = time.perf_counter() - started
+            timer.add("train", seconds)
+            position = position.after_epoch(stage, epoch, plan.epochs, seconds)
+            last_epoch = position.global_epoch == total_epochs
+            metrics, outputs = _measure(setup, student, params, (teacher_train, teacher_eval), timer, plan,
+                                        with_train_split=full_evaluation_every_epoch or last_epoch)
             metrics |= {"epoch": position.global_epoch, "total_epochs": total_epochs, "stage": plan.name,
                         "train_loss": train_loss, "train_seconds": position.train_seconds,
                         "resumed_from_epoch": resumed_from_epoch}
             if report is not None:
-                with tempfile.TemporaryDirectory(prefix="kd-search-ckpt-") as checkpoint_dir:
-                    save_checkpoint(Path(checkpoint_dir), student, helpers, position)
-                    report(dict(metrics), checkpoint_dir)
+                _report_epoch(report, metrics, student, helpers, position, timer)
     use_attention_scores(student, False)
     if not metrics:  # resumed from a checkpoint taken after the last epoch: measure it
-        metrics, outputs = _measure(setup, student, params, (teacher_train, teacher_eval))
+        metrics, outputs = _measure(setup, student, params, (teacher_train, teacher_eval), timer)
         metrics |= {"epoch": position.global_epoch, "total_epochs": total_epochs,
                     "stage": plans[-1].name if plans else "", "train_seconds": position.train_seconds,
                     "resumed_from_epoch": resumed_from_epoch}
@@ -401,8 +457,9 @@ def run_trial(study: Study, params: dict[str, float] | None = None, report: Repo
             report(dict(metrics), None)
     learnt_from_layers = any(plan.intermediate for plan in plans)
     if learnt_from_layers or analyse_structure:
-        outputs |= _analyse_structure(setup, student, teacher, learnt_from_layers)
+        with timer.phase("structure_analysis"):
+            outputs |= _analyse_structure(setup, student, teacher, learnt_from_layers)
         metrics |= analysis.structure_metrics(outputs)
     metrics["train_seconds"] = position.train_seconds
     return TrialResult(metrics=metrics, params=params, student=student.eval(), tokenizer=setup.tokenizer,
-                       outputs=outputs)
+                       outputs=outputs, timings=timer.seconds)

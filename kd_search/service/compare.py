@@ -3,7 +3,8 @@
 A comparison file (the shipped ``compare_methods``) names the base study, the seeds and,
 per method, the study fields it changes. Every method runs once per seed with the same
 teacher and budget; the table gives accuracy, sigma (train split) and the CKA diagonal
-(mean similarity of mapped teacher/student layers) as mean and spread over the seeds.
+(mean similarity of mapped teacher/student layers) as mean and spread over the seeds, and
+sigma's bootstrap interval (each seed's bounds at the study's confidence level, averaged).
 With a tracker, the comparison is one MLflow parent run (the table and an accuracy/sigma
 figure) with a nested run per method and seed (epoch metrics, confidence and CKA figures).
 
@@ -38,6 +39,8 @@ class MethodRun:
     seed: int
     accuracy: float
     sigma: float
+    sigma_ci_low: float
+    sigma_ci_high: float
     cka_diagonal: float
     teacher_accuracy: float
     phi_cnf: bool
@@ -85,6 +88,7 @@ def run_comparison(comparison: Comparison, studies: dict[str, Study], workdir: s
                 raise
             metrics, outputs = result.metrics, result.outputs
             run = MethodRun(method, seed, float(metrics["accuracy"]), float(metrics["sigma"]),
+                            float(metrics["sigma_ci_low"]), float(metrics["sigma_ci_high"]),
                             float(metrics["cka_diagonal"]), float(metrics["teacher_accuracy"]),
                             bool(metrics["phi_cnf"]), float(metrics["train_seconds"]))
             runs.append(run)
@@ -109,13 +113,15 @@ def run_comparison(comparison: Comparison, studies: dict[str, Study], workdir: s
 
 
 def summarize_runs(runs: list[MethodRun]) -> list[dict[str, Any]]:
-    """Per method, in order of appearance: mean and standard deviation over its seeds.
+    """Per method, in order of appearance: mean and standard deviation over its seeds, and
+    the mean of the seeds' bootstrap bounds of sigma.
 
     Example:
-        >>> runs = [MethodRun("vkd", s, a, 0.05, 0.9, 0.8, True, 10.0) for s, a in [(0, 0.7), (1, 0.8)]]
+        >>> runs = [MethodRun("vkd", s, a, 0.05, 0.04, h, 0.9, 0.8, True, 10.0)
+        ...         for s, a, h in [(0, 0.7, 0.06), (1, 0.8, 0.07)]]
         >>> row = summarize_runs(runs)[0]
-        >>> round(row["accuracy_mean"], 3), round(row["accuracy_std"], 3), row["seeds"]
-        (0.75, 0.071, 2)
+        >>> round(row["accuracy_mean"], 3), round(row["accuracy_std"], 3), row["seeds"], row["sigma_ci_high_mean"]
+        (0.75, 0.071, 2, 0.065)
     """
     by_method: dict[str, list[MethodRun]] = {}
     for run in runs:
@@ -128,6 +134,8 @@ def summarize_runs(runs: list[MethodRun]) -> list[dict[str, Any]]:
             row[f"{column}_mean"] = statistics.fmean(values)
             # Sample standard deviation over seeds (0 for a single seed).
             row[f"{column}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        for bound in ("sigma_ci_low", "sigma_ci_high"):
+            row[f"{bound}_mean"] = statistics.fmean(getattr(r, bound) for r in group)
         row["phi_cnf"] = sum(r.phi_cnf for r in group)
         row["train_seconds_mean"] = statistics.fmean(r.train_seconds for r in group)
         rows.append(row)
@@ -135,20 +143,24 @@ def summarize_runs(runs: list[MethodRun]) -> list[dict[str, Any]]:
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
-    """The README's table: per method, mean ± std over seeds.
+    """The README's table: per method, mean ± std over seeds; sigma's CI is the mean of the
+    seeds' bootstrap bounds.
 
     Example:
         >>> print(markdown_table([{"method": "vkd", "seeds": 3, "accuracy_mean": 0.75, "accuracy_std": 0.01,
-        ...                         "sigma_mean": 0.05, "sigma_std": 0.002, "cka_diagonal_mean": 0.9,
+        ...                         "sigma_mean": 0.05, "sigma_std": 0.002, "sigma_ci_low_mean": 0.046,
+        ...                         "sigma_ci_high_mean": 0.055, "cka_diagonal_mean": 0.9,
         ...                         "cka_diagonal_std": 0.01, "phi_cnf": 2, "train_seconds_mean": 30.0}]))
-        | method | accuracy | sigma (train) | CKA diagonal | phi_cnf | training s |
-        |---|---|---|---|---|---|
-        | vkd | 0.750 ± 0.010 | 0.0500 ± 0.0020 | 0.900 ± 0.010 | 2/3 | 30 |
+        | method | accuracy | sigma (train) | sigma CI | CKA diagonal | phi_cnf | training s |
+        |---|---|---|---|---|---|---|
+        | vkd | 0.750 ± 0.010 | 0.0500 ± 0.0020 | [0.0460, 0.0550] | 0.900 ± 0.010 | 2/3 | 30 |
     """
-    lines = ["| method | accuracy | sigma (train) | CKA diagonal | phi_cnf | training s |", "|---|---|---|---|---|---|"]
+    lines = ["| method | accuracy | sigma (train) | sigma CI | CKA diagonal | phi_cnf | training s |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['method']} | {r['accuracy_mean']:.3f} ± {r['accuracy_std']:.3f} "
                      f"| {r['sigma_mean']:.4f} ± {r['sigma_std']:.4f} "
+                     f"| [{r['sigma_ci_low_mean']:.4f}, {r['sigma_ci_high_mean']:.4f}] "
                      f"| {r['cka_diagonal_mean']:.3f} ± {r['cka_diagonal_std']:.3f} "
                      f"| {r['phi_cnf']}/{r['seeds']} | {r['train_seconds_mean']:.0f} |")
     return "\n".join(lines)

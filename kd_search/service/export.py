@@ -13,9 +13,35 @@ from pathlib import Path
 from typing import Any
 
 from kd_search.files import write_directory
+from kd_search.service.search.records import TrialRecord, verdict_text
 
 CARD_METRICS = ("trial", "accuracy", "teacher_accuracy", "sigma", "kappa", "phi_cnf", "ece", "agreement",
-                "train_seconds")
+                "train_seconds", "verdict_text", "seeds")
+
+
+def exported_metrics(record: TrialRecord, search_seed: int | None = None) -> dict[str, Any]:
+    """What an exported student's card and ``kd_search_metrics.json`` say about it: the
+    trial's recorded metrics, its verdict over seeds with the bound behind it, each
+    COMPLETE seed's task metric and sigma (``per_seed``, the search's first, trained with
+    ``search_seed``), and their mean and standard deviation.
+
+    Example:
+        >>> record = TrialRecord(3, "COMPLETE", 0.81, 0.04, 0.05, {}, {"sigma_se": 0.002})
+        >>> metrics = exported_metrics(record, search_seed=0)
+        >>> metrics["verdict"], metrics["verdict_text"], metrics["per_seed"]
+        ('unconfirmed', 'holds on one seed (unconfirmed)', [{'seed': 0, 'accuracy': 0.81, 'sigma': 0.04}])
+    """
+    verdict = record.verdict
+    name = record.metric_name
+    per_seed = [{"seed": search_seed, name: record.metric, "sigma": record.sigma}] if record.seeds else []
+    per_seed += [{"seed": c.get("seed"), name: c.get(name), "sigma": c.get("sigma")}
+                 for c in record.confirmations if c.get("state") == "COMPLETE" and c.get("sigma") is not None]
+    return record.attrs | {
+        "trial": record.number, "phi_cnf": record.feasible, name: record.metric,
+        "verdict": verdict.verdict.value if verdict else None, "verdict_text": verdict_text(record),
+        "sigma_upper_bound": verdict.upper_bound if verdict else None, "seeds": record.seeds, "per_seed": per_seed,
+        "sigma_mean": record.sigma_mean, "sigma_std": record.sigma_std,
+        f"{name}_mean": record.metric_mean, f"{name}_std": record.metric_std}
 
 
 def model_card(spec: dict[str, Any], params: dict[str, Any], metrics: dict[str, Any]) -> str:
@@ -54,11 +80,45 @@ def model_card(spec: dict[str, Any], params: dict[str, Any], metrics: dict[str, 
     ]
     for name in CARD_METRICS:
         if name in metrics:
-            value = metrics[name]
-            lines.append(f"| {name} | {value:.4f} |" if isinstance(value, float) else f"| {name} | {value} |")
+            lines.append(f"| {name.removesuffix('_text')} | {_card_value(name, metrics)} |")
+    lines += _seeds_section(metrics, spec.get("objectives", {}).get("task_metric", "accuracy"))
     lines += ["", "## Hyperparameters", "", "| name | value |", "|---|---|"]
-    lines += [f"| {k} | {v:g} |" for k, v in sorted(params.items()) if isinstance(v, (int, float))]
+    lines += [f"| {k} | {v:g} |" if isinstance(v, (int, float)) else f"| {k} | {v} |" for k, v in sorted(params.items())]
     return "\n".join(lines) + "\n"
+
+
+def _card_value(name: str, metrics: dict[str, Any]) -> str:
+    value = metrics[name]
+    text = f"{value:.4f}" if isinstance(value, float) else str(value)
+    low, high = metrics.get(f"{name}_ci_low"), metrics.get(f"{name}_ci_high")
+    if name in ("sigma", "accuracy") and isinstance(low, float) and isinstance(high, float):
+        text += f" [{low:.4f}, {high:.4f}]"
+    return text
+
+
+def _number(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, (int, float)) else "-"
+
+
+def _seeds_section(metrics: dict[str, Any], metric_name: str) -> list[str]:
+    # The verdict over training seeds, each seed's values and their spread.
+    if not metrics.get("per_seed"):
+        return []
+    bound, kappa = metrics.get("sigma_upper_bound"), metrics.get("kappa")
+    lines = ["", "## Confidence over training seeds", "",
+             f"Verdict: **{metrics.get('verdict_text')}**. phi_cnf is certified when a 95% upper prediction",
+             "bound on the sigma of this recipe trained again with a new seed is <= kappa (Student t over",
+             "the seeds, plus the bootstrap error of each sigma; one seed is never certified):",
+             f"here {_number(bound)} against kappa {_number(kappa)}.", "",
+             f"| seed | {metric_name} | sigma |", "|---|---|---|"]
+    for index, run in enumerate(metrics["per_seed"]):
+        seed = f"{run['seed']} (search)" if index == 0 else str(run["seed"])
+        lines.append(f"| {seed} | {_number(run.get(metric_name))} | {_number(run.get('sigma'))} |")
+    if len(metrics["per_seed"]) > 1:
+        lines += ["", f"Over {len(metrics['per_seed'])} seeds (mean ± sd): {metric_name} "
+                  f"{_number(metrics.get(f'{metric_name}_mean'))} ± {_number(metrics.get(f'{metric_name}_std'))}, "
+                  f"sigma {_number(metrics.get('sigma_mean'))} ± {_number(metrics.get('sigma_std'))}."]
+    return lines
 
 
 def save_student(student, tokenizer, out_dir: str | Path, card: str | None = None,

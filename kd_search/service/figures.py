@@ -62,33 +62,72 @@ def confidence_figure(teacher_probs: np.ndarray, student_probs: np.ndarray, labe
     return figure
 
 
+Bounds = Sequence[tuple[float | None, float | None]]
+LEGEND_ORDER = ("certified over seeds", "feasible on its search seed", "infeasible (sigma > kappa)",
+                "95% bootstrap interval", "Pareto front", "kappa")
+
+
+def _error_bars(values: np.ndarray, intervals: Bounds | None) -> tuple[np.ndarray, np.ndarray]:
+    # (2, n) distances below and above each value for errorbar, and which points have an
+    # interval at all; a percentile interval may exclude its estimate, so distances clip at 0.
+    bars, known = np.zeros((2, values.size)), np.zeros(values.size, dtype=bool)
+    for i, (low, high) in enumerate(intervals or []):
+        if low is not None and high is not None:
+            bars[:, i] = max(values[i] - low, 0.0), max(high - values[i], 0.0)
+            known[i] = True
+    return bars, known
+
+
 def pareto_figure(metric: Sequence[float], sigma: Sequence[float], feasible: Sequence[bool], front: Sequence[int],
                   kappa: float | None, metric_name: str = "accuracy", labels: Sequence[str] | None = None,
-                  title: str = "") -> Figure:
-    """Task metric against sigma for every finished trial: feasible vs infeasible, the front joined.
+                  title: str = "", sigma_intervals: Bounds | None = None, metric_intervals: Bounds | None = None,
+                  certified: Sequence[bool] | None = None) -> Figure:
+    """Task metric against sigma for every finished trial: feasible vs infeasible, the
+    certified ones starred, the front joined.
+
+    ``sigma_intervals`` and ``metric_intervals`` are each trial's (low, high) bootstrap
+    interval, drawn as error bars along the sigma and the metric axis where both ends
+    are known; ``certified`` marks the trials whose phi_cnf is certified over seeds.
 
     Example:
-        >>> fig = pareto_figure([0.8, 0.7, 0.75], [0.04, 0.03, 0.08], [True, True, False], [0, 1], kappa=0.05)
-        >>> fig.axes[0].get_xlabel()
-        'sigma (train split)'
+        >>> fig = pareto_figure([0.8, 0.7, 0.75], [0.04, 0.03, 0.08], [True, True, False], [0, 1], kappa=0.05,
+        ...                     sigma_intervals=[(0.035, 0.046), (None, None), (0.07, 0.09)],
+        ...                     certified=[True, False, False])
+        >>> fig.axes[0].get_xlabel(), [text.get_text() for text in fig.axes[0].get_legend().get_texts()][:3]
+        ('sigma (train split)', ['certified over seeds', 'feasible on its search seed', 'infeasible (sigma > kappa)'])
     """
     metric, sigma = np.asarray(metric, dtype=float), np.asarray(sigma, dtype=float)
     feasible = np.asarray(feasible, dtype=bool)
+    starred = np.asarray(certified if certified is not None else [False] * sigma.size, dtype=bool)
     figure = Figure(figsize=(6.4, 4.8), layout="constrained")
     axis = figure.subplots()
-    axis.scatter(sigma[feasible], metric[feasible], color="tab:blue", label="feasible (sigma <= kappa)")
-    axis.scatter(sigma[~feasible], metric[~feasible], color="tab:gray", marker="x", label="infeasible")
+    sigma_bars, sigma_known = _error_bars(sigma, sigma_intervals)
+    metric_bars, metric_known = _error_bars(metric, metric_intervals)
+    drawn = sigma_known | metric_known
+    if drawn.any():
+        axis.errorbar(sigma[drawn], metric[drawn], xerr=sigma_bars[:, drawn], yerr=metric_bars[:, drawn],
+                      fmt="none", ecolor="tab:blue", alpha=0.35, elinewidth=1, capsize=2,
+                      label="95% bootstrap interval")
+    for shown, style in ((starred, {"color": "tab:green", "marker": "*", "s": 150, "label": "certified over seeds"}),
+                         (feasible & ~starred, {"color": "tab:blue", "label": "feasible on its search seed"}),
+                         (~feasible & ~starred, {"color": "tab:gray", "marker": "x",
+                                                 "label": "infeasible (sigma > kappa)"})):
+        if shown.any():  # an empty group would still take a legend entry
+            axis.scatter(sigma[shown], metric[shown], zorder=3, **style)
     if len(front):
         order = sorted(front, key=lambda i: sigma[i])
-        axis.plot(sigma[order], metric[order], color="tab:red", marker="o", markersize=9, fillstyle="none",
-                  linewidth=1.5, label="Pareto front")
+        axis.plot(sigma[order], metric[order], color="tab:red", marker="o", markersize=11, fillstyle="none",
+                  linewidth=1.5, zorder=2, label="Pareto front")
     if kappa is not None:
         axis.axvline(kappa, color="black", linestyle="--", linewidth=1, label=f"kappa = {kappa:g}")
     for i, label in enumerate(labels or []):
         axis.annotate(label, (sigma[i], metric[i]), textcoords="offset points", xytext=(4, 4), fontsize=7)
     axis.set_xlabel("sigma (train split)")
     axis.set_ylabel(metric_name)
-    axis.legend(fontsize=8)
+    handles, names = axis.get_legend_handles_labels()
+    # Points first, then what is drawn around them (Matplotlib lists error bars last).
+    ranked = sorted(range(len(names)), key=lambda i: LEGEND_ORDER.index(names[i].split(" =")[0]))
+    axis.legend([handles[i] for i in ranked], [names[i] for i in ranked], fontsize=8)
     axis.grid(alpha=0.3)
     if title:
         axis.set_title(title)

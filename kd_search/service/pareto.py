@@ -38,6 +38,25 @@ def pareto_front(points: Sequence[tuple[float, float]], feasible: Sequence[bool]
     return [i for i in keep if not any(dominates(points[j], points[i]) for j in keep if j != i)]
 
 
+def join_front(front: Sequence[tuple[float, float]], point: tuple[float, float]) -> tuple[bool, list[int]]:
+    """Whether a new feasible ``point`` joins ``front``, and the indices of the members it pushes out.
+
+    The front of the points plus one is the old front less what the new point dominates,
+    plus the new point unless a member dominates it (a point off the front is dominated by
+    a member, and dominance is transitive), so a growing front is kept in O(front size)
+    per point, equal to ``pareto_front`` of all the points.
+
+    Example:
+        >>> join_front([(0.8, 0.05), (0.7, 0.03)], (0.9, 0.04))
+        (True, [0])
+        >>> join_front([(0.8, 0.05), (0.7, 0.03)], (0.7, 0.04))
+        (False, [])
+    """
+    if any(dominates(member, point) for member in front):
+        return False, []
+    return True, [i for i, member in enumerate(front) if dominates(point, member)]
+
+
 def hypervolume(points: Sequence[tuple[float, float]], reference: tuple[float, float]) -> float:
     """Area dominated by ``points`` and bounded by ``reference = (worst metric, worst sigma)``.
 

@@ -51,6 +51,23 @@ def _importances(optuna_study: optuna.Study, metric_name: str) -> dict[str, dict
                 for i, name in enumerate((metric_name, "sigma"))}
 
 
+def _cards(summary: StudySummary) -> list[tuple[str, str]]:
+    counts, verdicts = summary.counts(), summary.verdict_counts()
+    cards = [("trials", str(len(summary.trials))), *[(state.lower(), str(n)) for state, n in sorted(counts.items())],
+             ("front size", str(len(summary.front)))]
+    if verdicts:
+        cards.append(("certified / unconfirmed / fails",
+                      " / ".join(str(verdicts.get(v, 0)) for v in ("certified", "unconfirmed", "fails"))))
+    certified = summary.best_certified()
+    if certified is not None:
+        cards.append((f"best certified {summary.metric_name}",
+                      f"{certified.metric_mean:.4f} over {certified.seeds} seeds (trial {certified.number})"))
+    best = summary.best_feasible()
+    if best is not None:
+        cards.append((f"best feasible {summary.metric_name}", f"{best.metric:.4f} (trial {best.number})"))
+    return cards
+
+
 def build_report(optuna_study: optuna.Study, summary: StudySummary, locations: Locations, out_file: str | Path,
                  description: str = "", kappa: float | None = None, convention: Convention = "auto") -> Path:
     """Write the study's HTML dashboard to ``out_file`` and return its path.
@@ -84,19 +101,13 @@ def build_report(optuna_study: optuna.Study, summary: StudySummary, locations: L
             with np.load(arrays) as data:
                 confidence.append((trial.number, _png(figures.confidence_figure(
                     data["teacher_probs"], data["student_probs"], data["labels"], convention, trial.kappa))))
-    best = summary.best_feasible()
-    counts = summary.counts()
-    cards = [("trials", str(len(summary.trials))), *[(state.lower(), str(n)) for state, n in sorted(counts.items())],
-             ("front size", str(len(summary.front)))]
-    if best is not None:
-        cards.append((f"best feasible {summary.metric_name}", f"{best.metric:.4f} (trial {best.number})"))
     table = summary_table(summary)
-    html_table = table.to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0,
+    html_table = table.to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0, na_rep="-",
                                classes="trials") if not table.empty else "<p>No trials yet.</p>"
     environment = Environment(loader=FileSystemLoader(TEMPLATE_DIR), autoescape=select_autoescape(["html", "j2"]))
     html = environment.get_template(TEMPLATE).render(
         name=summary.name, description=description, generated=time.strftime("%Y-%m-%d %H:%M"), version=version("kd-search"),
-        cards=cards, metric_name=summary.metric_name, images=images, notes=notes, table=Markup(html_table),
+        cards=_cards(summary), metric_name=summary.metric_name, images=images, notes=notes, table=Markup(html_table),
         confidence=confidence)
     out = Path(out_file)
     out.parent.mkdir(parents=True, exist_ok=True)

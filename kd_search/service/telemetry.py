@@ -41,7 +41,7 @@ class TrialGauges:
         >>> TrialGauges("demo", 3).record(epoch=1)  # doctest: +SKIP
     """
 
-    def __init__(self, study: str, trial: int):
+    def __init__(self, study: str, trial: int | str):
         from ray.util.metrics import Gauge
 
         self.tags = {"study": study, "trial": str(trial)}

@@ -6,9 +6,18 @@ relaunched study re-open its parent run and its trials' runs instead of duplicat
 
 - parent: ``kd_search_study=<name>``, ``kd_search_role=study``
 - child:  ``mlflow.parentRunId=<parent>``, ``kd_search_role=trial``,
-  ``optuna_trial_number=<n>``, ``ray_trial_id``, ``state``, ``pareto`` (``true``/``false``)
+  ``optuna_trial_number=<n>``, ``ray_trial_id``, ``state``, ``pareto`` (``true``/``false``),
+  ``phi_cnf`` (the trial's verdict over its seeds: ``certified``, ``unconfirmed`` or
+  ``fails``; set when the trial finishes and again whenever a confirmation changes it)
+- confirmation (trial ``n`` retrained with another seed), also nested under the parent:
+  ``kd_search_role=confirmation``, ``kd_search_confirms=<n>``, ``seed``, ``ray_trial_id``,
+  ``state``
 
-In the MLflow UI the filter ``tags.pareto = "true"`` shows the study's feasible front.
+The experiment is marked a classic ML experiment (``mlflow.experimentKind``) and carries,
+per study, a saved runs-table view (``mlflow.sharedViewState.<key>``: MLflow's own "share
+view" tag) that ``front_url`` opens: the study's front trials as a flat list, ordered by
+accuracy, with accuracy, sigma, kappa and phi_cnf as columns.
+``tags.phi_cnf = "certified"`` filters a study's certified trials.
 
 A tracking server that is briefly unreachable does not stop a study. MLflow's client
 retries each request (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``, with backoff); a write that
@@ -20,9 +29,11 @@ replayed by the next launch of the study, so no metric is lost.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import math
 import pickle
+import re
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -42,7 +53,14 @@ from kd_search.urls import display_url, error_reason
 
 logger = logging.getLogger("kd_search")
 
-FRONT_FILTER = 'tags.pareto = "true"'
+# The experiment kind MLflow's own kind selector writes; "custom_model_development" is its
+# classic training experiment (runs table), as opposed to "genai_development" (traces).
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+# Saved runs-table views: the UI loads the JSON in this experiment tag for
+# ``?viewStateShareKey=<key>`` (search facets and table state, as its "Share" button saves).
+SHARED_VIEW_TAG = "mlflow.sharedViewState."
+# The columns of the front view: what a user compares front members by.
+FRONT_COLUMNS = ("accuracy", "sigma", "kappa", "phi_cnf")
 
 # MLflow rejects param values longer than this; study parameters are short numbers.
 _PARAM_LIMIT = 6000
@@ -108,6 +126,39 @@ def is_unreachable(error: BaseException) -> bool:
     return False
 
 
+def front_view(study_name: str) -> dict[str, Any]:
+    """The MLflow runs-table state listing a study's front trials, flat, most accurate first.
+
+    A search filter with an order other than start time makes MLflow list matching child
+    runs on their own rows instead of folding them under their parent run.
+
+    Example:
+        >>> view = front_view("demo")
+        >>> view["searchFilter"]
+        "tags.kd_search_study = 'demo' and tags.kd_search_role = 'trial' and tags.pareto = 'true'"
+        >>> view["orderByKey"], view["selectedColumns"][:2]
+        ('metrics.`accuracy`', ['metrics.`accuracy`', 'metrics.`sigma`'])
+    """
+    quoted = study_name.replace("'", "\\'")
+    return {
+        "searchFilter": f"tags.kd_search_study = '{quoted}' and tags.kd_search_role = 'trial' "
+                        "and tags.pareto = 'true'",
+        "orderByKey": f"metrics.`{FRONT_COLUMNS[0]}`", "orderByAsc": False, "lifecycleFilter": "Active",
+        "selectedColumns": [f"metrics.`{name}`" for name in FRONT_COLUMNS] + ["tags.`optuna_trial_number`"],
+        "viewMaximized": False, "runListHidden": False,
+    }
+
+
+def view_key(study_name: str) -> str:
+    """The share key of a study's front view: characters MLflow allows in tag names and URLs.
+
+    Example:
+        >>> view_key("demo study #2")
+        'kd-search-front-demo_study__2'
+    """
+    return "kd-search-front-" + re.sub(r"[^A-Za-z0-9_.-]", "_", study_name)
+
+
 def _buffered(write: Callable) -> Callable:
     """Run ``write`` after every write buffered before it; buffer it while MLflow is unreachable."""
 
@@ -163,9 +214,23 @@ class StudyTracker:
             self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
         else:
             self.experiment_id = found.experiment_id
+        if create:  # also for an experiment an older kd-search (or a user) made
+            self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+            self.client.set_experiment_tag(self.experiment_id, SHARED_VIEW_TAG + view_key(study_name),
+                                           json.dumps(front_view(study_name)))
         self.parent_id = self._find_or_create_parent(create)
-        self._children: dict[int, str] = {
-            int(run.data.tags["optuna_trial_number"]): run.info.run_id for run in self._child_runs()
+        children = {int(run.data.tags["optuna_trial_number"]): run for run in self._child_runs("trial")}
+        self._children: dict[int, str] = {number: run.info.run_id for number, run in children.items()}
+        # Each run's pareto tag as MLflow holds it, so mark_front writes only the tags that change.
+        self._pareto_tags: dict[int, str | None] = {number: run.data.tags.get("pareto")
+                                                    for number, run in children.items()}
+        self._confirmations: dict[tuple[int, int], str] = {
+            (int(run.data.tags["kd_search_confirms"]), int(run.data.tags["seed"])): run.info.run_id
+            for run in self._child_runs("confirmation")
+        }
+        # The verdict tag each trial run carries, so only changed verdicts are written.
+        self._verdicts: dict[int, str] = {
+            number: run.data.tags["phi_cnf"] for number, run in children.items() if "phi_cnf" in run.data.tags
         }
         if self.backlog_file is not None and self.backlog_file.is_file():
             self.backlog = pickle.loads(self.backlog_file.read_bytes())
@@ -227,10 +292,10 @@ class StudyTracker:
                                      tags={"kd_search_study": self.study_name, "kd_search_role": "study"})
         return run.info.run_id
 
-    def _child_runs(self) -> list:
+    def _child_runs(self, role: str) -> list:
         return self.client.search_runs(
             [self.experiment_id],
-            filter_string=f"tags.mlflow.parentRunId = '{self.parent_id}' and tags.kd_search_role = 'trial'",
+            filter_string=f"tags.mlflow.parentRunId = '{self.parent_id}' and tags.kd_search_role = '{role}'",
             max_results=50000)
 
     # --- the study (parent run) ---
@@ -264,43 +329,61 @@ class StudyTracker:
     def end_study(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.parent_id, status=status)
 
-    # --- the trials (nested runs) ---
+    # --- the trials and their confirmations (nested runs) ---
+    # A ``seed`` names trial ``number``'s confirmation with that seed instead of the trial.
 
     @_buffered
     def start_trial(self, number: int, params: dict[str, Any], ray_trial_id: str, run_name: str | None = None) -> None:
         """Open (or re-open, for a resumed trial) the trial's nested run and log its parameters."""
-        self._open_trial_run(number, params, ray_trial_id, run_name)
+        self._open_run(number, None, params, ray_trial_id, run_name)
 
-    def _open_trial_run(self, number: int, params: dict[str, Any], ray_trial_id: str,
-                        run_name: str | None = None) -> str:
-        run_id = self._children.get(number)
-        if run_id is None:
+    @_buffered
+    def start_confirmation(self, number: int, seed: int, params: dict[str, Any], ray_trial_id: str) -> None:
+        """Open (or re-open) the nested run of trial ``number`` retrained with ``seed``."""
+        self._open_run(number, seed, params, ray_trial_id)
+
+    def _run_id(self, number: int, seed: int | None) -> str | None:
+        return self._children.get(number) if seed is None else self._confirmations.get((number, seed))
+
+    def _open_run(self, number: int, seed: int | None, params: dict[str, Any], ray_trial_id: str,
+                  run_name: str | None = None) -> str:
+        run_id = self._run_id(number, seed)
+        if run_id is None and seed is None:
             run = self.client.create_run(self.experiment_id, run_name=run_name or f"trial-{number:03d}", tags={
                 "mlflow.parentRunId": self.parent_id, "kd_search_study": self.study_name,
-                "kd_search_role": "trial", "optuna_trial_number": str(number)})
+                "kd_search_role": "trial", "optuna_trial_number": str(number),
+                "mlflow.note.content": f"Trial {number} of kd-search study {self.study_name}."})
             run_id = self._children[number] = run.info.run_id
+        elif run_id is None:
+            run = self.client.create_run(self.experiment_id, run_name=f"trial-{number:03d}-seed-{seed}", tags={
+                "mlflow.parentRunId": self.parent_id, "kd_search_study": self.study_name,
+                "kd_search_role": "confirmation", "kd_search_confirms": str(number), "seed": str(seed)})
+            run_id = self._confirmations[number, seed] = run.info.run_id
         else:
             self.client.update_run(run_id, status="RUNNING")
         logged = self.client.get_run(run_id).data.params
         new_params = [Param(k, repr(float(v)) if isinstance(v, float) else str(v))
                       for k, v in params.items() if k not in logged]
-        tags = [RunTag("ray_trial_id", ray_trial_id), RunTag("state", "RUNNING"), RunTag("pareto", "false")]
+        tags = [RunTag("ray_trial_id", ray_trial_id), RunTag("state", "RUNNING")]
+        if seed is None:  # the front is made of trials; a confirmation is never on it
+            tags.append(RunTag("pareto", "false"))
         self.client.log_batch(run_id, params=new_params, tags=tags)
+        self._pareto_tags[number] = "false"
         return run_id
 
     @_buffered
-    def log_epoch(self, number: int, metrics: dict[str, Any], step: int) -> None:
-        """Per-epoch metrics of a running trial, with the epoch as the step."""
-        self._log_metrics(self._children[number], numeric_metrics(metrics), step)
+    def log_epoch(self, number: int, metrics: dict[str, Any], step: int, seed: int | None = None) -> None:
+        """Per-epoch metrics of a running trial (or confirmation), with the epoch as the step."""
+        self._log_metrics(self._run_id(number, seed), numeric_metrics(metrics), step)
 
     @_buffered
     def finish_trial(self, number: int, state: str, metrics: dict[str, Any], figures: dict[str, Any] | None = None,
-                     error: str | None = None) -> None:
+                     error: str | None = None, seed: int | None = None) -> None:
         """Metrics measured after the last epoch, the state tag and figures (artifact name ->
         figure); the run ends FINISHED, KILLED or FAILED."""
-        run_id = self._children.get(number)
+        run_id = self._run_id(number, seed)
         if run_id is None:  # a trial that never started (stopped while pending)
-            run_id = self._open_trial_run(number, {}, ray_trial_id="")
+            run_id = self._open_run(number, seed, {}, ray_trial_id="")
         self._log_metrics(run_id, numeric_metrics(metrics), int(metrics.get("epoch", 0)))
         tags = [RunTag("state", state)]
         if error:
@@ -313,20 +396,39 @@ class StudyTracker:
 
     @_buffered
     def mark_front(self, front: Iterable[int]) -> None:
-        """Keep ``pareto`` tags current: true on front members, false on every other trial."""
+        """Keep ``pareto`` tags current: true on front members, false on every other trial.
+
+        Only the runs whose tag changes are written: a study's front moves by a trial or
+        two per event, and one request per trial per event would grow with the study.
+        """
         front = set(front)
         for number, run_id in self._children.items():
-            self.client.set_tag(run_id, "pareto", "true" if number in front else "false")
+            tag = "true" if number in front else "false"
+            if self._pareto_tags.get(number) != tag:
+                self.client.set_tag(run_id, "pareto", tag)
+                self._pareto_tags[number] = tag
+
+    @_buffered
+    def set_verdicts(self, verdicts: dict[int, str]) -> None:
+        """Tag each trial's run ``phi_cnf=<verdict>`` (trial number -> ``certified``,
+        ``unconfirmed`` or ``fails``), writing only the verdicts that changed."""
+        for number, verdict in verdicts.items():
+            run_id = self._children.get(number)
+            if run_id is not None and self._verdicts.get(number) != verdict:
+                self.client.set_tag(run_id, "phi_cnf", verdict)
+                self._verdicts[number] = verdict
 
     def trial_run_id(self, number: int) -> str | None:
         return self._children.get(number)
 
     def front_url(self, host: str = "http://127.0.0.1:5000") -> str:
-        """The MLflow UI runs table of this study's experiment, filtered to the front.
+        """The MLflow UI runs table of this study's front (see ``front_view``).
 
-        MLflow 3 opens experiments on its GenAI overview page; this link goes to the runs.
+        ``workflowType=machine_learning`` keeps MLflow 3's UI off its GenAI pages (its
+        default), whatever the browser last used.
         """
-        return f"{host}/#/experiments/{self.experiment_id}/runs?searchFilter={quote(FRONT_FILTER, safe='')}"
+        return (f"{host}/#/experiments/{self.experiment_id}/runs?workflowType=machine_learning"
+                f"&viewStateShareKey={quote(view_key(self.study_name), safe='')}")
 
     def _log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
         now = int(time.time() * 1000)

@@ -4,6 +4,7 @@ then pareto, status, export (loaded by a pipeline, registered in MLflow) and rep
 from __future__ import annotations
 
 import json
+import re
 
 import optuna
 import pytest
@@ -14,7 +15,8 @@ from kd_search.service import pareto
 from kd_search.service.search import CONSTRAINT, Locations
 
 SMOKE = "smoke"  # the shipped study, by name
-SEARCHED = {"alpha", "beta", "gamma", "temperature", "layer_weight_1", "layer_weight_2", "layer_weight_3"}
+SEARCHED = {"alpha", "beta", "gamma", "temperature", "layer_weight_1", "layer_weight_2", "layer_weight_3",
+            "learning_rate_prediction", "prediction_loss", "epochs_intermediate"}
 
 
 @pytest.mark.e2e
@@ -29,8 +31,8 @@ def test_launch_smoke_study_then_pareto_export_report(tmp_path, runner):
     finally:
         ray.shutdown()
     assert result.exit_code == 0, result.output
-    assert "mlflow ui --backend-store-uri sqlite:///" in result.output
-    assert "#/experiments/" in result.output and "searchFilter=tags.pareto%20%3D%20%22true%22" in result.output
+    # The printed way to browse the front: `kd-search ui smoke` with this workdir.
+    assert re.search(r"browse: \S*kd-search ui smoke --workdir \S+\n", result.output), result.output
 
     # Storage: 4 finished trials, two values each (accuracy up, sigma down) and the constraint.
     locations = Locations.resolve(None, workdir)
@@ -62,9 +64,15 @@ def test_launch_smoke_study_then_pareto_export_report(tmp_path, runner):
         assert {"accuracy", "sigma", "kappa", "phi_cnf", "ece", "agreement", "train_seconds"} <= set(child.data.metrics)
         history = client.get_metric_history(child.info.run_id, "accuracy")
         assert sorted(m.step for m in history) == [1, 2]
-        assert {"confidence.png", "layer_cka.png"} <= {a.path for a in client.list_artifacts(child.info.run_id)}
-        assert 0 < child.data.metrics["cka_diagonal"] <= 1
-        assert child.data.metrics["relation_intra_cosine"] >= 0  # FSD's relation analysis
+        pictures = {a.path for a in client.list_artifacts(child.info.run_id)}
+        assert "confidence.png" in pictures
+        # The layer analysis runs when the student learnt from intermediate layers.
+        if float(child.data.params["epochs_intermediate"]) > 0:
+            assert "layer_cka.png" in pictures
+            assert 0 < child.data.metrics["cka_diagonal"] <= 1
+            assert child.data.metrics["relation_intra_cosine"] >= 0  # FSD's relation analysis
+        else:
+            assert "layer_cka.png" not in pictures and "cka_diagonal" not in child.data.metrics
 
     # pareto --json is the feasible front recomputed from the stored values.
     result = runner.invoke(main, ["pareto", "smoke", "--json", *options])
@@ -79,15 +87,17 @@ def test_launch_smoke_study_then_pareto_export_report(tmp_path, runner):
     result = runner.invoke(main, ["status", *options])
     assert result.exit_code == 0 and "smoke" in result.output
 
-    # Export the best feasible student; it loads with a pipeline and is registered in MLflow.
+    # Export the best feasible student (no confirmation ran: not certified, so only with
+    # --allow-unconfirmed); it loads with a pipeline and is registered in MLflow.
     out = tmp_path / "student"
-    result = runner.invoke(main, ["export", "smoke", "--best", "--out", str(out), "--register", "smoke-student", *options])
+    result = runner.invoke(main, ["export", "smoke", "--best", "--allow-unconfirmed", "--out", str(out),
+                                  "--register", "smoke-student", *options])
     assert result.exit_code == 0, result.output
     card = (out / "README.md").read_text()
     assert "sigma" in card and "kappa" in card and "phi_cnf" in card and "embedded:minilm-l6" in card
     prediction = pipeline("text-classification", model=str(out))("a warm, funny and moving film")
     assert prediction[0]["label"] in {"LABEL_0", "LABEL_1"}
-    version = client.get_model_version_by_alias("smoke-student", "best")
+    version = client.get_model_version_by_alias("smoke-student", "best-unconfirmed")
     assert str(version.version) == "1"
 
     report = tmp_path / "smoke.html"

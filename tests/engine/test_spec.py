@@ -74,6 +74,11 @@ def test_defaults_fill_the_flat_hyperparameter_namespace(minimal_study):
     assert params["epochs_intermediate"] == 1 and params["learning_rate_prediction"] == 5e-5
 
 
+def test_bootstrap_settings_default_to_95_percent_and_1000_resamples(minimal_study):
+    confidence = parse_study(minimal_study).objectives.confidence
+    assert (confidence.level, confidence.resamples) == (0.95, 1000)
+
+
 def test_layer_weight_shorthand_expands():
     space = expand_search_space({"layer_weight": ParameterRange(low=0.5, high=2), "alpha": ParameterRange(low=0, high=0.5)}, 3)
     assert sorted(space) == ["alpha", "layer_weight_1", "layer_weight_2", "layer_weight_3"]
@@ -128,6 +133,8 @@ MALFORMED: list[tuple[str, object, str]] = [
     ("bad kappa", _with(BASE, "objectives.confidence.kappa", "tight"), "objectives.confidence.kappa"),
     ("negative kappa", _with(BASE, "objectives.confidence.kappa", -0.1), "objectives.confidence.kappa"),
     ("unknown task metric", _with(BASE, "objectives.task_metric", "bleu"), "objectives.task_metric"),
+    ("interval level of 1", _with(BASE, "objectives.confidence.level", 1.0), "objectives.confidence.level"),
+    ("too few resamples", _with(BASE, "objectives.confidence.resamples", 99), "objectives.confidence.resamples"),
     ("pairs without pairs", _with(BASE, "distillation.layer_map", {"kind": "pairs"}), "pairs is required"),
     ("glue task without data", _with(_with(BASE, "task.source", "glue"), "task.glue_task", "stsb"),
      "task.glue_task: Input should be 'sst2', 'cola'"),

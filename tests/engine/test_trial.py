@@ -109,8 +109,11 @@ def test_trial_is_deterministic_and_reports_every_epoch(root):
     second = run_trial(study, {"alpha": 0.2}, setup=setup).metrics
     assert [r["epoch"] for r in reports] == [1, 2]
     assert [r["stage"] for r in reports] == ["intermediate", "prediction"]
-    for key in ("accuracy", "sigma", "kappa", "train_loss", "ece", "agreement"):
+    for key in ("accuracy", "sigma", "kappa", "train_loss", "ece", "agreement", "sigma_ci_low", "sigma_ci_high",
+                "sigma_se", "accuracy_ci_low", "accuracy_ci_high"):
         assert first[key] == second[key], key
+    assert first["sigma_ci_low"] <= first["sigma"] <= first["sigma_ci_high"] and first["sigma_se"] > 0
+    assert first["accuracy_ci_low"] <= first["accuracy"] <= first["accuracy_ci_high"]
     assert first_result.params["alpha"] == 0.2 and "params" not in first
     assert 0 <= first["sigma"] and first["kappa"] == 0.05
     assert isinstance(first["phi_cnf"], bool)
@@ -168,7 +171,8 @@ def test_distill_cli_saves_a_loadable_student(root, runner):
     result = runner.invoke(main, ["distill", str(path), "--json", "--out", str(out), "--set", "temperature=2"])
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.output.strip().splitlines()[-1])
-    for key in ("accuracy", "teacher_accuracy", "sigma", "kappa", "phi_cnf", "ece", "agreement", "train_seconds"):
+    for key in ("accuracy", "teacher_accuracy", "sigma", "kappa", "phi_cnf", "ece", "agreement", "train_seconds",
+                "sigma_ci_low", "sigma_ci_high", "sigma_se", "accuracy_ci_low", "accuracy_ci_high"):
         assert key in metrics
     model = AutoModelForSequenceClassification.from_pretrained(out)
     assert model.config.num_hidden_layers == 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -218,10 +219,16 @@ def test_two_node_ray_cluster_loses_a_node_mid_study(tmp_path):
 
 
 def optuna_trials(storage: str) -> list:
+    # Read only once the driver has written the schema: two processes creating a fresh
+    # SQLite schema at once race on alembic_version, and the observer must not be one.
+    path = storage.removeprefix("sqlite:///")
     try:
-        return optuna.load_study(study_name="tiny", storage=storage).get_trials(deepcopy=False)
-    except KeyError:  # not created yet
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+            if not db.execute("SELECT 1 FROM studies WHERE study_name = 'tiny'").fetchone():
+                return []
+    except sqlite3.OperationalError:  # no file or no tables yet
         return []
+    return optuna.load_study(study_name="tiny", storage=storage).get_trials(deepcopy=False)
 
 
 def test_launch_against_a_stopped_tracking_server_fails_in_one_line(tmp_path):

@@ -38,6 +38,7 @@ def test_compare_runs_every_method_per_seed_with_one_teacher(tmp_path, runner):
     assert runs[0]["accuracy"] != runs[1]["accuracy"] or runs[0]["sigma"] != runs[1]["sigma"]
     assert all(0.0 <= r["cka_diagonal"] <= 1.0 for r in runs)  # VKD has no intermediate stage, still measured
     assert "| vkd |" in result.output and "| fsd |" in result.output and "±" in result.output
+    assert all(r["sigma_ci_low"] <= r["sigma"] <= r["sigma_ci_high"] for r in runs) and "sigma CI" in result.output
     # MLflow: one parent run for the comparison, one nested run per method and seed.
     client = MlflowClient(f"sqlite:///{tmp_path / 'work' / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("kd-search").experiment_id

@@ -148,6 +148,7 @@ def test_report_names_the_study_and_counts_trials_by_state(front_report):
     text = " ".join(page.text)
     assert "kd-search study tiny-front" in text and "Study tiny-front" in text and "a tiny study" in text
     assert page.cards == {"trials": "6", "complete": "4", "fail": "1", "pruned": "1", "front size": "2",
+                          "certified / unconfirmed / fails": "0 / 3 / 1",
                           "best feasible accuracy": "0.8500 (trial 1)"}
 
 
@@ -181,8 +182,26 @@ def test_report_of_a_study_without_a_front_says_what_is_missing(tmp_path):
     page = Page(out.read_text(encoding="utf-8"))
     assert_self_contained(page)
     assert set(page.images) == {"Pareto front"}
-    assert page.cards == {"trials": "1", "complete": "1", "front size": "0"}
+    assert page.cards == {"trials": "1", "complete": "1", "front size": "0", "certified / unconfirmed / fails": "0 / 0 / 1"}
     text = " ".join(page.text)
     assert text.count("Needs at least two finished trials with searched parameters.") == 2
     assert "No front member has kept confidence outputs." in text
     assert page.table()["0"]["pareto"] == "False" and page.table()["0"]["phi_cnf"] == "False"
+
+
+def test_report_shows_each_trials_verdict_and_the_best_certified(tmp_path):
+    study, locations = optuna_study(tmp_path, "tiny-verdicts")
+    record_trials(study, FINISHED)
+    for seed, sigma in ((1000, 0.041), (2000, 0.039)):  # trial 1 confirmed on two more seeds
+        study.set_user_attr(f"kd_search_confirmation:1:{seed}",
+                            {"state": "COMPLETE", "seed": seed, "trial": 1, "accuracy": 0.84, "sigma": sigma})
+    out = build_report(study, summarize(study), locations, tmp_path / "verdicts.html", kappa=KAPPA)
+    page = Page(out.read_text(encoding="utf-8"))
+    table = page.table()
+    assert {n: row["verdict"] for n, row in table.items()} == {
+        "0": "holds on one seed (unconfirmed)", "1": "certified", "2": "fails", "3": "holds on one seed (unconfirmed)",
+        "4": "-", "5": "-"}
+    assert [table[n]["seeds"] for n in "012345"] == ["1", "3", "1", "1", "0", "0"]
+    assert table["1"]["sigma_mean"] == "0.04" and table["0"]["sigma_std"] == "-"
+    assert page.cards["certified / unconfirmed / fails"] == "1 / 2 / 1"
+    assert page.cards["best certified accuracy"] == "0.8433 over 3 seeds (trial 1)"

@@ -17,8 +17,10 @@ from kd_search.engine.losses.minilm import (
 )
 from kd_search.engine.losses.precision import full_precision
 from kd_search.engine.losses.prediction import (
+    PREDICTION_LOSSES,
     hard_cross_entropy,
     kl_distillation,
+    prediction_distillation,
     soft_cross_entropy,
 )
 from kd_search.engine.losses.structure import structure_objective
@@ -33,6 +35,7 @@ from kd_search.engine.structure_catalog import MINILM_LOSSES, STRUCTURE_LOSSES
 
 __all__ = [
     "MINILM_LOSSES",
+    "PREDICTION_LOSSES",
     "STRUCTURE_LOSSES",
     "SelfAttentionPair",
     "attention_distribution_loss",
@@ -47,6 +50,7 @@ __all__ = [
     "intermediate_objective",
     "kl_distillation",
     "layer_pairs",
+    "prediction_distillation",
     "prediction_objective",
     "soft_cross_entropy",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -35,6 +37,24 @@ def kl_distillation(student_logits: torch.Tensor, teacher_logits: torch.Tensor, 
     student_log_probs = F.log_softmax(full_precision(student_logits) / temperature, dim=-1)
     kl = F.kl_div(student_log_probs, teacher_log_probs, log_target=True, reduction="batchmean")
     return kl * temperature**2
+
+
+PredictionLoss = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
+# The searchable ``prediction_loss`` hyperparameter: each name and the loss it selects.
+PREDICTION_LOSSES: dict[str, PredictionLoss] = {"soft_ce": soft_cross_entropy, "kl": kl_distillation}
+
+
+def prediction_distillation(name: str) -> PredictionLoss:
+    """The prediction-layer distillation loss a ``prediction_loss`` name selects.
+
+    Example:
+        >>> prediction_distillation("kl").__name__, sorted(PREDICTION_LOSSES)
+        ('kl_distillation', ['kl', 'soft_ce'])
+    """
+    try:
+        return PREDICTION_LOSSES[name]
+    except KeyError:
+        raise ValueError(f"unknown prediction_loss {name!r} (known: {', '.join(PREDICTION_LOSSES)})") from None
 
 
 def hard_cross_entropy(student_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -20,9 +20,11 @@ Gaps in the stock Ray/Optuna glue this package closes:
 Modules: ``records`` (trials read back from storage, the front), ``optuna_study``
 (storage, samplers, search space, relaunch checks), ``locations`` (where a study's files
 live), ``worker`` (one trial in a Ray worker), ``driver`` (the launch's Optuna and MLflow
-writer behind Ray's searcher), ``_launch`` (``launch`` itself). Only the last three
-import Ray, and this package loads them when ``launch`` is first used, so the readers
-(``status``, ``pareto``, ``export``, ``report``) never start it.
+writer behind Ray's searcher), ``ray_runs`` (Ray, the teacher, MLflow and one Tune run,
+as a launch and a confirmation share them), ``_launch`` (``launch`` itself), ``_confirm``
+(``confirm``: the best trials retrained with further seeds). Only the last five import
+Ray, and this package loads them when ``launch`` or ``confirm`` is first used, so the
+readers (``status``, ``pareto``, ``export``, ``report``) never start it.
 
 Example:
     >>> study = load_study("smoke")  # doctest: +SKIP
@@ -42,29 +44,38 @@ from kd_search.service.search.optuna_study import (
     SearchError,
     load_optuna_study,
     open_storage,
+    stored_study,
 )
 from kd_search.service.search.records import (
     RECORDED_METRICS,
     StudySummary,
     TrialRecord,
+    confirmations,
     finished_count,
     select_trial,
     summarize,
     summary_table,
+    verdict_text,
 )
 
 if TYPE_CHECKING:
+    from kd_search.service.search._confirm import confirm
     from kd_search.service.search._launch import launch
 
 __all__ = ["CONSTRAINT", "RECORDED_METRICS", "SPEC_ATTR", "Locations", "SearchError", "StudySummary", "TrialRecord",
-           "check_locations", "finished_count", "kept_student", "launch", "load_optuna_study", "open_storage",
-           "select_trial", "summarize", "summary_table"]
+           "check_locations", "confirm", "confirmations", "finished_count", "kept_student", "launch",
+           "load_optuna_study", "open_storage", "select_trial", "stored_study", "summarize", "summary_table",
+           "verdict_text"]
 
 
 def __getattr__(name: str) -> Any:
-    # ``launch`` needs Ray, which takes seconds to import; only a launch pays for it.
+    # ``launch`` and ``confirm`` need Ray, which takes seconds to import; only they pay for it.
     if name == "launch":
         from kd_search.service.search._launch import launch
 
         return launch
+    if name == "confirm":
+        from kd_search.service.search._confirm import confirm
+
+        return confirm
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,22 +2,21 @@
 
 ``launch`` prepares the teacher and its output cache in the driver process, creates or
 resumes the Optuna study, starts (or joins) Ray and runs a ``Tuner`` whose searcher is
-the launch's ``Driver``; it closes what the run left open and logs the study's results.
+the launch's ``Driver``; with ``search.confirm.top`` it then confirms the best trials
+with further seeds (``confirm``). It closes what the run left open and logs the study's
+results.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import time
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
-from ray import tune
 from ray.tune.schedulers import TrialScheduler
 
 from kd_search.engine.spec import Study
+from kd_search.service.search._confirm import run_confirmations
 from kd_search.service.search.driver import (
     ConstrainedOptunaSearcher,
     Driver,
@@ -32,9 +31,9 @@ from kd_search.service.search.optuna_study import (
     search_distributions,
     storage_error,
 )
+from kd_search.service.search.ray_runs import init_ray, prepare_teacher, run_trials, study_tracker
 from kd_search.service.search.records import StudySummary, finished_count, summary_table
 from kd_search.service.search.schedulers import make_scheduler
-from kd_search.service.search.worker import distillation_trainable, trial_dirname
 from kd_search.service.telemetry import StudyGauges
 from kd_search.service.tracking import StudyTracker
 from kd_search.urls import display_url
@@ -42,25 +41,7 @@ from kd_search.urls import display_url
 
 def _scheduler(study: Study) -> TrialScheduler:
     return make_scheduler(study.search.scheduler, study.objectives.task_metric,
-                          sum(s.epochs for s in study.distillation.stages))
-
-
-def _init_ray(ray_address: str | None, num_cpus: int | None) -> None:
-    import ray
-
-    # Ray's own console tables: the CLI shows progress itself and MLflow holds the results.
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    if ray.is_initialized():
-        logging.getLogger("ray").setLevel(logging.ERROR)
-        return
-    env = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-           "TRANSFORMERS_VERBOSITY": "error", "PYTHONWARNINGS": "ignore"}
-    if ray_address:
-        ray.init(address=ray_address, runtime_env={"env_vars": env}, log_to_driver=False,
-                 logging_level=logging.ERROR)
-    else:
-        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": env}, logging_level=logging.ERROR)
+                          study.distillation.epochs_total or sum(s.epochs for s in study.distillation.stages))
 
 
 def launch(study: Study, *, locations: Locations | None = None, trials: int | None = None,
@@ -70,40 +51,25 @@ def launch(study: Study, *, locations: Locations | None = None, trials: int | No
 
     Launching a study name that already has trials in storage resumes it: finished
     trials are kept and never re-run; trials a killed driver left RUNNING continue from
-    their last epoch checkpoint. ``progress(description, done, total)`` follows the
-    teacher's preparation, ``on_event(message, finished_trials, target)`` the trials.
-    ``scheduler`` replaces the study's Ray Tune scheduler.
+    their last epoch checkpoint. With ``search.confirm.top`` and the budget reached, the
+    best trials are then confirmed with further seeds (see ``confirm``).
+    ``progress(description, done, total)`` follows the teacher's preparation,
+    ``on_event(message, finished_trials, target)`` the trials. ``scheduler`` replaces the
+    study's Ray Tune scheduler (not the confirmations').
 
     Example:
         >>> summary = launch(load_study("smoke"), trials=4)  # doctest: +SKIP
         >>> summary.counts()  # doctest: +SKIP
         {'COMPLETE': 4}
     """
-    from kd_search.engine.trial import prepare, teacher_layers, teacher_outputs
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     locations = locations or Locations.resolve(study)
     target = trials or study.search.trials
-    study_dir = locations.study_dir(study.name)
 
     check_locations(locations)
-    study_dir.mkdir(parents=True, exist_ok=True)
-    # The teacher is fine-tuned and its outputs cached once, here, before any worker starts.
-    setup = prepare(study, locations.workdir, progress)
-    teacher_outputs(setup, teacher_layers(setup), progress)
-    num_mapped = len(setup.pairs)
-
+    num_mapped = prepare_teacher(study, locations, progress)
     optuna_study, resumed = create_or_resume(study, locations.storage, num_mapped)
-
-    def notify(message: str) -> None:  # never reads storage: it may be what is down
-        if on_event:
-            on_event(message, None, target)
-        else:
-            logging.getLogger("kd_search").warning(message)
-
-    tracker = StudyTracker(locations.tracking_uri, locations.experiment, study.name,
-                           artifact_root=locations.workdir / "mlartifacts",
-                           backlog_file=study_dir / "mlflow-backlog.pkl", notify=notify)
+    tracker = study_tracker(study, locations, on_event, target)
     tracker.start_study(study.description, study.model_dump(mode="json"), {
         "sampler": study.search.sampler, "objectives": f"{study.objectives.task_metric} up, sigma down",
         "constraint": "sigma <= kappa", "kappa": study.objectives.confidence.kappa,
@@ -119,9 +85,16 @@ def launch(study: Study, *, locations: Locations | None = None, trials: int | No
                      study.default_hyperparameters(num_mapped), adopt, target, on_event)
     try:
         if remaining > 0:
-            _init_ray(ray_address, num_cpus)
+            init_ray(ray_address, num_cpus)
             driver.gauges = StudyGauges(study.name)
-            _run_tuner(study, driver, locations, remaining, scheduler)
+            run_trials(study, locations, study.name, search_alg=ConstrainedOptunaSearcher(driver),
+                       scheduler=scheduler or _scheduler(study), num_samples=remaining,
+                       callbacks=[TrialEvents(driver)])
+        confirmation = study.search.confirm
+        if confirmation.top > 0 and finished_count(optuna_study) >= target:
+            run_confirmations(study, optuna_study, tracker, locations, num_mapped, confirmation.top,
+                              confirmation.seeds, on_event=on_event, ray_address=ray_address, num_cpus=num_cpus,
+                              target=target)
     except KeyboardInterrupt:
         _close_launch(driver, tracker, study, "KILLED")
         raise
@@ -137,32 +110,6 @@ def launch(study: Study, *, locations: Locations | None = None, trials: int | No
         raise
     summary = _close_launch(driver, tracker, study, "FINISHED" if finished_count(optuna_study) >= target else "KILLED")
     return summary
-
-
-def _run_tuner(study: Study, driver: Driver, locations: Locations, remaining: int, scheduler: Any) -> None:
-    """One Ray Tune run of ``remaining`` trials; the driver answers the searcher's calls."""
-    study_dir = locations.study_dir(study.name)
-    # Every node reads and writes these paths: on a cluster the work dir is a shared directory.
-    storage_path, run_name = study_dir / "ray", f"{study.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    resources = {"cpu": study.search.resources.cpu, "gpu": study.search.resources.gpu}
-    trainable = tune.with_resources(
-        tune.with_parameters(distillation_trainable, spec=study.model_dump(mode="json"),
-                             workdir=str(locations.workdir), study_dir=str(study_dir),
-                             run_dir=str(storage_path / run_name)),
-        resources)
-    tuner = tune.Tuner(
-        trainable,
-        tune_config=tune.TuneConfig(search_alg=ConstrainedOptunaSearcher(driver),
-                                    scheduler=scheduler or _scheduler(study),
-                                    num_samples=remaining, max_concurrent_trials=study.search.concurrency,
-                                    trial_dirname_creator=lambda trial: trial_dirname(trial.trial_id)),
-        run_config=tune.RunConfig(
-            name=run_name, storage_path=str(storage_path),
-            failure_config=tune.FailureConfig(max_failures=study.search.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            callbacks=[TrialEvents(driver)], verbose=0),
-    )
-    tuner.fit()
 
 
 def _close_launch(driver: Driver, tracker: StudyTracker, study: Study, status: str) -> StudySummary:

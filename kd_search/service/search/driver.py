@@ -11,8 +11,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
-from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +25,15 @@ from ray.tune.search import Searcher
 from kd_search.engine import analysis
 from kd_search.engine.spec import Study
 from kd_search.service import figures
+from kd_search.service.search.live import LiveStudy
 from kd_search.service.search.locations import Locations, trial_dir
-from kd_search.service.search.optuna_study import CONSTRAINT
+from kd_search.service.search.optuna_study import CONSTRAINT, FRONT_ATTR
 from kd_search.service.search.records import (
     RECORDED_METRICS,
     StudySummary,
-    counts_against_budget,
+    TrialRecord,
     summarize,
+    verdict_text,
 )
 from kd_search.service.telemetry import StudyGauges
 from kd_search.service.tracking import StudyTracker
@@ -61,6 +62,8 @@ class Driver:
         self.ray_trials: dict[str, Any] = {}  # Ray trial id -> Ray's Trial (for its error file)
         self.nodes: dict[int, list[str]] = {}  # trial number -> the Ray nodes it ran on, in order
         self.gauges: StudyGauges | None = None  # Prometheus, once Ray is up
+        self.live: LiveStudy
+        self.refresh_front()  # the launch's one full read; each event then updates self.live
 
     def suggest(self, ray_trial_id: str) -> dict[str, Any]:
         if self.adopt:
@@ -71,8 +74,9 @@ class Driver:
             trial = self.optuna_study.ask(self.distributions)
             resume_from = None
         self.trials[ray_trial_id] = trial
+        self.live.started(trial.number)
         trial.set_user_attr("ray_trial_id", ray_trial_id)
-        params = self.defaults | {k: (float(v) if isinstance(v, (int, float)) else v) for k, v in trial.params.items()}
+        params = trial_hyperparameters(self.study, self.defaults, trial.params)
         self.tracker.start_trial(trial.number, params, ray_trial_id)
         self._show(f"trial {trial.number} started" + (" (resumed)" if resume_from else ""))
         return {"number": trial.number, "params": params, "resume_from": resume_from}
@@ -88,8 +92,7 @@ class Driver:
         if node and node not in self.nodes[trial.number]:  # a retried trial may move to another node
             self.nodes[trial.number].append(node)
             trial.set_user_attr("nodes", self.nodes[trial.number])
-        metrics = {k: v for k, v in result.items() if k not in RAY_RESULT_KEYS and not k.startswith("config/")}
-        self.tracker.log_epoch(trial.number, metrics, step=int(result["epoch"]))
+        self.tracker.log_epoch(trial.number, epoch_metrics(result), step=int(result["epoch"]))
         self._show(f"trial {trial.number} epoch {result['epoch']}/{result.get('total_epochs')} on node {node}: "
                    f"{self.metric_name} {result.get(self.metric_name, float('nan')):.3f}, "
                    f"sigma {result.get('sigma', float('nan')):.4f}")
@@ -101,15 +104,6 @@ class Driver:
 
     def on_start(self, ray_trial: Any) -> None:
         self.ray_trials[ray_trial.trial_id] = ray_trial
-
-    def _error_message(self, ray_trial_id: str) -> str:
-        # Ray writes the worker's traceback to the trial's error file; its last line says why.
-        error_file = getattr(self.ray_trials.get(ray_trial_id), "error_file", None)
-        if error_file and os.path.isfile(error_file):
-            lines = [line for line in Path(error_file).read_text().splitlines() if line.strip()]
-            if lines:
-                return lines[-1]
-        return "the trial's worker failed"
 
     def on_complete(self, ray_trial_id: str, result: dict[str, Any] | None, error: bool, reason: str = "") -> None:
         trial = self.trials.pop(ray_trial_id, None)
@@ -123,7 +117,9 @@ class Driver:
         if reason:
             trial.set_user_attr("failure", reason)
         if state == TrialState.COMPLETE:
-            trial.set_constraint(CONSTRAINT, float(result["sigma"]) - float(result["kappa"]))
+            constraint = float(result["sigma"]) - float(result["kappa"])
+            trial.set_constraint(CONSTRAINT, constraint)
+            trial.set_user_attr(CONSTRAINT, constraint)  # for readers of user attributes only
             for name, value in self._trial_outputs(trial.number, result, with_figures=False)[1].items():
                 trial.set_user_attr(name, value)
         self.optuna_study.tell(trial, values=values, state=state)
@@ -131,23 +127,18 @@ class Driver:
         # Per-epoch metrics are already on the run; only what the trial measured after its
         # last epoch is new.
         self.tracker.finish_trial(trial.number, state.name, extra, pictures, error=reason)
-        self.refresh_front()
-        self._show(f"trial {trial.number} {state.name}" + (f": {reason}" if reason else ""))
+        metric, sigma = values or (None, None)
+        record = TrialRecord(trial.number, state.name, metric, sigma, metrics.get("kappa"), params={},
+                             attrs=metrics, metric_name=self.metric_name)
+        self._update_front(record)
+        if record.verdict is not None:
+            self.tracker.set_verdicts({record.number: record.verdict.verdict.value})
+        self._show(f"trial {trial.number} {state.name}" + (f": {reason}" if reason else "") + _scores(record))
 
     def _outcome(self, ray_trial_id: str, result: dict[str, Any] | None, error: bool):
         if error:
-            return TrialState.FAIL, None, self._error_message(ray_trial_id)
-        if not result or "epoch" not in result and "nonfinite" not in result:
-            return TrialState.FAIL, None, "stopped before its first epoch finished"
-        if result.get("nonfinite"):
-            return TrialState.FAIL, None, str(result.get("error", "non-finite loss"))
-        if int(result["epoch"]) < int(result["total_epochs"]):
-            # Stopped by the scheduler: its values are under-trained and must never reach the front.
-            return TrialState.PRUNED, None, ""
-        metric, sigma = float(result[self.metric_name]), float(result["sigma"])
-        if math.isnan(metric) or math.isnan(sigma):
-            return TrialState.FAIL, None, "sigma undefined: no training example is right for both teacher and student"
-        return TrialState.COMPLETE, [metric, sigma], ""
+            return TrialState.FAIL, None, error_message(self.ray_trials.get(ray_trial_id))
+        return trial_outcome(result, self.metric_name)
 
     def _trial_outputs(self, number: int, result: dict[str, Any], with_figures: bool = True):
         """Figures and the metrics measured after the last epoch, from the arrays the trial saved."""
@@ -166,28 +157,117 @@ class Driver:
         return pictures, extra
 
     def refresh_front(self) -> StudySummary:
-        """Recompute the feasible front, keep MLflow's pareto tags and the kept students current."""
+        """Read the whole study once: rebuild the live view, bring MLflow's pareto and verdict
+        tags and the kept students in line with it.
+
+        The driver does it when it starts and the launch when it closes; in between, each
+        finished trial updates all three from memory (``_update_front``).
+        """
         summary = summarize(self.optuna_study)
-        self.tracker.mark_front([t.number for t in summary.front])
-        apply_keep_policy(summary, self.study.search.keep_checkpoints, self.locations.study_dir(self.study.name))
+        self.live = LiveStudy(summary)
+        # A copy: a write buffered while MLflow is unreachable keeps its arguments.
+        self.tracker.mark_front(sorted(self.live.front))
+        self.tracker.set_verdicts(summary.verdicts())
+        self.optuna_study.set_user_attr(FRONT_ATTR, sorted(self.live.front))
+        apply_keep_policy(self.study.search.keep_checkpoints, self.locations.study_dir(self.study.name),
+                          [t.number for t in summary.trials if t.state != "RUNNING"], set(self.live.front))
         return summary
 
+    def _update_front(self, record: TrialRecord) -> None:
+        """One finished trial: the front, its pareto tags and the kept students, without reading storage."""
+        change = self.live.finished(record)
+        if change.joined or change.left:
+            self.tracker.mark_front(sorted(self.live.front))
+            self.optuna_study.set_user_attr(FRONT_ATTR, sorted(self.live.front))
+        apply_keep_policy(self.study.search.keep_checkpoints, self.locations.study_dir(self.study.name),
+                          [record.number, *change.left], set(self.live.front))
+
     def _show(self, message: str) -> None:
-        trials = self.optuna_study.get_trials(deepcopy=False)  # one storage read per event
         if self.gauges is not None:
-            self.gauges.set_counts(Counter(t.state.name for t in trials))
+            self.gauges.set_counts(self.live.counts)
         if self.progress:
-            self.progress(message, sum(map(counts_against_budget, trials)), self.target)
+            self.progress(message, self.live.budget_used, self.target)
 
 
-def apply_keep_policy(summary: StudySummary, policy: str, study_dir: Path) -> None:
-    """Delete kept students the policy does not keep; a dominated trial never rejoins the front."""
+def trial_hyperparameters(study: Study, defaults: dict[str, float | str], params: dict[str, Any]) -> dict[str, Any]:
+    """What a worker trains a trial with: its Optuna parameters over the study's defaults,
+    the last stage's epochs from ``distillation.epochs_total`` when the study sets it.
+
+    Example:
+        >>> from kd_search.engine.spec import parse_study
+        >>> study = parse_study({"name": "s", "student": {"teacher_layers": [2]}})
+        >>> trial_hyperparameters(study, {"alpha": 0.5, "beta": 1.0}, {"alpha": 1})
+        {'alpha': 1.0, 'beta': 1.0}
+    """
+    return study.epoch_budget(defaults | {k: (float(v) if isinstance(v, (int, float)) else v)
+                                          for k, v in params.items()})
+
+
+def epoch_metrics(result: dict[str, Any]) -> dict[str, Any]:
+    """A worker's own metrics in one of its Ray results (without the keys Ray adds).
+
+    Example:
+        >>> epoch_metrics({"accuracy": 0.8, "epoch": 1, "pid": 42, "config/number": 3})
+        {'accuracy': 0.8, 'epoch': 1}
+    """
+    return {k: v for k, v in result.items() if k not in RAY_RESULT_KEYS and not k.startswith("config/")}
+
+
+def trial_outcome(result: dict[str, Any] | None, metric_name: str) -> tuple[TrialState, list[float] | None, str]:
+    """The state, objective values and failure reason of a worker that ended without error.
+
+    Example:
+        >>> trial_outcome({"epoch": 2, "total_epochs": 2, "accuracy": 0.8, "sigma": 0.03}, "accuracy")
+        (<TrialState.COMPLETE: 1>, [0.8, 0.03], '')
+        >>> trial_outcome({"nonfinite": 1, "error": "non-finite loss at epoch 1"}, "accuracy")[2]
+        'non-finite loss at epoch 1'
+    """
+    if not result or "epoch" not in result and "nonfinite" not in result:
+        return TrialState.FAIL, None, "stopped before its first epoch finished"
+    if result.get("nonfinite"):
+        return TrialState.FAIL, None, str(result.get("error", "non-finite loss"))
+    if int(result["epoch"]) < int(result["total_epochs"]):
+        # Stopped by the scheduler: its values are under-trained and must never reach the front.
+        return TrialState.PRUNED, None, ""
+    metric, sigma = float(result[metric_name]), float(result["sigma"])
+    if math.isnan(metric) or math.isnan(sigma):
+        return TrialState.FAIL, None, "sigma undefined: no training example is right for both teacher and student"
+    return TrialState.COMPLETE, [metric, sigma], ""
+
+
+def error_message(ray_trial: Any) -> str:
+    """Why a Ray trial's worker failed: the last line of the traceback Ray saved for it."""
+    error_file = getattr(ray_trial, "error_file", None)
+    if error_file and os.path.isfile(error_file):
+        lines = [line for line in Path(error_file).read_text().splitlines() if line.strip()]
+        if lines:
+            return lines[-1]
+    return "the trial's worker failed"
+
+
+def _scores(record: TrialRecord) -> str:
+    # A trial that has just finished has one seed: its verdict is never "certified" yet.
+    if record.verdict is None:
+        return ""
+    return (f": {record.metric_name} {record.metric:.3f}, sigma {record.sigma:.4f} vs kappa {record.kappa:g}, "
+            f"{verdict_text(record)}")
+
+
+def apply_keep_policy(policy: str, study_dir: Path, finished: Iterable[int], front: set[int]) -> None:
+    """Delete the kept students of the ``finished`` trials the policy does not keep.
+
+    A dominated trial never rejoins the front, so deleting a student when its trial
+    finishes off the front, or leaves it, is final.
+
+    Example:
+        >>> apply_keep_policy("pareto", Path("/tmp/kd-search-doc/studies/demo"), [3, 4], front={4})
+    """
     if policy == "all":
         return
-    keep = {t.number for t in summary.front} if policy == "pareto" else set()
-    for trial in summary.trials:
-        if trial.state != "RUNNING" and trial.number not in keep:
-            shutil.rmtree(trial_dir(study_dir, trial.number) / "student", ignore_errors=True)
+    keep = front if policy == "pareto" else set()
+    for number in finished:
+        if number not in keep:
+            shutil.rmtree(trial_dir(study_dir, number) / "student", ignore_errors=True)
 
 
 class ConstrainedOptunaSearcher(Searcher):

@@ -63,6 +63,16 @@ def trial_dir(study_dir: str | Path, number: int) -> Path:
     return Path(study_dir) / "trials" / str(number)
 
 
+def confirmation_dir(study_dir: str | Path, number: int, seed: int) -> Path:
+    """One confirmation's files (its ``confidence.npz``; no student is kept) under its trial's.
+
+    Example:
+        >>> confirmation_dir("/tmp/runs/studies/demo", 3, 1000).as_posix()
+        '/tmp/runs/studies/demo/trials/3/seeds/1000'
+    """
+    return trial_dir(study_dir, number) / "seeds" / str(seed)
+
+
 def kept_student(locations: Locations, study_name: str, number: int) -> Path:
     """The directory of a finished trial's kept student, or a one-line error saying why not.
 

@@ -19,7 +19,7 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from kd_search.engine.spec import ParameterRange, Study, expand_search_space
+from kd_search.engine.spec import ParameterRange, Study, expand_search_space, parse_study
 from kd_search.errors import SearchError
 from kd_search.urls import display_url, error_reason
 
@@ -27,11 +27,16 @@ from kd_search.urls import display_url, error_reason
 # that holds the study file it was launched with.
 CONSTRAINT = "sigma_minus_kappa"
 SPEC_ATTR = "kd_search_spec"
+# The study attribute listing the feasible front's trial numbers, kept current by the driver.
+# Readers of the storage that predate Optuna 5's constraints (optuna-dashboard 0.21 reads
+# only the pre-5.0 ``constraints`` system attribute, which no public Optuna 5 API writes)
+# see the front here, and each trial's feasibility in its ``phi_cnf`` and CONSTRAINT user attrs.
+FRONT_ATTR = "kd_search_front"
 # Trials a killed driver left RUNNING and a later launch could not continue (budget met).
 INTERRUPTED_ATTR = "kd_search_interrupted"
 # Study-file fields that may change between launches of one study.
 RELAUNCH_MUTABLE = {("search", "trials"), ("search", "concurrency"), ("search", "max_failures"),
-                    ("search", "resources"), ("search", "scheduler"), ("tracking",), ("description",),
+                    ("search", "resources"), ("search", "scheduler"), ("search", "confirm"), ("tracking",), ("description",),
                     ("device",)}
 
 
@@ -85,6 +90,21 @@ def load_optuna_study(name: str, storage: str) -> optuna.Study:
         names = sorted(s.study_name for s in optuna.get_all_study_summaries(store, include_best_trial=False))
         known = f" (studies there: {', '.join(names)})" if names else " (it holds no studies)"
         raise SearchError(f"no study named {name!r} in {display_url(storage)}{known}") from None
+
+
+def stored_study(optuna_study: optuna.Study) -> Study:
+    """The study file a stored study was launched with, or a one-line error.
+
+    Example:
+        >>> stored_study(optuna.create_study())
+        Traceback (most recent call last):
+        kd_search.errors.SearchError: study 'no-name-...' holds no kd-search study file (was it launched by kd-search launch?)
+    """
+    spec = optuna_study.user_attrs.get(SPEC_ATTR)
+    if spec is None:
+        raise SearchError(f"study {optuna_study.study_name!r} holds no kd-search study file "
+                          "(was it launched by kd-search launch?)")
+    return parse_study(spec)
 
 
 def make_sampler(kind: str, seed: int, startup_trials: int) -> optuna.samplers.BaseSampler:
@@ -157,7 +177,9 @@ def create_or_resume(study: Study, storage: str, num_mapped_layers: int) -> tupl
     """Create the Optuna study (directions: task metric up, sigma down) or re-open it.
 
     Re-opening checks that the stored study file matches (only the budget, resources,
-    scheduler and tracking may change) so results of different set-ups never mix.
+    scheduler, confirmation and tracking may change) so results of different set-ups never mix.
+    A new study's first trials are the study's defaults (``search.enqueue_defaults``), then
+    the ``search.enqueue`` starting points in order.
     """
     store = open_storage(storage)
     spec = study.model_dump(mode="json")
@@ -185,4 +207,6 @@ def create_or_resume(study: Study, storage: str, num_mapped_layers: int) -> tupl
         searched = search_distributions(study, num_mapped_layers)
         created.enqueue_trial({name: defaults[name] for name in searched if name in defaults},
                               user_attrs={"kd_search_baseline": True})
+    for number, start in enumerate(study.search.enqueue):
+        created.enqueue_trial(dict(start), user_attrs={"kd_search_enqueued": number})
     return created, False

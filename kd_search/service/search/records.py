@@ -7,6 +7,7 @@ that count against the budget. Nothing here needs Ray.
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +15,8 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
+from kd_search.engine.confidence import Certification, Verdict, certify
+from kd_search.engine.spec import Study
 from kd_search.errors import SearchError
 from kd_search.service import figures, pareto
 from kd_search.service.search.optuna_study import INTERRUPTED_ATTR
@@ -22,12 +25,31 @@ from kd_search.service.search.optuna_study import INTERRUPTED_ATTR
 # of the storage; the driver copies them from the trial's last result.
 RECORDED_METRICS = ("accuracy", "teacher_accuracy", "sigma", "mean_delta", "n_both", "kappa", "phi_cnf",
                     "sigma_train", "sigma_eval", "ece", "ece_teacher", "classwise_ece", "agreement",
-                    "agreement_train", "train_seconds", "epoch", "resumed_from_epoch")
+                    "agreement_train", "train_seconds", "epoch", "resumed_from_epoch",
+                    "sigma_ci_low", "sigma_ci_high", "sigma_se", "accuracy_ci_low", "accuracy_ci_high",
+                    "f1_ci_low", "f1_ci_high", "mcc_ci_low", "mcc_ci_high")
+# Study user attributes holding a trial's confirmations (its retraining with further
+# seeds), one per (trial, seed): f"{CONFIRMATION_ATTR_PREFIX}{trial}:{seed}". Finished
+# trials cannot take new attributes, so they live on the study.
+CONFIRMATION_ATTR_PREFIX = "kd_search_confirmation:"
+
+
+def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    # Sample standard deviation over seeds (ddof=1): None until there are two seeds.
+    if not values:
+        return None, None
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
 
 
 @dataclass
 class TrialRecord:
-    """One Optuna trial as the CLI and the report show it."""
+    """One Optuna trial as the CLI and the report show it, with its confirmations.
+
+    ``metric`` and ``sigma`` are the search's own values (one seed, the ones the front and
+    Optuna's constraint use); ``confirmations`` are the trial's finished retrainings with
+    further seeds (see :func:`confirmations`), whose COMPLETE ones join the search's run in
+    ``seeds``, the means and standard deviations, and the ``verdict``.
+    """
 
     number: int
     state: str
@@ -36,15 +58,124 @@ class TrialRecord:
     kappa: float | None
     params: dict[str, Any]
     attrs: dict[str, Any]
+    confirmations: list[dict[str, Any]] = field(default_factory=list)
+    metric_name: str = "accuracy"
+
+    @property
+    def counts_against_budget(self) -> bool:
+        """Whether it has used up one of the study's trials (see ``counts_against_budget``)."""
+        return uses_budget(self.state, self.attrs)
 
     @property
     def feasible(self) -> bool:
+        """The search's own run satisfies phi_cnf (sigma <= kappa): one seed, not certified."""
         return self.state == "COMPLETE" and self.sigma is not None and self.kappa is not None \
             and self.sigma <= self.kappa
 
+    def _seed_runs(self) -> list[dict[str, Any]]:
+        # The search's run first, then every COMPLETE confirmation: one dict per seed.
+        if self.state != "COMPLETE" or self.sigma is None:
+            return []
+        own = self.attrs | {self.metric_name: self.metric, "sigma": self.sigma}
+        return [own, *(c for c in self.confirmations if c.get("state") == "COMPLETE" and c.get("sigma") is not None)]
+
+    @property
+    def seeds(self) -> int:
+        """COMPLETE training seeds: the search's own and the COMPLETE confirmations."""
+        return len(self._seed_runs())
+
+    @property
+    def seed_sigmas(self) -> list[float]:
+        """sigma of each COMPLETE seed, the search's first."""
+        return [float(run["sigma"]) for run in self._seed_runs()]
+
+    @property
+    def sigma_mean(self) -> float | None:
+        return _mean_std(self.seed_sigmas)[0]
+
+    @property
+    def sigma_std(self) -> float | None:
+        """Sample standard deviation of sigma over the seeds; None with one seed."""
+        return _mean_std(self.seed_sigmas)[1]
+
+    @property
+    def metric_mean(self) -> float | None:
+        return _mean_std(self._seed_metrics())[0]
+
+    @property
+    def metric_std(self) -> float | None:
+        """Sample standard deviation of the task metric over the seeds; None with one seed."""
+        return _mean_std(self._seed_metrics())[1]
+
+    def _seed_metrics(self) -> list[float]:
+        return [float(run[self.metric_name]) for run in self._seed_runs() if run.get(self.metric_name) is not None]
+
+    @property
+    def sigma_ci_low(self) -> float | None:
+        """Lower end of the search run's bootstrap interval of sigma (None in older studies)."""
+        return self.attrs.get("sigma_ci_low")
+
+    @property
+    def sigma_ci_high(self) -> float | None:
+        return self.attrs.get("sigma_ci_high")
+
+    @property
+    def metric_ci_low(self) -> float | None:
+        """Lower end of the search run's bootstrap interval of the task metric (None in older studies)."""
+        return self.attrs.get(f"{self.metric_name}_ci_low")
+
+    @property
+    def metric_ci_high(self) -> float | None:
+        return self.attrs.get(f"{self.metric_name}_ci_high")
+
+    @property
+    def verdict(self) -> Certification | None:
+        """:func:`kd_search.engine.confidence.certify` over every COMPLETE seed's sigma and
+        its bootstrap standard error (``sigma_se``; 0 where a study did not record it);
+        None for a trial without a COMPLETE run or a kappa."""
+        runs = self._seed_runs()
+        if not runs or self.kappa is None:
+            return None
+        errors = [float(run.get("sigma_se") or 0.0) for run in runs]
+        return certify([float(run["sigma"]) for run in runs], errors, float(self.kappa))
+
+    @property
+    def certified(self) -> bool:
+        verdict = self.verdict
+        return verdict is not None and verdict.verdict == Verdict.CERTIFIED
+
     def as_dict(self, metric_name: str) -> dict[str, Any]:
+        verdict = self.verdict
         return {"trial": self.number, metric_name: self.metric, "accuracy": self.attrs.get("accuracy", self.metric),
-                "sigma": self.sigma, "kappa": self.kappa, "phi_cnf": self.feasible, "params": self.params}
+                "sigma": self.sigma, "kappa": self.kappa, "phi_cnf": self.feasible, "params": self.params,
+                "verdict": verdict.verdict.value if verdict else None, "seeds": self.seeds,
+                "sigma_ci_low": self.sigma_ci_low, "sigma_ci_high": self.sigma_ci_high,
+                f"{metric_name}_ci_low": self.attrs.get(f"{metric_name}_ci_low"),
+                f"{metric_name}_ci_high": self.attrs.get(f"{metric_name}_ci_high"),
+                "sigma_mean": self.sigma_mean, "sigma_std": self.sigma_std,
+                f"{metric_name}_mean": self.metric_mean, f"{metric_name}_std": self.metric_std}
+
+
+def verdict_text(record: TrialRecord) -> str:
+    """A trial's verdict for people: "certified", "holds on one seed (unconfirmed)",
+    "holds on N seeds, not certified", "fails", or "-" without a finished run.
+
+    Example:
+        >>> record = TrialRecord(3, "COMPLETE", 0.81, 0.04, 0.05, {}, {})
+        >>> verdict_text(record)
+        'holds on one seed (unconfirmed)'
+        >>> record.confirmations = [{"state": "COMPLETE", "seed": 1000, "sigma": 0.041, "accuracy": 0.8},
+        ...                         {"state": "COMPLETE", "seed": 2000, "sigma": 0.039, "accuracy": 0.8}]
+        >>> verdict_text(record)
+        'certified'
+    """
+    verdict = record.verdict
+    if verdict is None:
+        return "-"
+    if verdict.verdict == Verdict.UNCONFIRMED:
+        return "holds on one seed (unconfirmed)" if verdict.seeds == 1 else \
+            f"holds on {verdict.seeds} seeds, not certified"
+    return verdict.verdict.value
 
 
 @dataclass
@@ -64,49 +195,105 @@ class StudySummary:
             out[trial.state] = out.get(trial.state, 0) + 1
         return out
 
+    def verdicts(self) -> dict[int, str]:
+        """Trial number -> verdict value (certified, unconfirmed, fails) of the finished trials."""
+        return {t.number: verdict.verdict.value for t in self.trials if (verdict := t.verdict) is not None}
+
+    def verdict_counts(self) -> dict[str, int]:
+        """How many finished trials have each verdict."""
+        out: dict[str, int] = {}
+        for verdict in self.verdicts().values():
+            out[verdict] = out.get(verdict, 0) + 1
+        return out
+
     def pareto_figure(self, kappa: float | None, title: str = ""):
-        """Task metric against sigma for the finished trials, the front joined (see figures)."""
+        """Task metric against sigma for the finished trials, with their intervals, the
+        certified ones marked and the front joined (see figures)."""
         complete = [t for t in self.trials if t.state == "COMPLETE"]
         front = {t.number for t in self.front}
         return figures.pareto_figure([t.metric for t in complete], [t.sigma for t in complete],
                                      [t.feasible for t in complete],
                                      [i for i, t in enumerate(complete) if t.number in front], kappa,
                                      metric_name=self.metric_name, labels=[str(t.number) for t in complete],
-                                     title=title)
+                                     title=title,
+                                     sigma_intervals=[(t.sigma_ci_low, t.sigma_ci_high) for t in complete],
+                                     metric_intervals=[(t.metric_ci_low, t.metric_ci_high) for t in complete],
+                                     certified=[t.certified for t in complete])
 
     def best_feasible(self) -> TrialRecord | None:
-        """The most accurate trial that satisfies phi_cnf (sigma <= kappa)."""
+        """The most accurate trial whose search run satisfies phi_cnf (sigma <= kappa)."""
         feasible = [t for t in self.trials if t.feasible]
         return max(feasible, key=lambda t: (t.metric, -t.sigma)) if feasible else None
 
+    def best_certified(self) -> TrialRecord | None:
+        """The certified trial with the highest task metric, averaged over its seeds."""
+        certified = [t for t in self.trials if t.certified]
+        return max(certified, key=lambda t: (t.metric_mean, -t.sigma_mean)) if certified else None
 
-def trial_record(trial: FrozenTrial) -> TrialRecord:
-    """The record of one stored trial; only a COMPLETE trial has objective values.
+
+def confirmations_in(study_attrs: dict[str, Any]) -> dict[int, list[dict[str, Any]]]:
+    """The confirmations among a study's user attributes: trial number -> its finished
+    confirmations (COMPLETE and FAIL), sorted by seed.
+
+    Example:
+        >>> confirmations_in({"kd_search_confirmation:3:2000": {"state": "FAIL", "seed": 2000, "trial": 3},
+        ...                   "kd_search_confirmation:3:1000": {"state": "COMPLETE", "seed": 1000, "trial": 3},
+        ...                   "spec": {}})
+        {3: [{'state': 'COMPLETE', 'seed': 1000, 'trial': 3}, {'state': 'FAIL', 'seed': 2000, 'trial': 3}]}
+    """
+    out: dict[int, list[dict[str, Any]]] = {}
+    for key, value in study_attrs.items():
+        if key.startswith(CONFIRMATION_ATTR_PREFIX) and isinstance(value, dict):
+            number = int(key.removeprefix(CONFIRMATION_ATTR_PREFIX).split(":")[0])
+            out.setdefault(number, []).append(value)
+    return {number: sorted(found, key=lambda c: c["seed"]) for number, found in sorted(out.items())}
+
+
+def confirmations(optuna_study: optuna.Study) -> dict[int, list[dict[str, Any]]]:
+    """Each trial's finished confirmations as stored on the study (see ``confirmations_in``).
+
+    Example:
+        >>> study = optuna.create_study(directions=["maximize", "minimize"])
+        >>> study.set_user_attr("kd_search_confirmation:0:1000", {"state": "COMPLETE", "seed": 1000, "trial": 0})
+        >>> confirmations(study)[0][0]["seed"]
+        1000
+    """
+    return confirmations_in(optuna_study.user_attrs)
+
+
+def trial_record(trial: FrozenTrial, confirmed: list[dict[str, Any]] | None = None,
+                 metric_name: str = "accuracy") -> TrialRecord:
+    """The record of one stored trial, with its confirmations; only a COMPLETE trial has
+    objective values.
 
     Example:
         >>> frozen = optuna.trial.create_trial(values=[0.81, 0.04], user_attrs={"kappa": 0.05})
-        >>> trial_record(frozen).feasible
-        True
+        >>> trial_record(frozen).feasible, trial_record(frozen).verdict.verdict.value
+        (True, 'unconfirmed')
     """
     metric = sigma = None
     if trial.state == TrialState.COMPLETE and trial.values:
         metric, sigma = trial.values
     return TrialRecord(number=trial.number, state=trial.state.name, metric=metric, sigma=sigma,
-                       kappa=trial.user_attrs.get("kappa"), params=dict(trial.params), attrs=dict(trial.user_attrs))
+                       kappa=trial.user_attrs.get("kappa"), params=dict(trial.params), attrs=dict(trial.user_attrs),
+                       confirmations=list(confirmed or []), metric_name=metric_name)
 
 
 def summarize(optuna_study: optuna.Study) -> StudySummary:
-    """Every trial and the feasible Pareto front, recomputed from the stored values.
+    """Every trial with its confirmations and the feasible Pareto front, recomputed from
+    the stored values (the search's own: confirmations do not move the front).
 
     Example:
         >>> summarize(load_optuna_study("demo", "sqlite:///runs/optuna.db")).front  # doctest: +SKIP
     """
-    records = [trial_record(t) for t in optuna_study.get_trials(deepcopy=False)]
+    metric_name = (optuna_study.metric_names or ["accuracy", "sigma"])[0]
+    confirmed = confirmations_in(optuna_study.user_attrs)  # one storage read for every trial
+    records = [trial_record(t, confirmed.get(t.number), metric_name)
+               for t in optuna_study.get_trials(deepcopy=False)]
     complete = [r for r in records if r.state == "COMPLETE"]
     front = [complete[i] for i in pareto.pareto_front([(r.metric, r.sigma) for r in complete],
                                                       [r.feasible for r in complete])]
-    metric_names = optuna_study.metric_names or ["accuracy", "sigma"]
-    return StudySummary(optuna_study.study_name, metric_names[0], records, sorted(front, key=lambda r: -r.metric))
+    return StudySummary(optuna_study.study_name, metric_name, records, sorted(front, key=lambda r: -r.metric))
 
 
 def counts_against_budget(trial: FrozenTrial) -> bool:
@@ -116,8 +303,17 @@ def counts_against_budget(trial: FrozenTrial) -> bool:
         >>> counts_against_budget(optuna.trial.create_trial(state=TrialState.PRUNED))
         True
     """
-    return trial.state in (TrialState.COMPLETE, TrialState.PRUNED) \
-        or (trial.state == TrialState.FAIL and not trial.user_attrs.get(INTERRUPTED_ATTR))
+    return uses_budget(trial.state.name, trial.user_attrs)
+
+
+def uses_budget(state: str, attrs: dict[str, Any]) -> bool:
+    """Whether a trial in ``state`` (a ``TrialState`` name) with user ``attrs`` counts against the budget.
+
+    Example:
+        >>> uses_budget("FAIL", {INTERRUPTED_ATTR: True})
+        False
+    """
+    return state in ("COMPLETE", "PRUNED") or (state == "FAIL" and not attrs.get(INTERRUPTED_ATTR))
 
 
 def finished_count(optuna_study: optuna.Study) -> int:
@@ -125,18 +321,29 @@ def finished_count(optuna_study: optuna.Study) -> int:
     return sum(map(counts_against_budget, optuna_study.get_trials(deepcopy=False)))
 
 
-def select_trial(summary: StudySummary, number: int | None = None, best: bool = False) -> TrialRecord:
-    """Trial ``number``, or with ``best`` the most accurate trial satisfying phi_cnf.
+def select_trial(summary: StudySummary, number: int | None = None, best: bool = False,
+                 allow_unconfirmed: bool = False) -> TrialRecord:
+    """Trial ``number``, or with ``best`` the most accurate certified trial.
+
+    Where no trial is certified, ``best`` raises :class:`SearchError` saying why (the
+    verdict of the most accurate feasible trial and what to do), unless
+    ``allow_unconfirmed``: then the most accurate trial whose search run satisfies phi_cnf.
 
     Example:
         >>> select_trial(summary, best=True).number  # doctest: +SKIP
         3
     """
     if best:
-        chosen = summary.best_feasible()
-        if chosen is None:
+        chosen = summary.best_certified()
+        feasible = summary.best_feasible()
+        if chosen is not None:
+            return chosen
+        if feasible is None:
             raise SearchError(f"study {summary.name!r} has no finished trial with sigma <= kappa yet")
-        return chosen
+        if allow_unconfirmed:
+            return feasible
+        raise SearchError(f"no certified trial: trial {feasible.number} {verdict_text(feasible)}; "
+                          f"run `kd-search confirm {summary.name}` or pass --allow-unconfirmed")
     by_number = {t.number: t for t in summary.trials}
     if number not in by_number:
         raise SearchError(f"study {summary.name!r} has no trial {number} (trials: 0..{len(summary.trials) - 1})")
@@ -147,9 +354,49 @@ def select_trial(summary: StudySummary, number: int | None = None, best: bool = 
 
 
 def summary_table(summary: StudySummary) -> pd.DataFrame:
-    """One row per trial: state, objectives, kappa, phi_cnf, on the front, parameters."""
+    """One row per trial: state, objectives, kappa, phi_cnf, on the front, the verdict
+    over its seeds with sigma's interval and spread, parameters."""
     front = {t.number for t in summary.front}
     rows = [{"trial": t.number, "state": t.state, summary.metric_name: t.metric, "sigma": t.sigma,
-             "kappa": t.kappa, "phi_cnf": t.feasible, "pareto": t.number in front, **t.params}
+             "sigma_ci_low": t.sigma_ci_low, "sigma_ci_high": t.sigma_ci_high, "kappa": t.kappa,
+             "phi_cnf": t.feasible, "pareto": t.number in front, "seeds": t.seeds, "sigma_mean": t.sigma_mean,
+             "sigma_std": t.sigma_std, f"{summary.metric_name}_mean": t.metric_mean,
+             f"{summary.metric_name}_std": t.metric_std, "verdict": verdict_text(t), **t.params}
             for t in summary.trials]
     return pd.DataFrame(rows)
+
+
+def confirmation_seeds(study: Study, n: int) -> list[int]:
+    """The ``n`` training seeds that confirm a trial: never the search's seed nor the study's.
+
+    Example:
+        >>> confirmation_seeds(Study(name="demo", seed=7, student={"teacher_layers": [2]}), 2)
+        [1007, 2007]
+    """
+    search_seed = study.seed if study.distillation.seed is None else study.distillation.seed
+    return [search_seed + 1000 * (k + 1) for k in range(n)]
+
+
+def confirmation_key(trial_number: int, seed: int) -> str:
+    """The study user attribute holding trial ``trial_number``'s confirmation with ``seed``.
+
+    Example:
+        >>> confirmation_key(3, 1000)
+        'kd_search_confirmation:3:1000'
+    """
+    return f"{CONFIRMATION_ATTR_PREFIX}{trial_number}:{seed}"
+
+
+def record_confirmation(optuna_study: optuna.Study, trial_number: int, seed: int, payload: dict[str, Any]) -> None:
+    """Store a finished confirmation: ``payload`` holds its ``state`` (COMPLETE or FAIL),
+    ``failure`` (FAIL only) and its recorded metrics. Only the driver calls this.
+
+    Example:
+        >>> study = optuna.create_study(directions=["maximize", "minimize"])
+        >>> record_confirmation(study, 3, 1000, {"state": "COMPLETE", "accuracy": 0.8, "sigma": 0.04})
+        >>> study.user_attrs["kd_search_confirmation:3:1000"]["seed"]
+        1000
+    """
+    if payload.get("state") not in ("COMPLETE", "FAIL"):
+        raise ValueError(f"a confirmation is COMPLETE or FAIL, not {payload.get('state')!r}")
+    optuna_study.set_user_attr(confirmation_key(trial_number, seed), payload | {"seed": seed, "trial": trial_number})

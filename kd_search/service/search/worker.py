@@ -2,11 +2,18 @@
 
 A worker runs ``run_trial`` and reports each epoch (with its checkpoint) through Ray; it
 never writes the Optuna storage or MLflow, which only the driver does. It saves the
-student and the confidence arrays of a trial that finishes in the trial's directory.
+student and the confidence arrays of a trial that finishes in the trial's directory; a
+confirmation (the trial retrained with another seed) saves only its confidence arrays,
+under ``seeds/<seed>``, so the trial's own files stay as the search left them.
+Every worker also writes ``timings.json``: when it started (``started_at``, Unix time)
+and the wall seconds of the trial's phases (``run_trial``'s, then ``outputs_save`` and
+``student_save``).
 """
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +23,7 @@ from ray import tune
 
 from kd_search.engine.spec import parse_study
 from kd_search.errors import NonFiniteLossError
-from kd_search.service.search.locations import trial_dir
+from kd_search.service.search.locations import confirmation_dir, trial_dir
 from kd_search.service.telemetry import TrialGauges
 
 
@@ -52,25 +59,30 @@ def distillation_trainable(config: dict[str, Any], *, spec: dict[str, Any], work
     """Ray Tune function trainable: one ``run_trial``, reporting each epoch with a checkpoint.
 
     ``config`` is what the driver's searcher proposed: the Optuna trial number, its
-    parameters and the checkpoint an adopted trial continues from.
+    parameters and the checkpoint an adopted trial continues from. With a ``seed`` it is
+    a confirmation: the trial retrained with that ``distillation.seed``.
 
     Example:
         >>> tune.with_parameters(distillation_trainable, spec=study.model_dump(mode="json"),
         ...                      workdir="runs", study_dir="runs/studies/demo",
         ...                      run_dir="runs/studies/demo/ray/demo-1")  # doctest: +SKIP
     """
+    started_at = time.time()
     import torch
 
+    from kd_search.engine.timing import PhaseTimer
     from kd_search.engine.trial import run_trial
     from kd_search.service.export import model_card, save_student
 
     study = parse_study(spec)
+    number, seed = config["number"], config.get("seed")
+    if seed is not None:  # the teacher and data stay: the study's seed fixes them
+        study = study.model_copy(update={"distillation": study.distillation.model_copy(update={"seed": seed})})
     torch.set_num_threads(max(1, int(study.search.resources.cpu or 1)))
-    number = config["number"]
     # On a cluster the node's IP need not tell nodes apart (several per host); its id does.
     node_id = ray.get_runtime_context().get_node_id()
 
-    gauges = TrialGauges(study.name, number)
+    gauges = TrialGauges(study.name, number if seed is None else f"{number}-seed-{seed}")
 
     def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
         gauges.record(int(metrics["epoch"]))
@@ -79,15 +91,24 @@ def distillation_trainable(config: dict[str, Any], *, spec: dict[str, Any], work
 
     resume = _resume_point(config, Path(run_dir) / trial_dirname(tune.get_context().get_trial_id()))
     try:
-        result = run_trial(study, config["params"], report, workdir=workdir, resume_from=resume)
+        # FIFO reads no epoch but the last: earlier epochs skip the training split's pass
+        # (their MLflow curves show the eval metrics and the training loss).
+        result = run_trial(study, config["params"], report, workdir=workdir, resume_from=resume,
+                           full_evaluation_every_epoch=study.search.scheduler != "fifo")
     except NonFiniteLossError as error:  # deterministic: retrying it would fail the same way
         tune.report({"nonfinite": 1, "error": str(error)})
         return
-    out = trial_dir(study_dir, number)
+    out = trial_dir(study_dir, number) if seed is None else confirmation_dir(study_dir, number, seed)
     out.mkdir(parents=True, exist_ok=True)
-    np.savez(out / "confidence.npz", **result.outputs)
-    card = model_card(spec, result.params, result.metrics)
-    save_student(result.student, result.tokenizer, out / "student", card=card, metrics=result.metrics | {"trial": number})
+    timer = PhaseTimer(result.timings)
+    with timer.phase("outputs_save"):
+        np.savez(out / "confidence.npz", **result.outputs)
+    if seed is None:
+        with timer.phase("student_save"):
+            card = model_card(spec, result.params, result.metrics)
+            save_student(result.student, result.tokenizer, out / "student", card=card,
+                         metrics=result.metrics | {"trial": number})
+    (out / "timings.json").write_text(json.dumps({"started_at": started_at, "seconds": timer.seconds}))
 
 
 def _reportable(metrics: dict[str, Any]) -> dict[str, Any]:

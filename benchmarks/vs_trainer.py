@@ -1,0 +1,216 @@
+"""kd-search's search against a Hugging Face ``Trainer`` with Hinton distillation tuned by
+``Trainer.hyperparameter_search``, on the same data, teacher, student, epochs and trial budget.
+
+The alternative (a user's ~100 lines): a ``Trainer`` subclass whose ``compute_loss`` is
+alpha*CE + (1-alpha)*T^2*KL(teacher_T || student_T) against teacher logits computed once,
+searched by ``hyperparameter_search(backend="optuna")`` over the learning rate (log
+2e-5..3e-4), alpha (0..0.5) and T (log 1..8), both objectives (accuracy up, sigma down).
+kd-search: ``launch`` of the study (demo by default). Both start from the same student
+(``build_student`` from the same fine-tuned teacher, prepared once and shared) and are
+measured by kd-search's own evaluation (accuracy on eval, sigma on the confidence split).
+
+For each seed (the study's ``seed``: sampler and student training; the teacher stays the
+one prepared once), each method is scored by the hypervolume of its feasible points
+(sigma <= kappa) from the reference (0.5, kappa), its best feasible accuracy, its lowest
+sigma and its wall time.
+
+    .venv/bin/python benchmarks/vs_trainer.py --scale small --seeds 3
+
+The last line is one JSON object with the figures per seed, their mean and sd, and the
+ratios kd-search/Trainer of the means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+import torch.nn.functional as F
+from transformers import Trainer, TrainingArguments
+
+from kd_search.engine.evaluation import evaluate
+from kd_search.engine.models import build_student, load_classifier
+from kd_search.engine.spec import Study, TeacherSpec, load_study
+from kd_search.engine.teacher_cache import TeacherLayers
+from kd_search.engine.trial import TrialSetup, prepare, teacher_outputs
+from kd_search.service.pareto import hypervolume
+from kd_search.service.search import Locations, launch
+
+SCALES = {"demo": {"train_limit": None, "eval_limit": None, "trials": None},
+          "small": {"train_limit": 800, "eval_limit": 400, "trials": 6}}
+
+
+class DistillationSet(torch.utils.data.Dataset):
+    """A tokenized split with the teacher's logits of each row beside its inputs."""
+
+    def __init__(self, split, teacher_logits: torch.Tensor):
+        self.split, self.teacher_logits = split, teacher_logits
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        s = self.split
+        return {"input_ids": s.input_ids[i], "token_type_ids": s.token_type_ids[i],
+                "attention_mask": s.attention_mask[i], "labels": s.labels[i], "teacher_logits": self.teacher_logits[i]}
+
+
+class HintonTrainer(Trainer):
+    """Hinton KD: alpha*CE(labels) + (1-alpha)*T^2*KL(softmax(z_T/T) || softmax(z_S/T)); alpha
+    and T come from the Optuna trial, and ``evaluate`` measures as kd-search does."""
+
+    def __init__(self, *args, setup: TrialSetup, teacher_train: torch.Tensor, teacher_eval: torch.Tensor,
+                 record: list[dict[str, Any]], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.setup, self.teacher_train, self.teacher_eval, self.record = setup, teacher_train, teacher_eval, record
+
+    def _kd(self) -> tuple[float, float]:
+        params = self._trial.params
+        return params["alpha"], params["temperature"]
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        teacher_logits, labels = inputs.pop("teacher_logits"), inputs.pop("labels")
+        outputs = model(**inputs)
+        alpha, temperature = self._kd()
+        hard = F.cross_entropy(outputs.logits, labels)
+        soft = F.kl_div(F.log_softmax(outputs.logits / temperature, -1), F.log_softmax(teacher_logits / temperature, -1),
+                        log_target=True, reduction="batchmean") * temperature**2
+        loss = alpha * hard + (1 - alpha) * soft
+        return (loss, outputs) if return_outputs else loss
+
+    def evaluate(self, *args, **kwargs) -> dict[str, float]:
+        alpha, temperature = self._kd()
+        params = {"alpha": alpha, "temperature": temperature, "prediction_loss": "kl"}
+        metrics, _ = evaluate(self.setup, self.model, params, self.teacher_train, self.teacher_eval)
+        self.record.append({"number": self._trial.number, "params": dict(self._trial.params),
+                            "accuracy": metrics["accuracy"], "sigma": metrics["sigma"]})
+        return {"eval_accuracy": metrics["accuracy"], "eval_sigma": metrics["sigma"]}
+
+
+def trainer_search(setup: TrialSetup, seed: int, trials: int, epochs: int, out: Path) -> list[dict[str, Any]]:
+    """The alternative's search; every trial's accuracy and sigma, in order."""
+    study = setup.study
+    teacher_source, teacher_train, teacher_eval = teacher_outputs(setup, TeacherLayers())
+    del teacher_source
+
+    def model_init(trial=None):
+        base_teacher = load_classifier(setup.teacher_path, setup.data.num_labels)
+        return build_student(study.student, base_teacher, setup.data.num_labels)
+
+    def hp_space(trial: optuna.Trial) -> dict[str, float]:
+        trial.suggest_float("alpha", 0.0, 0.5)
+        trial.suggest_float("temperature", 1.0, 8.0, log=True)
+        return {"learning_rate": trial.suggest_float("learning_rate", 2e-5, 3e-4, log=True)}
+
+    args = TrainingArguments(
+        output_dir=str(out), per_device_train_batch_size=study.distillation.batch_size, num_train_epochs=epochs,
+        save_strategy="no", eval_strategy="no", logging_strategy="no", report_to=[], disable_tqdm=True,
+        remove_unused_columns=False, seed=seed, use_cpu=setup.device.type == "cpu")
+    record: list[dict[str, Any]] = []
+    trainer = HintonTrainer(model_init=model_init, args=args,
+                            train_dataset=DistillationSet(setup.data.train, teacher_train),
+                            setup=setup, teacher_train=teacher_train, teacher_eval=teacher_eval, record=record)
+    trainer.hyperparameter_search(hp_space=hp_space, compute_objective=lambda m: (m["eval_accuracy"], m["eval_sigma"]),
+                                  n_trials=trials, direction=["maximize", "minimize"], backend="optuna",
+                                  sampler=optuna.samplers.TPESampler(seed=seed))
+    return record
+
+
+def scores(points: list[tuple[float, float]], kappa: float, seconds: float) -> dict[str, float]:
+    """Feasible hypervolume from (0.5, kappa), best feasible accuracy, lowest sigma, wall time."""
+    finite = [(a, s) for a, s in points if not math.isnan(s)]
+    feasible = [(a, s) for a, s in finite if s <= kappa]
+    return {"hypervolume": hypervolume(feasible, (0.5, kappa)),
+            "best_feasible_accuracy": max((a for a, _ in feasible), default=math.nan),
+            "lowest_sigma": min((s for _, s in finite), default=math.nan),
+            "feasible": len(feasible), "trials": len(points), "wall_seconds": seconds}
+
+
+def scaled(base: Study, args: argparse.Namespace, teacher_path: str, cache_dir: Path, seed: int) -> Study:
+    """The study a seed runs: the shared fine-tuned teacher, the scale's limits and budget."""
+    task = base.task.model_copy(update={k: v for k, v in (("train_limit", args.train_limit),
+                                                           ("eval_limit", args.eval_limit)) if v})
+    distillation = base.distillation.model_copy(update={"epochs_total": args.epochs, "cache_dir": str(cache_dir)})
+    search = base.search.model_copy(update={"trials": args.trials})
+    objectives = base.objectives.model_copy(update={"confidence": base.objectives.confidence.model_copy(
+        update={"kappa": args.kappa})})
+    return Study.model_validate(base.model_copy(update={
+        "name": f"{base.name}-vs-trainer-seed{seed}", "seed": seed, "task": task,
+        "teacher": TeacherSpec(model=teacher_path), "distillation": distillation, "search": search,
+        "objectives": objectives}).model_dump())
+
+
+def summarise(per_seed: list[dict[str, dict[str, float]]]) -> dict[str, Any]:
+    figures: dict[str, Any] = {}
+    for method in ("kd_search", "trainer"):
+        for name in per_seed[0][method]:
+            values = [seed[method][name] for seed in per_seed]
+            figures[f"{method}_{name}_mean"] = statistics.mean(values)
+            figures[f"{method}_{name}_sd"] = statistics.stdev(values) if len(values) > 1 else 0.0
+    for name in ("hypervolume", "best_feasible_accuracy", "lowest_sigma", "wall_seconds"):
+        trainer = figures[f"trainer_{name}_mean"]
+        figures[f"ratio_{name}"] = figures[f"kd_search_{name}_mean"] / trainer if trainer else math.inf
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--study", default="demo")
+    parser.add_argument("--scale", choices=sorted(SCALES), default="demo",
+                        help="small: 800 train / 400 eval examples, 6 trials (the same ranking, cheaper)")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--trials", type=int, help="trials per method and seed [default: the study's]")
+    parser.add_argument("--train-limit", type=int)
+    parser.add_argument("--eval-limit", type=int)
+    parser.add_argument("--epochs", type=int, default=2, help="epochs per trial, both methods")
+    parser.add_argument("--kappa", type=float, help="[default: the study's]")
+    parser.add_argument("--workdir", help="keep the shared teacher here and reuse it [default: a temporary dir]")
+    args = parser.parse_args()
+    base = load_study(args.study)
+    for name, value in SCALES[args.scale].items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    args.trials = args.trials or base.search.trials
+    args.kappa = args.kappa or base.objectives.confidence.fixed_kappa
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+    root = Path(args.workdir or tempfile.mkdtemp(prefix="kd-vs-trainer-")).resolve()
+    started = time.perf_counter()
+    shared = prepare(base, root / "shared")  # the demo's teacher, fine-tuned once
+    print(f"teacher {shared.teacher_path} ready ({time.perf_counter() - started:.0f} s)", flush=True)
+    per_seed = []
+    for seed in range(args.seeds):
+        study = scaled(base, args, shared.teacher_path, root / "shared" / "cache", seed)
+        workdir = root / f"seed{seed}"
+        started = time.perf_counter()
+        summary = launch(study, locations=Locations.resolve(study, workdir / "kd-search"))
+        kd = scores([(t.metric, math.nan if t.sigma is None else t.sigma) for t in summary.trials
+                     if t.state == "COMPLETE"], args.kappa,
+                    time.perf_counter() - started)
+        print(f"seed {seed} kd-search: {json.dumps(kd)}", flush=True)
+        started = time.perf_counter()
+        setup = prepare(study, workdir / "trainer")
+        record = trainer_search(setup, seed, args.trials, args.epochs, workdir / "trainer" / "out")
+        hf = scores([(r["accuracy"], r["sigma"]) for r in record], args.kappa, time.perf_counter() - started)
+        print(f"seed {seed} trainer:   {json.dumps(hf)}", flush=True)
+        per_seed.append({"kd_search": kd, "trainer": hf})
+    figures = summarise(per_seed)
+    print(json.dumps({"scale": args.scale, "seeds": args.seeds, "trials": args.trials, "epochs": args.epochs,
+                      "train_limit": args.train_limit, "eval_limit": args.eval_limit, "kappa": args.kappa,
+                      "device": str(shared.device), "per_seed": per_seed} | figures))
+
+
+if __name__ == "__main__":
+    main()

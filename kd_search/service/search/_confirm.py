@@ -1,0 +1,222 @@
+"""Confirmation: a search's best trials trained again with further seeds.
+
+One seed decides whether a trial satisfies phi_cnf (sigma <= kappa), and another seed can
+flip it. ``confirm`` retrains the ``top`` most accurate feasible trials, and every
+finished trial whose sigma interval straddles kappa, with ``seeds`` further training
+seeds (``confirmation_seeds``): the same hyperparameters, teacher and data, another
+``distillation.seed``.
+
+Confirmations run as Ray Tune trials exactly like the search's (same worker, resources,
+concurrency, epoch checkpoints and retries) from a fixed list of configurations
+(``ConfigList``) under a FIFO scheduler: they never count against the search's budget and the Optuna sampler
+never sees them. The driver process records each finished one as a study user attribute
+(``record_confirmation``) and as an MLflow run nested under the study's run. A relaunch
+skips the (trial, seed) pairs stored COMPLETE and runs the FAIL ones again: a failure
+after Ray's retries is usually a lost worker or an interrupted run, worth another try.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+from ray import tune
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+from ray.tune.search import Searcher
+
+from kd_search.engine.spec import Study
+from kd_search.service.search.driver import (
+    ProgressCallback,
+    epoch_metrics,
+    error_message,
+    trial_hyperparameters,
+    trial_outcome,
+)
+from kd_search.service.search.locations import Locations, check_locations
+from kd_search.service.search.optuna_study import load_optuna_study
+from kd_search.service.search.ray_runs import init_ray, prepare_teacher, run_trials, study_tracker
+from kd_search.service.search.records import (
+    RECORDED_METRICS,
+    StudySummary,
+    TrialRecord,
+    confirmation_key,
+    confirmation_seeds,
+    record_confirmation,
+    summarize,
+)
+from kd_search.service.tracking import StudyTracker
+
+
+def trials_to_confirm(summary: StudySummary, top: int) -> list[TrialRecord]:
+    """The ``top`` most accurate feasible trials, and every finished trial whose sigma
+    interval (``sigma_ci_low``, ``sigma_ci_high``, when recorded) straddles kappa.
+
+    Example:
+        >>> trials = [TrialRecord(0, "COMPLETE", 0.8, 0.02, 0.05, {}, {}),
+        ...           TrialRecord(1, "COMPLETE", 0.9, 0.03, 0.05, {}, {}),
+        ...           TrialRecord(2, "COMPLETE", 0.7, 0.06, 0.05, {}, {"sigma_ci_low": 0.04, "sigma_ci_high": 0.08})]
+        >>> [t.number for t in trials_to_confirm(StudySummary("demo", "accuracy", trials), top=1)]
+        [1, 2]
+    """
+    feasible = sorted((t for t in summary.trials if t.feasible), key=lambda t: (-t.metric, t.sigma))[:top]
+    straddling = [t for t in summary.trials if t.state == "COMPLETE" and _straddles_kappa(t)]
+    chosen = {t.number: t for t in feasible + straddling}
+    return [chosen[number] for number in sorted(chosen)]
+
+
+def _straddles_kappa(trial: TrialRecord) -> bool:
+    low, high = trial.attrs.get("sigma_ci_low"), trial.attrs.get("sigma_ci_high")
+    return None not in (low, high, trial.kappa) and low <= trial.kappa < high
+
+
+class ConfigList(Searcher):
+    """Ray's Searcher API over a fixed list of trial configurations, in order.
+
+    Example:
+        >>> configs = ConfigList([{"number": 3, "seed": 1000, "params": {}}])
+        >>> configs.suggest("a1")["seed"], configs.suggest("a2")
+        (1000, 'FINISHED')
+    """
+
+    def __init__(self, configs: list[dict[str, Any]]):
+        super().__init__(metric=None, mode=None)
+        self.configs = list(configs)
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        return True
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str:
+        return self.configs.pop(0) if self.configs else Searcher.FINISHED
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        """Nothing to learn: the recorder stores the results."""
+
+
+class ConfirmationRecorder(tune.Callback):
+    """The driver side of the confirmations: the single writer of their Optuna records
+    and MLflow runs, fed by Ray Tune's trial events."""
+
+    def __init__(self, optuna_study: optuna.Study, tracker: StudyTracker, metric_name: str,
+                 on_event: ProgressCallback | None, target: int):
+        self.optuna_study, self.tracker, self.metric_name = optuna_study, tracker, metric_name
+        self.on_event, self.target = on_event, target
+        self.running: dict[str, tuple[int, int]] = {}  # Ray trial id -> (trial number, seed)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {}  # Tune pickles its callbacks; kd-search resumes from storage instead
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        number, seed = trial.config["number"], trial.config["seed"]
+        retried = trial.trial_id in self.running
+        self.running[trial.trial_id] = number, seed
+        self.tracker.start_confirmation(number, seed, trial.config["params"], trial.trial_id)
+        self.show(f"confirm trial {number} seed {seed} started" + (" (retried)" if retried else ""))
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if "epoch" not in result:
+            return
+        number, seed = trial.config["number"], trial.config["seed"]
+        self.tracker.log_epoch(number, epoch_metrics(result), step=int(result["epoch"]), seed=seed)
+        self.show(f"confirm trial {number} seed {seed} epoch {result['epoch']}/{result.get('total_epochs')}: "
+                   f"{self._scores(result)}")
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._finish(trial.trial_id, trial.last_result, failure=None)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._finish(trial.trial_id, trial.last_result, failure=error_message(trial))
+
+    def close_unfinished(self) -> None:
+        """Record as FAIL what the run ended without finishing (a relaunch runs them again)."""
+        for ray_trial_id in list(self.running):
+            self._finish(ray_trial_id, None, failure="the confirmation run ended before it did")
+
+    def _finish(self, ray_trial_id: str, result: dict[str, Any] | None, failure: str | None) -> None:
+        if ray_trial_id not in self.running:
+            return
+        number, seed = self.running.pop(ray_trial_id)
+        state = TrialState.FAIL
+        if failure is None:
+            state, _, failure = trial_outcome(result, self.metric_name)
+            if state == TrialState.PRUNED:  # under-trained: it confirms nothing
+                state, failure = TrialState.FAIL, f"stopped after epoch {result['epoch']} of {result['total_epochs']}"
+        metrics = {k: result[k] for k in RECORDED_METRICS if result and k in result}
+        record_confirmation(self.optuna_study, number, seed,
+                            metrics | {"state": state.name} | ({"failure": failure} if failure else {}))
+        self.tracker.finish_trial(number, state.name, {}, error=failure, seed=seed)
+        self.show(f"confirm trial {number} seed {seed}: "
+                   + (self._scores(result) if state == TrialState.COMPLETE else f"FAIL: {failure}"))
+
+    def _scores(self, result: dict[str, Any]) -> str:
+        return (f"{self.metric_name} {result.get(self.metric_name, float('nan')):.3f}, "
+                f"sigma {result.get('sigma', float('nan')):.4f}")
+
+    def show(self, message: str) -> None:
+        if self.on_event:
+            self.on_event(message, None, self.target)
+        else:
+            logging.getLogger("kd_search").info(message)
+
+
+def run_confirmations(study: Study, optuna_study: optuna.Study, tracker: StudyTracker, locations: Locations,
+                      num_mapped: int, top: int, seeds: int, *, on_event: ProgressCallback | None = None,
+                      ray_address: str | None = None, num_cpus: int | None = None,
+                      scheduler: TrialScheduler | None = None, target: int = 0) -> list[tuple[int, int]]:
+    """Run the confirmations a study lacks (see ``confirm``); return every (trial, seed) chosen.
+
+    Example:
+        >>> run_confirmations(study, optuna_study, tracker, locations, 4, top=2, seeds=2)  # doctest: +SKIP
+        [(0, 1000), (0, 2000), (3, 1000), (3, 2000)]
+    """
+    chosen = [(t, seed) for t in trials_to_confirm(summarize(optuna_study), top)
+              for seed in confirmation_seeds(study, seeds)]
+    stored = optuna_study.user_attrs
+    defaults = study.default_hyperparameters(num_mapped)
+    configs = [{"number": t.number, "seed": seed, "params": trial_hyperparameters(study, defaults, t.params)}
+               for t, seed in chosen if stored.get(confirmation_key(t.number, seed), {}).get("state") != "COMPLETE"]
+    recorder = ConfirmationRecorder(optuna_study, tracker, study.objectives.task_metric, on_event, target)
+    recorder.show(f"confirmations: {len(configs)} to run, {len(chosen) - len(configs)} already stored")
+    if configs:
+        init_ray(ray_address, num_cpus)
+        try:
+            run_trials(study, locations, f"{study.name}-confirm",
+                       search_alg=ConfigList(configs),
+                       scheduler=scheduler or FIFOScheduler(), num_samples=len(configs), callbacks=[recorder])
+        finally:
+            recorder.close_unfinished()
+    # The confirmations change the trials' verdicts: the MLflow tags follow.
+    tracker.set_verdicts(summarize(optuna_study).verdicts())
+    return [(t.number, seed) for t, seed in chosen]
+
+
+def confirm(study: Study, *, locations: Locations | None = None, top: int | None = None, seeds: int | None = None,
+            progress: ProgressCallback | None = None, on_event: ProgressCallback | None = None,
+            ray_address: str | None = None, num_cpus: int | None = None,
+            scheduler: TrialScheduler | None = None) -> list[dict[str, Any]]:
+    """Train a launched study's best trials again with further seeds; return their records.
+
+    ``top`` and ``seeds`` default to the study's ``search.confirm``. Confirmations already
+    stored COMPLETE are kept, never re-run. ``scheduler`` replaces the FIFO scheduler.
+
+    Example:
+        >>> records = confirm(load_study("smoke"), top=2, seeds=2)  # doctest: +SKIP
+        >>> [(r["trial"], r["seed"], r["state"]) for r in records][:2]  # doctest: +SKIP
+        [(0, 1000, 'COMPLETE'), (0, 2000, 'COMPLETE')]
+    """
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    locations = locations or Locations.resolve(study)
+    check_locations(locations)
+    optuna_study = load_optuna_study(study.name, locations.storage)
+    num_mapped = prepare_teacher(study, locations, progress)
+    tracker = study_tracker(study, locations, on_event, 0)
+    try:
+        chosen = run_confirmations(study, optuna_study, tracker, locations, num_mapped,
+                                   study.search.confirm.top if top is None else top,
+                                   study.search.confirm.seeds if seeds is None else seeds,
+                                   on_event=on_event, ray_address=ray_address, num_cpus=num_cpus, scheduler=scheduler)
+    finally:
+        tracker.close()
+    stored = optuna_study.user_attrs
+    return [stored[confirmation_key(number, seed)] for number, seed in chosen if confirmation_key(number, seed) in stored]
