@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.kd-search-installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint image clean
 
 install: $(STAMP)
 
@@ -31,6 +31,11 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check kd_search tests benchmarks
+
+# The image without a container registry: a Debian base (debootstrap, as root) and wheels
+# downloaded here; docker/Dockerfile alone builds it where python:*-slim can be pulled.
+image:
+	docker/build-image.sh
 
 clean:
 	rm -rf $(VENV) runs
