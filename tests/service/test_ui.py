@@ -55,7 +55,7 @@ def test_ui_serves_the_study_until_ctrl_c(tmp_path):
         if ui.poll() is None:
             os.killpg(ui.pid, signal.SIGKILL)
     output = ui.stdout.read()
-    assert f"open: http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs?searchFilter=" in output, output
+    assert f"open: http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs?workflowType=machine_learning&viewStateShareKey=kd-search-front-tiny" in output, output
     assert not _answers(f"http://127.0.0.1:{port}/"), "the MLflow server outlived kd-search ui"
     assert list(elsewhere.iterdir()) == [], "the UI wrote into the current directory"
 
