@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.kd-search-installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast lint clean
+.PHONY: install demo test test-fast lint wheel-smoke image clean
 
 install: $(STAMP)
 
@@ -35,6 +35,15 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check kd_search tests benchmarks
+
+# The built wheel, installed in a fresh virtualenv, run from outside the checkout.
+wheel-smoke: $(STAMP)
+	TORCH_SPEC="$(TORCH_SPEC)" PYTHON="$(abspath $(BIN)/python)" .ci/wheel-smoke
+
+# The image without a container registry: a Debian base (debootstrap, as root) and wheels
+# downloaded here; docker/Dockerfile alone builds it where python:*-slim can be pulled.
+image:
+	docker/build-image.sh
 
 clean:
 	rm -rf $(VENV) runs

@@ -60,7 +60,7 @@ import yaml
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
-from kd_search.engine.spec import Study
+from kd_search.engine.spec import Study, resolve_study_file
 from kd_search.service.search.driver import Driver
 from kd_search.service.search.locations import Locations, trial_dir
 from kd_search.service.search.optuna_study import create_or_resume, search_distributions
@@ -166,7 +166,7 @@ def mlflow_server(root: Path):
 
 
 def bench_study(workdir: Path, trials: int) -> Study:
-    spec = yaml.safe_load((Path(__file__).parent.parent / "studies" / "smoke.yaml").read_text())
+    spec = yaml.safe_load(resolve_study_file("smoke").read_text())
     spec["name"] = "scale"
     spec["objectives"]["confidence"]["kappa"] = KAPPA
     spec["search"] |= {"sampler": "random", "concurrency": 1, "enqueue_defaults": False}

@@ -7,7 +7,7 @@ one with Optuna's RandomSampler. Each is scored by the hypervolume of its feasib
 (task metric up, sigma down, sigma <= kappa) against the reference point
 (0.5 = chance accuracy on a balanced binary task, kappa).
 
-    python benchmarks/search_quality.py [--study studies/smoke.yaml] [--trials 12] [--seeds 3]
+    python benchmarks/search_quality.py [--study smoke] [--trials 12] [--seeds 3]
 
 The last line is one JSON object with ``default_hypervolume`` and ``random_hypervolume``
 (means over the seeds) and the per-seed values.
@@ -28,7 +28,7 @@ from kd_search.service.search import Locations, launch
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--study", default="studies/smoke.yaml")
+    parser.add_argument("--study", default="smoke", help="A study file or a shipped study's name.")
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--default-sampler", default="tpe", choices=["tpe", "gp", "nsga2"])

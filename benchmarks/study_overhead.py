@@ -11,7 +11,7 @@ result (Optuna's completion); the worker's ``timings.json`` splits it into start
 (proposal to the worker's first line), the trial's phases, and the rest (the driver's
 handling of results, Ray's bookkeeping).
 
-    python benchmarks/study_overhead.py [--study studies/smoke.yaml] [--trials 4]
+    python benchmarks/study_overhead.py [--study smoke] [--trials 4]
 
 The last line is one JSON object with ``study_seconds``, ``trial_seconds_sum``,
 ``overhead_ratio``, ``slot_ratio`` (mean slot wall over mean training) and ``phases``
@@ -43,7 +43,7 @@ def slot_phases(trial, trial_dir: Path) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--study", default="studies/smoke.yaml")
+    parser.add_argument("--study", default="smoke", help="A study file or a shipped study's name.")
     parser.add_argument("--trials", type=int, default=None)
     args = parser.parse_args()
     study = load_study(args.study)

@@ -165,7 +165,7 @@ def summarise(per_seed: list[dict[str, dict[str, float]]]) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--study", default="studies/demo.yaml")
+    parser.add_argument("--study", default="demo")
     parser.add_argument("--scale", choices=sorted(SCALES), default="demo",
                         help="small: 800 train / 400 eval examples, 6 trials (the same ranking, cheaper)")
     parser.add_argument("--seeds", type=int, default=3)

@@ -2,7 +2,7 @@
 
 Example:
     >>> from kd_search import load_study
-    >>> study = load_study("studies/smoke.yaml")
+    >>> study = load_study("smoke")
 """
 
 from kd_search.engine.spec import Study, load_study

@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
+import shutil
 import sys
 import time
 from contextlib import contextmanager
@@ -31,7 +33,14 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from kd_search.engine.spec import is_comparison_file, load_comparison, load_study, study_json_schema
+from kd_search.engine.spec import (
+    is_comparison_file,
+    load_comparison,
+    load_study,
+    shipped_studies,
+    shipped_study_dir,
+    study_json_schema,
+)
 from kd_search.errors import KdSearchError, OptionsError, SearchError, StudyFileError, TrackingError
 from kd_search.urls import display_url
 
@@ -70,14 +79,17 @@ def _quiet_progress_bars() -> None:
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="kd-search")
 def main() -> None:
-    """Hyperparameter search for confidence-aware knowledge distillation."""
+    """Hyperparameter search for confidence-aware knowledge distillation.
+
+    STUDY is a study file or the name of a study shipped with kd-search (see `kd-search studies`).
+    """
     _quiet_progress_bars()
     for name in ("mlflow", "optuna", "alembic"):  # database migrations and study creation are not news
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
 @main.command()
-@click.argument("study_file", type=click.Path(dir_okay=False))
+@click.argument("study_file", metavar="STUDY")
 def validate(study_file: str) -> None:
     """Check a study (or comparison) file; print what it holds and exit 0, or one error line and exit 2."""
     if is_comparison_file(study_file):
@@ -87,6 +99,23 @@ def validate(study_file: str) -> None:
         return
     study = load_study(study_file)
     click.echo(f"ok: {study_file} (study {study.name!r}, {study.search.trials} trials)")
+
+
+@main.command()
+def studies() -> None:
+    """List the studies shipped with kd-search: any command taking a STUDY accepts these names."""
+    table = Table(title=f"shipped studies (files in {shipped_study_dir()})")
+    for column in ("name", "trials", "description"):
+        table.add_column(column, justify="right" if column == "trials" else "left")
+    for name in shipped_studies():
+        if is_comparison_file(name):
+            comparison, methods = load_comparison(name)
+            size, description = f"{len(methods)} methods x {len(comparison.seeds)} seeds", comparison.description
+        else:
+            study = load_study(name)
+            size, description = str(study.search.trials), study.description
+        table.add_row(name, size, description.strip().split("\n")[0])
+    Console().print(table)
 
 
 @main.command()
@@ -211,7 +240,7 @@ def _parse_overrides(values: tuple[str, ...]) -> dict[str, str]:
 
 
 @main.command()
-@click.argument("study_file", type=click.Path(dir_okay=False))
+@click.argument("study_file", metavar="STUDY")
 @workdir_option
 def teacher(study_file: str, workdir: str | None) -> None:
     """Prepare the study's teacher once (fine-tune and store it when the study asks)."""
@@ -228,7 +257,7 @@ def teacher(study_file: str, workdir: str | None) -> None:
 
 
 @main.command()
-@click.argument("study_file", type=click.Path(dir_okay=False))
+@click.argument("study_file", metavar="STUDY")
 @click.option("--set", "overrides", multiple=True, metavar="NAME=VALUE",
               help="Override a hyperparameter (alpha, temperature, layer_weight_2, epochs_prediction, prediction_loss=kl, ...).")
 @click.option("--out", "out_dir", default=None, help="Save the student here [default: <workdir>/distill/<study>/student].")
@@ -262,7 +291,7 @@ def distill(study_file: str, overrides: tuple[str, ...], out_dir: str | None, as
 
 
 @main.command()
-@click.argument("comparison_file", type=click.Path(dir_okay=False))
+@click.argument("comparison_file", metavar="STUDY")
 @tracking_uri_option
 @workdir_option
 def compare(comparison_file: str, tracking_uri: str | None, workdir: str | None) -> None:
@@ -331,7 +360,7 @@ def _front_table(summary, title: str) -> Table:
 
 
 @main.command()
-@click.argument("study_file", type=click.Path(dir_okay=False))
+@click.argument("study_file", metavar="STUDY")
 @click.option("--trials", type=click.IntRange(min=1), default=None, help="Finished trials wanted [default: search.trials].")
 @click.option("--ray-address", envvar="RAY_ADDRESS", default=None,
               help="Join a running Ray cluster (e.g. auto) [default: start a local one; env RAY_ADDRESS].")
@@ -392,9 +421,33 @@ def confirm(name: str, top: int | None, seeds: int | None, ray_address: str | No
             click.echo(f"trial {record['trial']} seed {record['seed']} failed: {record.get('failure', '')}")
 
 
-def _print_launch_summary(summary, locations: Locations) -> None:
-    from kd_search.service.tracking import ui_command
+def _self_command() -> str:
+    """How a shell runs this kd-search: its name when PATH finds this one, else its path
+    (a virtualenv that was never activated), else this Python with ``-m kd_search.cli``."""
+    script = Path(sys.executable).parent / "kd-search"
+    found = shutil.which("kd-search")
+    if found and script.is_file() and Path(found).resolve() == script.resolve():
+        return "kd-search"
+    if script.is_file():
+        return shlex.quote(str(script))
+    return f"{shlex.quote(sys.executable)} -m kd_search.cli"
 
+
+def _location_args(locations: Locations, storage: bool = True) -> str:
+    """The options that find these locations again, each only when it is not the default.
+    Passwords stay masked: the command is printed, so give them again (or set the variables)."""
+    from kd_search.service.search import Locations
+
+    defaults = Locations.resolve(workdir=locations.workdir)
+    args = [] if locations.workdir == Locations.resolve().workdir else ["--workdir", str(locations.workdir)]
+    if storage and locations.storage != defaults.storage:
+        args += ["--storage", display_url(locations.storage)]
+    if locations.tracking_uri != defaults.tracking_uri:
+        args += ["--tracking-uri", display_url(locations.tracking_uri)]
+    return "".join(f" {shlex.quote(arg)}" for arg in args)
+
+
+def _print_launch_summary(summary, locations: Locations) -> None:
     counts = ", ".join(f"{n} {state}" for state, n in sorted(summary.counts().items()))
     Console().print(_front_table(summary, f"{summary.name}: feasible Pareto front ({counts})"))
     if not summary.front:
@@ -402,8 +455,7 @@ def _print_launch_summary(summary, locations: Locations) -> None:
     if summary.tracking_backlog:
         click.echo(f"warning: {summary.tracking_backlog} MLflow writes wait for the next launch of this study "
                    "(the tracking server was unreachable)", err=True)
-    click.echo(f"browse: {ui_command(locations.tracking_uri)}")
-    click.echo(f"then open: {summary.ui_url}")
+    click.echo(f"browse: {_self_command()} ui {shlex.quote(summary.name)}{_location_args(locations, storage=False)}")
 
 
 @contextmanager
@@ -530,6 +582,38 @@ def export(name: str, number: int | None, best: bool, allow_unconfirmed: bool, o
 
 
 @main.command()
+@click.argument("name", required=False)
+@click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True,
+              help="Port of the UI on 127.0.0.1.")
+@tracking_uri_option
+@workdir_option
+def ui(name: str | None, port: int, tracking_uri: str | None, workdir: str | None) -> None:
+    """Serve the MLflow UI of the studies' tracking store on 127.0.0.1 until Ctrl-C.
+
+    With NAME, print the address of that study's feasible Pareto front in the UI.
+    """
+    from kd_search.service import tracking
+    from kd_search.service import ui as mlflow_ui
+    from kd_search.service.search import Locations
+
+    locations = Locations.resolve(None, workdir, tracking_uri=tracking_uri)
+    served = locations.tracking_uri.startswith(("http://", "https://"))  # a server has its own UI
+    mlflow_ui.check_local_store(locations.tracking_uri)
+    tracking.check_tracking_uri(locations.tracking_uri)
+    if not served:
+        mlflow_ui.check_port_free(port)
+    host = locations.tracking_uri.rstrip("/") if served else f"http://{mlflow_ui.UI_HOST}:{port}"
+    url = tracking.StudyTracker(locations.tracking_uri, locations.experiment, name, create=False).front_url(host) \
+        if name else host
+    if served:
+        click.echo(f"{display_url(locations.tracking_uri)} serves its own UI; open: {display_url(url)}")
+        return
+    click.echo(f"MLflow UI of {display_url(locations.tracking_uri)}; stop it with Ctrl-C")
+    click.echo(f"open: {url}")
+    mlflow_ui.serve_ui(locations.tracking_uri, port, locations.workdir / "mlartifacts")
+
+
+@main.command()
 @click.argument("name")
 @click.option("--out", "out_file", required=True, help="HTML file to write.")
 @location_options
@@ -554,7 +638,8 @@ def report(name: str, out_file: str, workdir: str | None, storage: str | None, t
 
 
 @main.command()
-@click.option("--study", "study_file", default="studies/demo.yaml", show_default=True, type=click.Path(dir_okay=False))
+@click.option("--study", "study_file", default="demo", show_default=True,
+              help="A study file or the name of a shipped study.")
 @click.option("--out", "out_dir", default=None,
               help="Where the best certified student goes [default: <workdir>/demo-student].")
 @location_options
@@ -576,9 +661,13 @@ def demo(ctx: click.Context, study_file: str, out_dir: str | None, workdir: str 
     except SearchError as error:
         click.echo(f"nothing exported: {error}")
     else:
-        click.echo(f"try it: python -c \"from transformers import pipeline; "
-                   f"print(pipeline('text-classification', model='{out}')('a gripping, funny film'))\"")
-    click.echo(f"dashboard: kd-search report {study.name} --out {locations.workdir / (study.name + '.html')}")
+        model = Path(out).resolve()
+        one_liner = (f"from transformers import pipeline; "
+                     f"print(pipeline('text-classification', model={str(model)!r})('a gripping, funny film'))")
+        click.echo(f"try it: {shlex.quote(sys.executable)} -c {shlex.quote(one_liner)}")
+    page = shlex.quote(str(locations.workdir / f"{study.name}.html"))
+    click.echo(f"dashboard: {_self_command()} report {shlex.quote(study.name)} --out {page}"
+               f"{_location_args(locations)}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -37,7 +37,7 @@ def audit_models(teacher_model: str, student_model: str, study: Study, kappa: fl
     tokenizer that differs from the teacher's.
 
     Example:
-        >>> audit_models("runs/teacher", "runs/student", load_study("studies/demo.yaml"))["split"]  # doctest: +SKIP
+        >>> audit_models("runs/teacher", "runs/student", load_study("demo"))["split"]  # doctest: +SKIP
         'train'
     """
     spec = study.objectives.confidence

@@ -12,8 +12,11 @@ command line, the search space and the MLflow parameters: ``alpha``, ``beta``,
 ``learning_rate_<stage>``, ``epochs_<stage>``, ``weight_decay`` and ``prediction_loss``
 (a name, ``soft_ce`` or ``kl``; every other value is a number).
 
+The package ships studies (``kd_search/studies/``): wherever a study file is expected,
+the name of a shipped one works too (``demo``, ``smoke``, ``paper/sst2_tinybert4l``).
+
 Example:
-    >>> study = load_study("studies/smoke.yaml")
+    >>> study = load_study("smoke")
     >>> study.search.trials
     4
 """
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import json
 import re
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -582,14 +586,59 @@ def parse_study(data: Any, source: str = "<study>") -> Study:
 
 
 def load_study(path: str | Path) -> Study:
-    """Read and validate a study YAML file.
+    """Read and validate a study YAML file (or a shipped study, by name).
 
     Example:
-        >>> load_study("studies/demo.yaml").student.teacher_layers
+        >>> load_study("demo").student.teacher_layers
         [2, 4, 6]
     """
-    path = Path(path)
+    path = resolve_study_file(path)
     return parse_study(_read_yaml(path, "study file"), str(path))
+
+
+def shipped_study_dir() -> Path:
+    """The directory of the studies shipped in the package (to copy one and edit it).
+
+    Example:
+        >>> shipped_study_dir().joinpath("demo.yaml").is_file()
+        True
+    """
+    # The package is installed as plain files (never zipped), so its data is a directory.
+    return Path(str(resources.files("kd_search").joinpath("studies")))
+
+
+def shipped_studies() -> list[str]:
+    """The names of the studies and comparison files shipped in the package, sorted.
+
+    Example:
+        >>> [name for name in shipped_studies() if not name.startswith("paper/")]
+        ['compare_methods', 'demo', 'smoke']
+    """
+    root = shipped_study_dir()
+    return sorted(path.relative_to(root).with_suffix("").as_posix() for path in root.rglob("*.yaml"))
+
+
+def resolve_study_file(study: str | Path, relative_to: str | Path = ".") -> Path:
+    """The file a study argument names: an existing path first (relative to ``relative_to``),
+    else a shipped study by name, with or without ``.yaml``.
+
+    Example:
+        >>> resolve_study_file("paper/sst2_tinybert4l.yaml").name
+        'sst2_tinybert4l.yaml'
+        >>> resolve_study_file("dmeo")
+        Traceback (most recent call last):
+        kd_search.errors.StudyFileError: dmeo: no such study file or shipped study (shipped: compare_methods, demo, ...)
+    """
+    path = Path(relative_to) / study
+    if path.is_file():
+        return path
+    name = Path(study).as_posix().removesuffix(".yaml")
+    shipped = shipped_studies()
+    if name in shipped:
+        return shipped_study_dir() / f"{name}.yaml"
+    if Path(study).is_absolute():  # an absolute path can only mean a file
+        raise StudyFileError(f"{path}: no such study file")
+    raise StudyFileError(f"{study}: no such study file or shipped study (shipped: {', '.join(shipped)})")
 
 
 class Comparison(_Strict):
@@ -645,28 +694,30 @@ def is_comparison_file(path: str | Path) -> bool:
     """Whether ``path`` holds a comparison file (``study`` and ``methods``) rather than a study.
 
     Example:
-        >>> is_comparison_file("studies/compare_methods.yaml"), is_comparison_file("studies/demo.yaml")
+        >>> is_comparison_file("compare_methods"), is_comparison_file("demo")
         (True, False)
     """
-    data = _read_yaml(Path(path), "study file")
+    data = _read_yaml(resolve_study_file(path), "study file")
     return isinstance(data, dict) and "methods" in data and "study" in data
 
 
 def load_comparison(path: str | Path) -> tuple[Comparison, dict[str, Study]]:
-    """Read a comparison file; return it and each method's validated study (seed 0 of its list).
+    """Read a comparison file (or a shipped one, by name); return it and each method's
+    validated study (seed 0 of its list). Its base ``study`` is a path relative to the
+    comparison file or the name of a shipped study.
 
     Example:
-        >>> comparison, studies = load_comparison("studies/compare_methods.yaml")
+        >>> comparison, studies = load_comparison("compare_methods")
         >>> sorted(studies)
         ['fsd', 'minilm', 'pkd', 'rkd', 'tinybert', 'vkd']
     """
-    path = Path(path)
+    path = resolve_study_file(path)
     data = _read_yaml(path, "comparison file")
     try:
         comparison = Comparison.model_validate(data)
     except ValidationError as error:
         raise StudyFileError(_format_validation_error(str(path), error)) from None
-    base_path = (path.parent / comparison.study).resolve()
+    base_path = resolve_study_file(comparison.study, relative_to=path.parent).resolve()
     base = _read_yaml(base_path, "study file")
     if not isinstance(base, dict):
         raise StudyFileError(f"{base_path}: a study file must be a mapping")

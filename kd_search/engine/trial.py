@@ -110,7 +110,7 @@ def prepare(study: Study, workdir: str | Path, progress: ProgressCallback | None
     """Load data, prepare (fine-tune once) the teacher and fix the layer map.
 
     Example:
-        >>> setup = prepare(load_study("studies/smoke.yaml"), "runs/smoke")  # doctest: +SKIP
+        >>> setup = prepare(load_study("smoke"), "runs/smoke")  # doctest: +SKIP
     """
     device = resolve_device(study.device)
     timer = PhaseTimer()
@@ -406,7 +406,7 @@ def run_trial(study: Study, params: dict[str, float | str] | None = None, report
     ``structure_analysis``.
 
     Example:
-        >>> result = run_trial(load_study("studies/smoke.yaml"), {"alpha": 0.2})  # doctest: +SKIP
+        >>> result = run_trial(load_study("smoke"), {"alpha": 0.2})  # doctest: +SKIP
         >>> result.metrics["phi_cnf"], result.params["alpha"]  # doctest: +SKIP
         (True, 0.2)
     """

@@ -1,6 +1,6 @@
 """Distillation methods side by side: one base study, each method's settings, several seeds.
 
-A comparison file (``studies/compare_methods.yaml``) names the base study, the seeds and,
+A comparison file (the shipped ``compare_methods``) names the base study, the seeds and,
 per method, the study fields it changes. Every method runs once per seed with the same
 teacher and budget; the table gives accuracy, sigma (train split) and the CKA diagonal
 (mean similarity of mapped teacher/student layers) as mean and spread over the seeds, and
@@ -9,7 +9,7 @@ With a tracker, the comparison is one MLflow parent run (the table and an accura
 figure) with a nested run per method and seed (epoch metrics, confidence and CKA figures).
 
 Example:
-    >>> comparison, studies = load_comparison("studies/compare_methods.yaml")  # doctest: +SKIP
+    >>> comparison, studies = load_comparison("compare_methods")  # doctest: +SKIP
     >>> runs = run_comparison(comparison, studies, workdir="runs")  # doctest: +SKIP
     >>> print(markdown_table(summarize_runs(runs)))  # doctest: +SKIP
 """

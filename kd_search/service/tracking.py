@@ -437,18 +437,6 @@ class StudyTracker:
             self.client.log_batch(run_id, metrics=batch[start:start + 1000])
 
 
-def ui_command(tracking_uri: str) -> str:
-    """The shell command that serves the MLflow UI on this tracking store.
-
-    Example:
-        >>> ui_command("sqlite:////tmp/runs/mlflow.db")
-        'mlflow ui --backend-store-uri sqlite:////tmp/runs/mlflow.db'
-    """
-    if tracking_uri.startswith(("http://", "https://")):
-        return f"open {tracking_uri}"
-    return f"mlflow ui --backend-store-uri {tracking_uri}"
-
-
 class StudentClassifier(mlflow.pyfunc.PythonModel):
     """An MLflow pyfunc model around the exported Hugging Face directory.
 

@@ -4,7 +4,7 @@ then pareto, status, export (loaded by a pipeline, registered in MLflow) and rep
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import re
 
 import optuna
 import pytest
@@ -14,7 +14,7 @@ from kd_search.cli import main
 from kd_search.service import pareto
 from kd_search.service.search import CONSTRAINT, Locations
 
-SMOKE = Path(__file__).resolve().parents[2] / "studies" / "smoke.yaml"
+SMOKE = "smoke"  # the shipped study, by name
 SEARCHED = {"alpha", "beta", "gamma", "temperature", "layer_weight_1", "layer_weight_2", "layer_weight_3",
             "learning_rate_prediction", "prediction_loss", "epochs_intermediate"}
 
@@ -27,12 +27,12 @@ def test_launch_smoke_study_then_pareto_export_report(tmp_path, runner):
     workdir = tmp_path / "work"
     options = ["--workdir", str(workdir)]
     try:
-        result = runner.invoke(main, ["launch", str(SMOKE), *options])
+        result = runner.invoke(main, ["launch", SMOKE, *options])
     finally:
         ray.shutdown()
     assert result.exit_code == 0, result.output
-    assert "mlflow ui --backend-store-uri sqlite:///" in result.output
-    assert "#/experiments/" in result.output and "viewStateShareKey=kd-search-front-smoke" in result.output
+    # The printed way to browse the front: `kd-search ui smoke` with this workdir.
+    assert re.search(r"browse: \S*kd-search ui smoke --workdir \S+\n", result.output), result.output
 
     # Storage: 4 finished trials, two values each (accuracy up, sigma down) and the constraint.
     locations = Locations.resolve(None, workdir)

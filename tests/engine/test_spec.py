@@ -11,19 +11,59 @@ from kd_search.cli import main
 from kd_search.engine.spec import (
     ParameterRange,
     expand_search_space,
+    load_comparison,
     load_study,
     parse_study,
+    resolve_study_file,
+    shipped_studies,
 )
 from kd_search.errors import StudyFileError
 
-STUDIES = sorted(Path(__file__).resolve().parents[2].joinpath("studies").rglob("*.yaml"))
 
-
-@pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.name)
-def test_shipped_studies_validate(path, runner):
-    result = runner.invoke(main, ["validate", str(path)])
+@pytest.mark.parametrize("name", shipped_studies())
+def test_shipped_studies_validate(name, runner):
+    result = runner.invoke(main, ["validate", name])
     assert result.exit_code == 0, result.output
     assert result.output.startswith("ok:")
+
+
+def test_shipped_studies_live_in_the_package():
+    assert {"demo", "smoke", "compare_methods", "paper/sst2_tinybert4l"} <= set(shipped_studies())
+    package = Path(__file__).resolve().parents[2] / "kd_search" / "studies"
+    assert resolve_study_file("demo") == package / "demo.yaml"
+    assert resolve_study_file("paper/sst2_tinybert4l.yaml") == package / "paper" / "sst2_tinybert4l.yaml"
+
+
+def test_an_existing_path_wins_over_a_shipped_name(tmp_path, monkeypatch, minimal_study):
+    monkeypatch.chdir(tmp_path)
+    Path("smoke.yaml").write_text(yaml.safe_dump(minimal_study))
+    assert load_study("smoke.yaml").name == "t"
+    assert load_study("smoke").name == "smoke"  # no file named "smoke": the shipped study
+
+
+def test_unknown_study_name_lists_the_shipped_ones(runner):
+    result = runner.invoke(main, ["launch", "dmeo"])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: dmeo: no such study file or shipped study"), lines
+    assert "demo, " in lines[0] and "paper/sst2_tinybert4l" in lines[0]
+
+
+def test_comparison_base_study_may_be_a_shipped_name(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump({"study": "smoke", "seeds": [0], "methods": {"vkd": {}}}))
+    comparison, studies = load_comparison(path)
+    assert studies["vkd"].name == "smoke-vkd" and studies["vkd"].task.train_limit == 256
+
+
+def test_studies_lists_names_trials_and_descriptions(runner, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # one row per study
+    result = runner.invoke(main, ["studies"])
+    assert result.exit_code == 0, result.output
+    rows = {line.split("│")[1].strip(): line for line in result.output.splitlines() if line.count("│") == 4}
+    assert set(rows) == set(shipped_studies())
+    assert "8" in rows["demo"] and "Small limits of the demo study" in rows["smoke"]
+    assert "6 methods x 3 seeds" in rows["compare_methods"]
 
 
 def test_defaults_fill_the_flat_hyperparameter_namespace(minimal_study):

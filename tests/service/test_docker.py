@@ -1,14 +1,18 @@
-"""The docker stack and the Grafana dashboard, checked without a Docker engine (none here):
-Debian's docker-compose validates the compose file, hadolint lints the Dockerfile, and the
-dashboard's queries are checked against the metrics kd-search and Ray export."""
+"""The docker stack and the Grafana dashboard: Debian's docker-compose validates the compose
+file, hadolint lints the Dockerfile, the dashboard's queries are checked against the metrics
+kd-search and Ray export, and the image is built (`docker/build-image.sh`: a Debian base, no
+registry needed) and the smoke study run in it end to end."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from importlib.metadata import version
 from pathlib import Path
 
@@ -93,3 +97,70 @@ def test_grafana_dashboard_reads_exported_metrics():
     prometheus = yaml.safe_load((DOCKER / "prometheus.yml").read_text())
     assert prometheus["scrape_configs"][0]["dns_sd_configs"][0]["port"] == 8080
     assert "--metrics-export-port=8080" in (DOCKER / "compose.yaml").read_text()
+
+
+IMAGE = "kd-search:0.1.0"
+
+
+def docker_answers() -> bool:
+    """Whether a Docker engine answers on the default socket."""
+    return subprocess.run(["docker", "info"], capture_output=True, timeout=60).returncode == 0
+
+
+@pytest.fixture(scope="module")
+def docker_engine(tmp_path_factory) -> Iterator[None]:
+    """A running Docker engine: the one already up, else a dockerd started here (as root) and
+    stopped after the module; skips, saying why, only where no engine can start."""
+    if shutil.which("docker") is None:
+        pytest.skip("the docker CLI is not installed; .ci/run installs docker.io")
+    if docker_answers():
+        yield
+        return
+    dockerd = shutil.which("dockerd")
+    if dockerd is None or not hasattr(os, "geteuid") or os.geteuid() != 0:
+        pytest.skip("no Docker engine runs, and dockerd cannot be started here (needs docker.io and root)")
+    log = tmp_path_factory.mktemp("dockerd") / "dockerd.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen([dockerd], stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while not docker_answers():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.terminate()
+            pytest.skip(f"dockerd could not start: {log.read_text()[-500:]}")
+        time.sleep(1)
+    yield
+    process.terminate()
+    process.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def image(docker_engine) -> str:
+    """The kd-search image, built as `make image` builds it (cached after the first build)."""
+    if shutil.which("debootstrap") is None:
+        pytest.skip("debootstrap is not installed; .ci/run installs it")
+    out = subprocess.run([str(DOCKER / "build-image.sh"), IMAGE], cwd=ROOT, capture_output=True, text=True,
+                         env={**os.environ, "PYTHON": sys.executable}, timeout=3600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return IMAGE
+
+
+def in_container(image: str, command: str, workdir: Path) -> str:
+    """Runs a shell command in the image as its non-root user, /work mounted from workdir."""
+    out = subprocess.run(["docker", "run", "--rm", "--shm-size=1g", "-v", f"{workdir}:/work", image,
+                          "sh", "-c", command], capture_output=True, text=True, timeout=1800)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return out.stdout
+
+
+def test_image_runs_the_smoke_study_end_to_end(image, tmp_path):
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    workdir.chmod(0o777)  # the image runs as uid 1000
+    assert "launch" in in_container(image, "kd-search --help", workdir)
+    # The shipped studies are package data: named, from any directory.
+    assert "study 'smoke'" in in_container(image, "kd-search validate smoke", workdir)
+    in_container(image, "cd /work && kd-search launch smoke --workdir /work && "
+                        "kd-search report smoke --workdir /work --out /work/smoke.html && "
+                        "kd-search export smoke --best --workdir /work --out /work/smoke-student", workdir)
+    assert (workdir / "smoke.html").stat().st_size > 0
+    assert (workdir / "smoke-student" / "config.json").is_file()

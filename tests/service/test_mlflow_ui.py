@@ -124,6 +124,7 @@ def test_a_front_trial_run_shows_its_confidence_figure(ui):
                          f"{run_id(ui, 'trial-001')}/artifacts/confidence.png?workflowType=machine_learning")
     wait_for_figure(page, "confidence.png")
     shoot(ui, page, "trial-confidence")
-    assert "Trial 1 of kd-search study tiny-front." in open_page(
-        ui, f"{ui['server'].url}/#/experiments/{ui['tracker'].experiment_id}/runs/{run_id(ui, 'trial-001')}"
-            "?workflowType=machine_learning").inner_text("body")
+    # The run's description, once its page has rendered (the side bar comes first).
+    page = open_page(ui, f"{ui['server'].url}/#/experiments/{ui['tracker'].experiment_id}/runs/"
+                         f"{run_id(ui, 'trial-001')}?workflowType=machine_learning")
+    page.get_by_text("Trial 1 of kd-search study tiny-front.").first.wait_for()

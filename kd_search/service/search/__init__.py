@@ -27,7 +27,7 @@ Ray, and this package loads them when ``launch`` or ``confirm`` is first used, s
 readers (``status``, ``pareto``, ``export``, ``report``) never start it.
 
 Example:
-    >>> study = load_study("studies/smoke.yaml")  # doctest: +SKIP
+    >>> study = load_study("smoke")  # doctest: +SKIP
     >>> summary = launch(study, locations=Locations.resolve(study, workdir="runs"))  # doctest: +SKIP
     >>> [t.number for t in summary.front]  # doctest: +SKIP
     [0, 2]

@@ -201,7 +201,7 @@ def confirm(study: Study, *, locations: Locations | None = None, top: int | None
     stored COMPLETE are kept, never re-run. ``scheduler`` replaces the FIFO scheduler.
 
     Example:
-        >>> records = confirm(load_study("studies/smoke.yaml"), top=2, seeds=2)  # doctest: +SKIP
+        >>> records = confirm(load_study("smoke"), top=2, seeds=2)  # doctest: +SKIP
         >>> [(r["trial"], r["seed"], r["state"]) for r in records][:2]  # doctest: +SKIP
         [(0, 1000, 'COMPLETE'), (0, 2000, 'COMPLETE')]
     """

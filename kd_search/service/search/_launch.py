@@ -58,7 +58,7 @@ def launch(study: Study, *, locations: Locations | None = None, trials: int | No
     study's Ray Tune scheduler (not the confirmations').
 
     Example:
-        >>> summary = launch(load_study("studies/smoke.yaml"), trials=4)  # doctest: +SKIP
+        >>> summary = launch(load_study("smoke"), trials=4)  # doctest: +SKIP
         >>> summary.counts()  # doctest: +SKIP
         {'COMPLETE': 4}
     """
@@ -109,7 +109,6 @@ def launch(study: Study, *, locations: Locations | None = None, trials: int | No
         _close_launch(driver, tracker, study, "FAILED")
         raise
     summary = _close_launch(driver, tracker, study, "FINISHED" if finished_count(optuna_study) >= target else "KILLED")
-    summary.ui_url = tracker.front_url()
     return summary
 
 

@@ -186,7 +186,6 @@ class StudySummary:
     metric_name: str
     trials: list[TrialRecord]
     front: list[TrialRecord] = field(default_factory=list)
-    ui_url: str = ""
     # MLflow writes a launch could not deliver (saved for the next launch).
     tracking_backlog: int = 0
 
