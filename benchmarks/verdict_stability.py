@@ -72,7 +72,7 @@ def rate(holds: list[bool]) -> float | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    X
+    parser.add_argument("--study", default="demo", help="a study file or a shipped study's name (default: demo)")
     parser.add_argument("--workdir", default="runs", help="where the study was launched (default: runs)")
     parser.add_argument("--fresh-seeds", type=int, default=3)
     args = parser.parse_args()
