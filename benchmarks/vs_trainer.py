@@ -141,7 +141,9 @@ def scaled(base: Study, args: argparse.Namespace, teacher_path: str, cache_dir: 
     task = base.task.model_copy(update={k: v for k, v in (("train_limit", args.train_limit),
                                                            ("eval_limit", args.eval_limit)) if v})
     distillation = base.distillation.model_copy(update={"epochs_total": args.epochs, "cache_dir": str(cache_dir)})
-    search = base.search.model_copy(update={"trials": args.trials})
+    # The search alone: the Trainer loop has no confirmation, so neither does kd-search here.
+    search = base.search.model_copy(update={"trials": args.trials,
+                                            "confirm": base.search.confirm.model_copy(update={"top": 0})})
     objectives = base.objectives.model_copy(update={"confidence": base.objectives.confidence.model_copy(
         update={"kappa": args.kappa})})
     return Study.model_validate(base.model_copy(update={

@@ -76,12 +76,20 @@ def serve_ui(tracking_uri: str, port: int, artifacts: str | Path) -> None:
     # not ten.
     server = subprocess.Popen(ui_server_command(tracking_uri, port, artifacts), start_new_session=True,
                               env=os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+    # `kill` (SIGTERM) stops it as Ctrl-C does: a server left behind would hold the port.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         code = server.wait()
     except KeyboardInterrupt:
         _stop(server)
         return
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     raise TrackingError(f"the MLflow UI stopped with exit code {code}")
+
+
+def _interrupt(signum: int, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _stop(server: subprocess.Popen) -> None:

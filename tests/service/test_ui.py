@@ -36,7 +36,8 @@ def _tiny_store(workdir: Path, study: str) -> str:
 
 
 @pytest.mark.slow
-def test_ui_serves_the_study_until_ctrl_c(tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "kill"])
+def test_ui_serves_the_study_until_ctrl_c_or_kill(tmp_path, stop):
     experiment_id = _tiny_store(tmp_path, "tiny")
     port, elsewhere = free_port(), tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -49,7 +50,7 @@ def test_ui_serves_the_study_until_ctrl_c(tmp_path):
         api = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/get-by-name?experiment_name=kd-search"
         with urllib.request.urlopen(api, timeout=10) as response:
             assert json.load(response)["experiment"]["experiment_id"] == experiment_id
-        ui.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        ui.send_signal(stop)  # what Ctrl-C (or `kill`) sends
         assert ui.wait(timeout=60) == 0
     finally:
         if ui.poll() is None:
