@@ -159,8 +159,10 @@ def test_image_runs_the_smoke_study_end_to_end(image, tmp_path):
     assert "launch" in in_container(image, "kd-search --help", workdir)
     # The shipped studies are package data: named, from any directory.
     assert "study 'smoke'" in in_container(image, "kd-search validate smoke", workdir)
+    # The smoke study confirms nothing, so its best student is exported unconfirmed.
     in_container(image, "cd /work && kd-search launch smoke --workdir /work && "
                         "kd-search report smoke --workdir /work --out /work/smoke.html && "
-                        "kd-search export smoke --best --workdir /work --out /work/smoke-student", workdir)
+                        "kd-search export smoke --best --allow-unconfirmed --workdir /work --out /work/smoke-student",
+                 workdir)
     assert (workdir / "smoke.html").stat().st_size > 0
     assert (workdir / "smoke-student" / "config.json").is_file()
