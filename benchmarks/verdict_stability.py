@@ -11,11 +11,13 @@ uses ``search seed + 1000 k``), and counts how often phi_cnf (sigma <= kappa) st
   trusts the search's one seed would see when training the recipe again;
 - ``certified_hold_rate``: the same over the certified trials only (null when none is).
 
-It also reports the search seed's bias: the search's own sigma minus the mean sigma of the
-fresh seeds, per trial and on average. The search seed is the study's seed, which also
-fine-tuned the teacher; confirmation and fresh seeds share nothing with it.
+It also reports how far the search seed's sigma sits from the fresh seeds' mean (and the
+confirmation seeds', where a trial has them). The feasible trials were chosen because
+their search-seed sigma was low, so theirs is expected to sit low (selection). With
+``--control`` the finished trials that fail kappa are retrained too: they were not chosen
+for a low sigma, so a search seed that still sits low there points at the seed itself.
 
-    python benchmarks/verdict_stability.py [--study demo] [--workdir runs] [--fresh-seeds 3]
+    python benchmarks/verdict_stability.py [--study demo] [--workdir runs] [--fresh-seeds 3] [--control]
 
 Each retraining is stored in ``WORKDIR/studies/NAME/verdict_stability.jsonl`` as it
 finishes: a second run goes on where the first stopped. The last line printed is one
@@ -75,6 +77,8 @@ def main() -> None:
     parser.add_argument("--study", default="demo", help="a study file or a shipped study's name (default: demo)")
     parser.add_argument("--workdir", default="runs", help="where the study was launched (default: runs)")
     parser.add_argument("--fresh-seeds", type=int, default=3)
+    parser.add_argument("--control", action="store_true",
+                        help="also retrain the trials that fail kappa: is a search seed's low sigma selection or seed?")
     args = parser.parse_args()
     study = load_study(args.study)
     locations = Locations.resolve(study, args.workdir)
@@ -85,11 +89,13 @@ def main() -> None:
     study = stored_study(optuna_study)
     summary = summarize(optuna_study)
     feasible = [t for t in summary.trials if t.feasible]
+    # The control: finished trials that fail kappa, so never chosen for a low search-seed sigma.
+    control = [t for t in summary.trials if t.state == "COMPLETE" and not t.feasible] if args.control else []
     seeds = fresh_seeds(study, args.fresh_seeds)
     results_file = locations.study_dir(study.name) / "verdict_stability.jsonl"
     results_file.parent.mkdir(parents=True, exist_ok=True)
     done = stored_runs(results_file)
-    todo = [(t, s) for t in feasible for s in seeds if (t.number, s) not in done]
+    todo = [(t, s) for t in feasible + control for s in seeds if (t.number, s) not in done]
     print(f"{study.name}: {len(feasible)} feasible trials ({sum(t.certified for t in feasible)} certified), "
           f"fresh seeds {seeds}; {len(todo)} retrainings to run, {len(done)} stored", flush=True)
     if todo:
@@ -103,34 +109,47 @@ def main() -> None:
                   f"(kappa {record.kappa:.4f}, {'holds' if run['sigma'] <= record.kappa else 'fails'}; "
                   f"{run['seconds']:.0f} s)", flush=True)
 
-    per_trial, single, certified, biases = [], [], [], []
-    for record in feasible:
-        fresh = [done[(record.number, s)]["sigma"] for s in seeds]
-        holds = [sigma <= record.kappa for sigma in fresh]
-        single += holds
-        if record.certified:
-            certified += holds
-        bias = record.sigma - statistics.mean(fresh)
-        biases.append(bias)
-        verdict = record.verdict
-        per_trial.append({"trial": record.number, "verdict": verdict.verdict.value, "search_sigma": record.sigma,
-                          "confirmation_sigmas": record.seed_sigmas[1:], "upper_bound": verdict.upper_bound,
-                          "kappa": record.kappa, "fresh_sigmas": fresh, "fresh_holds": sum(holds),
-                          "search_seed_bias": bias})
-        print(f"trial {record.number} ({verdict.verdict.value}, U {verdict.upper_bound:.4f}): search sigma "
-              f"{record.sigma:.4f}, fresh {' '.join(f'{s:.4f}' for s in fresh)}; holds {sum(holds)}/{len(holds)}")
-    single_rate, certified_rate = rate(single), rate(certified)
-    below = sum(p["search_sigma"] < min(p["fresh_sigmas"]) for p in per_trial)
+    per_trial = [trial_figures(record, [done[(record.number, s)]["sigma"] for s in seeds]) for record in feasible]
+    single = [holds for p in per_trial for holds in p["fresh_holds"]]
+    certified = [holds for p in per_trial if p["verdict"] == "certified" for holds in p["fresh_holds"]]
     print(f"single-seed verdict holds on {sum(single)}/{len(single)} fresh retrainings; certified verdict on "
           f"{sum(certified)}/{len(certified)}")
-    if biases:
-        print(f"search seed minus fresh-seed mean sigma: {statistics.mean(biases):+.4f} on average; the search's "
-              f"sigma is below every fresh seed's in {below}/{len(per_trial)} trials")
-    print(json.dumps({"study": study.name, "fresh_seeds": seeds, "single_seed_hold_rate": single_rate, "single_seed_pairs": len(single),
-                      "certified_hold_rate": certified_rate, "certified_pairs": len(certified),
-                      "mean_search_seed_bias": statistics.mean(biases) if biases else None,
-                      "search_sigma_below_all_fresh": below, "trials": per_trial}))
+    figures = {"study": study.name, "fresh_seeds": seeds,
+               "single_seed_hold_rate": rate(single), "single_seed_pairs": len(single),
+               "certified_hold_rate": rate(certified), "certified_pairs": len(certified)}
+    figures |= seed_bias(per_trial, "feasible")
+    if args.control:
+        figures |= seed_bias([trial_figures(record, [done[(record.number, s)]["sigma"] for s in seeds])
+                              for record in control], "control")
+    print(json.dumps(figures | {"trials": per_trial}))
 
+
+def trial_figures(record: TrialRecord, fresh: list[float]) -> dict:
+    """One retrained trial: its verdict, its sigma on each kind of seed, whether the fresh ones hold."""
+    verdict = record.verdict
+    figures = {"trial": record.number, "verdict": verdict.verdict.value, "search_sigma": record.sigma,
+               "confirmation_sigmas": record.seed_sigmas[1:], "upper_bound": verdict.upper_bound,
+               "kappa": record.kappa, "fresh_sigmas": fresh, "fresh_holds": [sigma <= record.kappa for sigma in fresh]}
+    print(f"trial {record.number} ({verdict.verdict.value}, U {verdict.upper_bound:.4f}): search sigma "
+          f"{record.sigma:.4f}, confirmations {' '.join(f'{s:.4f}' for s in figures['confirmation_sigmas']) or '-'}, "
+          f"fresh {' '.join(f'{s:.4f}' for s in fresh)}; holds {sum(figures['fresh_holds'])}/{len(fresh)}")
+    return figures
+
+
+def seed_bias(per_trial: list[dict], group: str) -> dict:
+    """How far the search's seed (and the confirmation seeds) sit from fresh seeds, in ``group``."""
+    if not per_trial:
+        return {}
+    search = [p["search_sigma"] - statistics.mean(p["fresh_sigmas"]) for p in per_trial]
+    confirmation = [c - statistics.mean(p["fresh_sigmas"]) for p in per_trial for c in p["confirmation_sigmas"]]
+    below = sum(p["search_sigma"] < min(p["fresh_sigmas"]) for p in per_trial)
+    print(f"{group}: search seed minus the fresh seeds' mean sigma {statistics.mean(search):+.4f} on average "
+          f"(below every fresh seed in {below}/{len(per_trial)} trials)"
+          + (f"; confirmation seeds {statistics.mean(confirmation):+.4f} ({len(confirmation)} runs)"
+             if confirmation else ""))
+    return {f"{group}_search_seed_bias": statistics.mean(search), f"{group}_search_below_all_fresh": below,
+            f"{group}_trials": len(per_trial),
+            f"{group}_confirmation_seed_bias": statistics.mean(confirmation) if confirmation else None}
 
 if __name__ == "__main__":
     main()
