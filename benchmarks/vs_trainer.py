@@ -153,11 +153,14 @@ def scaled(base: Study, args: argparse.Namespace, teacher_path: str, cache_dir: 
 
 
 def summarise(per_seed: list[dict[str, dict[str, float]]]) -> dict[str, Any]:
+    """Mean and sd over seeds; a seed with no feasible trial has no best feasible accuracy (NaN) and is left out
+    of that figure's mean, which ``{method}_seeds_with_feasible`` makes visible."""
     figures: dict[str, Any] = {}
     for method in ("kd_search", "trainer"):
+        figures[f"{method}_seeds_with_feasible"] = sum(seed[method]["feasible"] > 0 for seed in per_seed)
         for name in per_seed[0][method]:
-            values = [seed[method][name] for seed in per_seed]
-            figures[f"{method}_{name}_mean"] = statistics.mean(values)
+            values = [v for seed in per_seed if not math.isnan(v := seed[method][name])]
+            figures[f"{method}_{name}_mean"] = statistics.mean(values) if values else math.nan
             figures[f"{method}_{name}_sd"] = statistics.stdev(values) if len(values) > 1 else 0.0
     for name in ("hypervolume", "best_feasible_accuracy", "lowest_sigma", "wall_seconds"):
         trainer = figures[f"trainer_{name}_mean"]
@@ -208,6 +211,8 @@ def main() -> None:
         hf = scores([(r["accuracy"], r["sigma"]) for r in record], args.kappa, time.perf_counter() - started)
         print(f"seed {seed} trainer:   {json.dumps(hf)}", flush=True)
         per_seed.append({"kd_search": kd, "trainer": hf})
+        with open(root / "per_seed.jsonl", "a") as results:  # a seed's figures outlive a later failure
+            results.write(json.dumps({"seed": seed, "scale": args.scale} | per_seed[-1]) + "\n")
     figures = summarise(per_seed)
     print(json.dumps({"scale": args.scale, "seeds": args.seeds, "trials": args.trials, "epochs": args.epochs,
                       "train_limit": args.train_limit, "eval_limit": args.eval_limit, "kappa": args.kappa,
