@@ -178,6 +178,23 @@ def test_the_scheduler_pickles_saves_and_restores(tmp_path):
     assert restored.on_trial_result(None, trial("a"), result(1, 0.1, 0.9)) == CONTINUE
 
 
+def test_a_relaunched_scheduler_ranks_against_the_replayed_rungs_by_trial_number():
+    # Before the restart: study trials 0 and 1 reached rung 1 (Ray trial ids lost with the driver).
+    stored = {0: [result(1, 0.80, 0.02)], 1: [result(1, 0.75, 0.03), result(2, 0.78, 0.03)]}
+    latecomer = result(1, 0.90, 0.20)  # the most accurate, but infeasible
+    fresh = MultiObjectiveASHA("accuracy", max_t=4)
+    assert fresh.on_trial_result(None, trial("new"), latecomer) == CONTINUE  # alone at the rung
+    relaunched = MultiObjectiveASHA("accuracy", max_t=4)
+    for number, results in stored.items():
+        relaunched.replay(number, results)
+    assert set(relaunched.recorded(1)) == {"trial 0", "trial 1"} and set(relaunched.recorded(2)) == {"trial 1"}
+    assert relaunched.on_trial_result(None, trial("new"), latecomer) == STOP  # ranked behind both
+    # Trial 1 adopted under a new Ray id, re-reporting rung 2 from its checkpoint: not judged twice.
+    adopted = Trial("synthetic", trial_id="adopted", config={"number": 1}, stub=True)
+    assert relaunched.on_trial_result(None, adopted, result(2, 0.10, 0.90)) == CONTINUE
+    assert relaunched.recorded(2) == {"trial 1": point(0.78, 0.03)}
+
+
 def test_make_scheduler_builds_each_kind():
     assert isinstance(make_scheduler("fifo", "accuracy", 4), FIFOScheduler)
     asha = make_scheduler("asha", "f1", 1)

@@ -144,8 +144,13 @@ def _poll(predicate, timeout: float):
     raise AssertionError("condition not reached in time")
 
 
-def test_driver_sigkill_and_relaunch_finishes_the_study_without_rerunning(tmp_path):
-    study_file = write_study(tmp_path, search_study(tmp_path, trials=4, prediction_epochs=4))
+@pytest.mark.parametrize("scheduler", ["fifo", "mo_asha"])
+def test_driver_sigkill_and_relaunch_finishes_the_study_without_rerunning(tmp_path, scheduler):
+    spec = search_study(tmp_path, trials=4, prediction_epochs=4, scheduler=scheduler)
+    # One example per step: epochs long enough (a second or more) for the poll below to
+    # see a trial mid-way; tiny batches finish a 5-epoch trial between two polls.
+    spec["distillation"]["batch_size"] = 1
+    study_file = write_study(tmp_path, spec)
     workdir = tmp_path / "work"
     locations = Locations.resolve(None, workdir)
     command = [sys.executable, "-m", "kd_search.cli", "launch", str(study_file), "--workdir", str(workdir)]
@@ -176,13 +181,20 @@ def test_driver_sigkill_and_relaunch_finishes_the_study_without_rerunning(tmp_pa
     result = subprocess.run(command, capture_output=True, text=True, timeout=400, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     trials = load_optuna_study("tiny", locations.storage).trials
-    # Exactly the asked number, all finished (a tiny random teacher can leave sigma undefined: FAIL).
-    assert len(trials) == 4 and all(t.state.name in ("COMPLETE", "FAIL") for t in trials)
+    # Exactly the asked number, all finished (a tiny random teacher can leave sigma undefined:
+    # FAIL; multi-objective ASHA stops trials at its rungs: PRUNED).
+    ended = ("COMPLETE", "FAIL", "PRUNED") if scheduler == "mo_asha" else ("COMPLETE", "FAIL")
+    assert len(trials) == 4 and all(t.state.name in ended for t in trials)
     assert not [t for t in trials if t.user_attrs.get("kd_search_interrupted")]
     for number, (values, completed_at) in before.items():  # kept, not re-run
         assert trials[number].values == values and trials[number].datetime_complete == completed_at
     for interrupted in running:  # adopted and continued from its checkpoint, not from scratch
         assert trials[interrupted.number].user_attrs["resumed_from_epoch"] >= 1
+    if scheduler == "mo_asha":  # every epoch's scores stored once, for the next relaunch to replay
+        for t in trials:
+            epochs = [score["epoch"] for score in t.user_attrs.get("epoch_scores", [])]
+            assert epochs == sorted(set(epochs)) and len(epochs) == t.user_attrs.get("epoch", 0)
+        assert {t.state.name for t in trials if t.user_attrs.get("epoch", 0) < 5} <= {"PRUNED", "FAIL"}
     _, parents, children = mlflow_runs(locations, "tiny")
     assert len(parents) == 1 and len(children) == 4
 

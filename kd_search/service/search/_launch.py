@@ -25,6 +25,7 @@ from kd_search.service.search.driver import (
 )
 from kd_search.service.search.locations import Locations, check_locations
 from kd_search.service.search.optuna_study import (
+    EPOCH_SCORES_ATTR,
     INTERRUPTED_ATTR,
     create_or_resume,
     is_storage_outage,
@@ -33,15 +34,19 @@ from kd_search.service.search.optuna_study import (
 )
 from kd_search.service.search.ray_runs import init_ray, prepare_teacher, run_trials, study_tracker
 from kd_search.service.search.records import StudySummary, finished_count, summary_table
-from kd_search.service.search.schedulers import make_scheduler
+from kd_search.service.search.schedulers import MultiObjectiveASHA, make_scheduler
 from kd_search.service.telemetry import StudyGauges
 from kd_search.service.tracking import StudyTracker
 from kd_search.urls import display_url
 
 
-def _scheduler(study: Study) -> TrialScheduler:
-    return make_scheduler(study.search.scheduler, study.objectives.task_metric,
-                          study.distillation.epochs_total or sum(s.epochs for s in study.distillation.stages))
+def _scheduler(study: Study, optuna_study: optuna.Study) -> TrialScheduler:
+    scheduler = make_scheduler(study.search.scheduler, study.objectives.task_metric,
+                               study.distillation.epochs_total or sum(s.epochs for s in study.distillation.stages))
+    if isinstance(scheduler, MultiObjectiveASHA):  # a relaunch: the rungs start where they were
+        for trial in optuna_study.get_trials(deepcopy=False):
+            scheduler.replay(trial.number, trial.user_attrs.get(EPOCH_SCORES_ATTR, []))
+    return scheduler
 
 
 def launch(study: Study, *, locations: Locations | None = None, trials: int | None = None,
@@ -88,7 +93,7 @@ def launch(study: Study, *, locations: Locations | None = None, trials: int | No
             init_ray(ray_address, num_cpus)
             driver.gauges = StudyGauges(study.name)
             run_trials(study, locations, study.name, search_alg=ConstrainedOptunaSearcher(driver),
-                       scheduler=scheduler or _scheduler(study), num_samples=remaining,
+                       scheduler=scheduler or _scheduler(study, optuna_study), num_samples=remaining,
                        callbacks=[TrialEvents(driver)])
         confirmation = study.search.confirm
         if confirmation.top > 0 and finished_count(optuna_study) >= target:

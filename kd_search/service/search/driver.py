@@ -27,7 +27,7 @@ from kd_search.engine.spec import Study
 from kd_search.service import figures
 from kd_search.service.search.live import LiveStudy
 from kd_search.service.search.locations import Locations, trial_dir
-from kd_search.service.search.optuna_study import CONSTRAINT, FRONT_ATTR
+from kd_search.service.search.optuna_study import CONSTRAINT, EPOCH_SCORES_ATTR, FRONT_ATTR
 from kd_search.service.search.records import (
     RECORDED_METRICS,
     StudySummary,
@@ -61,6 +61,7 @@ class Driver:
         self.trials: dict[str, optuna.Trial] = {}  # Ray trial id -> Optuna trial
         self.ray_trials: dict[str, Any] = {}  # Ray trial id -> Ray's Trial (for its error file)
         self.nodes: dict[int, list[str]] = {}  # trial number -> the Ray nodes it ran on, in order
+        self.epoch_scores: dict[int, list[dict[str, float]]] = {}  # trial number -> EPOCH_SCORES_ATTR
         self.gauges: StudyGauges | None = None  # Prometheus, once Ray is up
         self.live: LiveStudy
         self.refresh_front()  # the launch's one full read; each event then updates self.live
@@ -70,9 +71,11 @@ class Driver:
             frozen = self.adopt.pop(0)
             trial = optuna.Trial(self.optuna_study, frozen._trial_id)
             resume_from = frozen.user_attrs.get("checkpoint")
+            self.epoch_scores[trial.number] = list(frozen.user_attrs.get(EPOCH_SCORES_ATTR, []))
         else:
             trial = self.optuna_study.ask(self.distributions)
             resume_from = None
+            self.epoch_scores[trial.number] = []
         self.trials[ray_trial_id] = trial
         self.live.started(trial.number)
         trial.set_user_attr("ray_trial_id", ray_trial_id)
@@ -92,10 +95,21 @@ class Driver:
         if node and node not in self.nodes[trial.number]:  # a retried trial may move to another node
             self.nodes[trial.number].append(node)
             trial.set_user_attr("nodes", self.nodes[trial.number])
+        self._store_epoch_scores(trial, result)
         self.tracker.log_epoch(trial.number, epoch_metrics(result), step=int(result["epoch"]))
         self._show(f"trial {trial.number} epoch {result['epoch']}/{result.get('total_epochs')} on node {node}: "
                    f"{self.metric_name} {result.get(self.metric_name, float('nan')):.3f}, "
                    f"sigma {result.get('sigma', float('nan')):.4f}")
+
+    def _store_epoch_scores(self, trial: optuna.Trial, result: dict[str, Any]) -> None:
+        names = ("epoch", self.metric_name, "sigma", "kappa")
+        if any(result.get(name) is None for name in names):
+            return  # an epoch measured on the eval split only, or no epoch at all
+        # A trial resumed from an earlier checkpoint reports its later epochs again: replace them.
+        scores = [s for s in self.epoch_scores[trial.number] if s["epoch"] < result["epoch"]]
+        scores.append({name: float(result[name]) for name in names})
+        self.epoch_scores[trial.number] = scores
+        trial.set_user_attr(EPOCH_SCORES_ATTR, scores)
 
     def on_checkpoint(self, ray_trial_id: str, path: str) -> None:
         trial = self.trials.get(ray_trial_id)
@@ -114,6 +128,8 @@ class Driver:
         metrics = {k: result[k] for k in RECORDED_METRICS if result and k in result}
         for name, value in metrics.items():
             trial.set_user_attr(name, value)
+        if result and not error:  # a scheduler's STOP delivers its epoch's result here only
+            self._store_epoch_scores(trial, result)
         if reason:
             trial.set_user_attr("failure", reason)
         if state == TrialState.COMPLETE:

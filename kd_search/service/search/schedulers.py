@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import pickle
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
@@ -139,10 +139,12 @@ class MultiObjectiveASHA(FIFOScheduler):
 
     At each rung epoch a trial goes on only if it ranks in the top ``1/reduction_factor``
     of the trials that have reached the rung so far (see ``rung_decision``); at ``max_t``
-    it stops, as ASHA's does. Records are keyed by trial id and rung, so a trial resumed
-    from a checkpoint that reports a rung again is neither recorded nor judged twice.
-    Its state is plain dictionaries of numbers: it pickles, and ``save``/``restore``
-    round-trip it for Ray.
+    it stops, as ASHA's does. Records are keyed by the study's trial number (Ray's trial
+    id where the config carries none) and rung, so a trial resumed from a checkpoint that
+    reports a rung again is neither recorded nor judged twice. A relaunched study
+    ``replay``s what its trials reported before, so the rungs are not empty after a
+    driver restart. Its state is plain dictionaries of numbers: it pickles, and
+    ``save``/``restore`` round-trip it for Ray.
 
     Example:
         >>> from ray.tune.experiment import Trial
@@ -178,12 +180,12 @@ class MultiObjectiveASHA(FIFOScheduler):
             return TrialScheduler.CONTINUE
         if result[self._time_attr] >= self._max_t:
             return TrialScheduler.STOP
-        rung = self._rung(result[self._time_attr])
-        if rung is None or trial.trial_id in self._rungs[rung]:
+        rung, key = self._rung(result[self._time_attr]), _trial_key(trial)
+        if rung is None or key in self._rungs[rung]:
             return TrialScheduler.CONTINUE  # before the first rung, or judged there already
         recorded = self._rungs[rung]
         goes_on = rung_decision(list(recorded.values()), point, self._reduction_factor)
-        recorded[trial.trial_id] = point
+        recorded[key] = point
         if goes_on:
             return TrialScheduler.CONTINUE
         self._num_stopped += 1
@@ -191,10 +193,28 @@ class MultiObjectiveASHA(FIFOScheduler):
 
     def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
         # A trial that ends at a rung still counts there for the trials that come later.
-        point = self._point(result or {})
+        self._record(_trial_key(trial), result or {})
+
+    def replay(self, number: int, results: Iterable[dict]) -> None:
+        """Record, without judging, the results a study's trial ``number`` reported before.
+
+        A relaunched driver calls this for every stored trial, so a trial that reaches a
+        rung after the restart is ranked against the trials that reached it before.
+
+        Example:
+            >>> scheduler = MultiObjectiveASHA("accuracy", max_t=4)
+            >>> scheduler.replay(0, [{"epoch": 1, "accuracy": 0.7, "sigma": 0.03, "kappa": 0.05}])
+            >>> scheduler.recorded(1)
+            {'trial 0': (0.7, 0.03, -0.020000000000000004)}
+        """
+        for result in results:
+            self._record(f"trial {number}", result)
+
+    def _record(self, key: str, result: dict) -> None:
+        point = self._point(result)
         rung = self._rung(result[self._time_attr]) if point is not None else None
         if rung is not None:
-            self._rungs[rung].setdefault(trial.trial_id, point)
+            self._rungs[rung].setdefault(key, point)
 
     def debug_string(self) -> str:
         rungs = " | ".join(f"epoch {milestone}: {len(recorded)} trials"
@@ -210,7 +230,7 @@ class MultiObjectiveASHA(FIFOScheduler):
             self.__dict__.update(pickle.load(file))
 
     def recorded(self, milestone: float) -> dict[str, Point]:
-        """The ``(metric, sigma, violation)`` points recorded at one rung, by trial id.
+        """The ``(metric, sigma, violation)`` points recorded at one rung, by trial key.
 
         Example:
             >>> MultiObjectiveASHA("accuracy", max_t=4).recorded(2)
@@ -231,6 +251,13 @@ class MultiObjectiveASHA(FIFOScheduler):
         # An undefined sigma (no example both models get right) or metric ranks last.
         return (-math.inf if math.isnan(metric) else metric, math.inf if math.isnan(sigma) else sigma,
                 math.inf if math.isnan(violation) else violation)
+
+
+def _trial_key(trial: Any) -> str:
+    # The searcher puts the study's trial number in the config: unlike Ray's trial id it
+    # survives a driver restart, so a resumed trial keeps its place at the rungs.
+    number = (getattr(trial, "config", None) or {}).get("number")
+    return trial.trial_id if number is None else f"trial {number}"
 
 
 def make_scheduler(kind: str, task_metric: str, total_epochs: int) -> TrialScheduler:
