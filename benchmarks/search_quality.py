@@ -1,16 +1,19 @@
-"""The default sampler against random search, on the same trial budget, by feasible hypervolume.
+"""Samplers against each other on the same trial budget, by feasible hypervolume.
 
-For each seed, two studies with the same budget run real distillation trials (the smoke
-study's task and models unless ``--study`` says otherwise): one with the default sampler
-(TPE, multivariate, constant liar, a quarter of the budget as random start-up trials),
-one with Optuna's RandomSampler. Each is scored by the hypervolume of its feasible front
-(task metric up, sigma down, sigma <= kappa) against the reference point
-(0.5 = chance accuracy on a balanced binary task, kappa).
+For each seed, one study per sampler with the same budget runs real distillation trials
+(the smoke study's task and models unless ``--study`` says otherwise): by default the
+default sampler (TPE, multivariate, constant liar, a quarter of the budget as random
+start-up trials), Optuna 5's constrained multi-objective GP and Optuna's RandomSampler.
+Each is scored by the hypervolume of its feasible front (task metric up, sigma down,
+sigma <= kappa) against the reference point (0.5 = chance accuracy on a balanced binary
+task, kappa). Every study starts from the same enqueued trials (the study's defaults and
+``search.enqueue``), so the samplers differ in the trials they propose after those.
 
-    python benchmarks/search_quality.py [--study smoke] [--trials 12] [--seeds 3]
+    python benchmarks/search_quality.py [--study smoke] [--trials 16] [--seeds 4] [--samplers tpe gp random]
 
-The last line is one JSON object with ``default_hypervolume`` and ``random_hypervolume``
-(means over the seeds) and the per-seed values.
+The last line is one JSON object: per sampler the mean and standard deviation of the
+hypervolume over the seeds, its ratio to random search, how many seeds it won, and the
+per-seed values.
 """
 
 from __future__ import annotations
@@ -20,44 +23,56 @@ import json
 import statistics
 import tempfile
 import time
+import typing
 
-from kd_search.engine.spec import load_study
+from kd_search.engine.spec import SearchSpec, load_study
 from kd_search.service.pareto import hypervolume
 from kd_search.service.search import Locations, launch
+
+SAMPLERS = typing.get_args(SearchSpec.model_fields["sampler"].annotation)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--study", default="smoke", help="A study file or a shipped study's name.")
-    parser.add_argument("--trials", type=int, default=12)
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--default-sampler", default="tpe", choices=["tpe", "gp", "nsga2"])
+    parser.add_argument("--trials", type=int, default=16)
+    parser.add_argument("--seeds", type=int, default=4)
+    parser.add_argument("--samplers", nargs="+", default=["tpe", "gp", "random"], choices=SAMPLERS)
     args = parser.parse_args()
     base = load_study(args.study)
     kappa = float(base.objectives.confidence.kappa)
     reference = (0.5, kappa)
-    scores: dict[str, list[float]] = {"default": [], "random": []}
+    scores: dict[str, list[float]] = {sampler: [] for sampler in args.samplers}
     with tempfile.TemporaryDirectory() as workdir:
         locations = Locations.resolve(base, workdir)
         for seed in range(args.seeds):
-            for label, sampler in (("default", args.default_sampler), ("random", "random")):
+            for sampler in args.samplers:
                 study = base.model_copy(update={
-                    "name": f"{base.name}-{label}-seed{seed}", "seed": seed,
+                    "name": f"{base.name}-{sampler}-seed{seed}", "seed": seed,
                     "search": base.search.model_copy(update={"sampler": sampler, "trials": args.trials})})
                 started = time.perf_counter()
                 summary = launch(study, locations=locations)
                 feasible = [(t.metric, t.sigma) for t in summary.trials if t.feasible]
                 volume = hypervolume(feasible, reference)
-                scores[label].append(volume)
-                print(f"seed {seed} {label:7s} ({sampler}): {len(feasible)}/{len(summary.trials)} feasible, "
+                scores[sampler].append(volume)
+                print(f"seed {seed} {sampler:7s}: {len(feasible)}/{len(summary.trials)} feasible, "
                       f"front {len(summary.front)}, hypervolume {volume:.6f} ({time.perf_counter() - started:.0f} s)",
                       flush=True)
-    default, random = statistics.mean(scores["default"]), statistics.mean(scores["random"])
-    print(f"mean hypervolume over {args.seeds} seeds, {args.trials} trials each: default {default:.6f}, "
-          f"random {random:.6f} (ratio {default / random if random else float('inf'):.2f})")
-    print(json.dumps({"default_hypervolume": default, "random_hypervolume": random,
-                      "default_sampler": args.default_sampler, "trials": args.trials, "seeds": args.seeds,
-                      "per_seed": scores}))
+    figures = {}
+    for sampler, values in scores.items():
+        mean = statistics.mean(values)
+        sd = statistics.stdev(values) if len(values) > 1 else 0.0
+        wins = sum(1 for seed, value in enumerate(values)
+                   if all(value >= scores[other][seed] for other in scores))
+        figures[sampler] = {"hypervolume": mean, "hypervolume_sd": sd, "seeds_won": wins, "per_seed": values}
+    random = figures.get("random", {}).get("hypervolume")
+    for sampler, entry in figures.items():
+        entry["ratio_to_random"] = entry["hypervolume"] / random if random else None
+        ratio = f", {entry['ratio_to_random']:.2f}x random" if entry["ratio_to_random"] is not None else ""
+        print(f"{sampler:7s} hypervolume {entry['hypervolume']:.6f} ± {entry['hypervolume_sd']:.6f} over "
+              f"{args.seeds} seeds, {args.trials} trials each{ratio}; best on {entry['seeds_won']} seeds")
+    print(json.dumps({"study": base.name, "trials": args.trials, "seeds": args.seeds, "kappa": kappa,
+                      "samplers": figures}))
 
 
 if __name__ == "__main__":
