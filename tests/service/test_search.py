@@ -97,6 +97,7 @@ class StopAndKill(FIFOScheduler):
         return TrialScheduler.CONTINUE
 
 
+@pytest.mark.ray
 def test_killed_worker_is_retried_nan_fails_stopped_trial_is_pruned(tmp_path, ray_cluster):
     study = parse_study(search_study(tmp_path, prediction_epochs=2))
     locations = Locations.resolve(study, tmp_path / "work")
@@ -144,6 +145,7 @@ def _poll(predicate, timeout: float):
     raise AssertionError("condition not reached in time")
 
 
+@pytest.mark.ray
 @pytest.mark.parametrize("scheduler", ["fifo", "mo_asha"])
 def test_driver_sigkill_and_relaunch_finishes_the_study_without_rerunning(tmp_path, scheduler):
     spec = search_study(tmp_path, trials=4, prediction_epochs=4, scheduler=scheduler)
@@ -263,6 +265,7 @@ def test_reading_a_study_does_not_import_ray():
     assert result.stdout.strip() == "False"
 
 
+@pytest.mark.ray
 def test_pareto_json_matches_storage(tmp_path, runner, ray_cluster):
     study = parse_study(search_study(tmp_path, trials=3))
     workdir = tmp_path / "work"
