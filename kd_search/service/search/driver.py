@@ -105,9 +105,12 @@ class Driver:
         names = ("epoch", self.metric_name, "sigma", "kappa")
         if any(result.get(name) is None for name in names):
             return  # an epoch measured on the eval split only, or no epoch at all
+        score = {name: float(result[name]) for name in names}
+        if self.epoch_scores[trial.number][-1:] == [score]:
+            return  # the last epoch's result, seen by on_result, again in on_complete
         # A trial resumed from an earlier checkpoint reports its later epochs again: replace them.
-        scores = [s for s in self.epoch_scores[trial.number] if s["epoch"] < result["epoch"]]
-        scores.append({name: float(result[name]) for name in names})
+        scores = [s for s in self.epoch_scores[trial.number] if s["epoch"] < score["epoch"]]
+        scores.append(score)
         self.epoch_scores[trial.number] = scores
         trial.set_user_attr(EPOCH_SCORES_ATTR, scores)
 
