@@ -351,7 +351,7 @@ class ConfirmSpec(_Strict):
 
 
 class SearchSpec(_Strict):
-    sampler: Literal["tpe", "gp", "nsga2", "random"] = "tpe"
+    sampler: Literal["tpe", "gp", "nsga2", "random"] = "gp"
     trials: PositiveInt = 8
     concurrency: PositiveInt = 1
     resources: ResourcesSpec = ResourcesSpec()

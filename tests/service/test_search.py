@@ -21,7 +21,7 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from tiny import search_study, write_study
 
 from kd_search.cli import main
-from kd_search.engine.spec import parse_study
+from kd_search.engine.spec import SearchSpec, load_study, parse_study, shipped_studies
 from kd_search.errors import SearchError
 from kd_search.service import pareto
 from kd_search.service.search import (
@@ -254,6 +254,12 @@ def test_sampler_choice_and_budget_scaled_startup(tmp_path):
                        ("random", "RandomSampler")):
         assert type(make_sampler(kind, seed=0, startup_trials=4)).__name__ == name
     assert make_sampler("nsga2", seed=0, startup_trials=4)._population_size == 4
+    # benchmarks/search_quality.py chose the GP sampler; every shipped study uses the default.
+    assert SearchSpec().sampler == "gp"
+    studies = [name for name in shipped_studies() if name != "compare_methods"]
+    assert len(studies) == 14
+    for name in studies:
+        assert load_study(name).search.sampler == "gp", name
 
 
 def test_reading_a_study_does_not_import_ray():
