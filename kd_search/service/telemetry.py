@@ -50,6 +50,8 @@ class TrialGauges:
         self._memory = Gauge(TRIAL_GPU_MEMORY, description="Peak GPU memory a trial allocated", tag_keys=keys)
         self._utilization = Gauge(TRIAL_GPU_UTILIZATION, description="GPU utilisation of a trial's device",
                                   tag_keys=keys)
+        if torch.cuda.is_available():  # a reused worker process carries the last trial's peak
+            torch.cuda.reset_peak_memory_stats()
 
     def record(self, epoch: int) -> None:
         # Once per epoch, never per step: these calls read the device and must stay off the hot loop.

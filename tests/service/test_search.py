@@ -290,3 +290,7 @@ def test_pareto_json_matches_storage(tmp_path, runner, ray_cluster):
         load_optuna_study("other", Locations.resolve(None, workdir).storage)
     summary = summarize(load_optuna_study("tiny", Locations.resolve(None, workdir).storage))
     assert summary.counts() == {"COMPLETE": 3}
+    # Two at a time: the third trial ran in a worker process one of the first two left.
+    pids = [json.loads((Locations.resolve(None, workdir).trial_dir("tiny", number) / "timings.json").read_text())["pid"]
+            for number in range(3)]
+    assert pids[0] != pids[1] and pids[2] in pids[:2]

@@ -104,6 +104,9 @@ def run_trials(study: Study, locations: Locations, run_label: str, *, search_alg
         trainable,
         tune_config=tune.TuneConfig(search_alg=search_alg, scheduler=scheduler, num_samples=num_samples,
                                     max_concurrent_trials=study.search.concurrency,
+                                    # A finished trial's worker process takes the next trial:
+                                    # no new process, no second import of torch and transformers.
+                                    reuse_actors=True,
                                     trial_dirname_creator=lambda trial: trial_dirname(trial.trial_id)),
         run_config=tune.RunConfig(
             name=run_name, storage_path=str(storage_path),

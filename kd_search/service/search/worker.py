@@ -5,14 +5,15 @@ never writes the Optuna storage or MLflow, which only the driver does. It saves 
 student and the confidence arrays of a trial that finishes in the trial's directory; a
 confirmation (the trial retrained with another seed) saves only its confidence arrays,
 under ``seeds/<seed>``, so the trial's own files stay as the search left them.
-Every worker also writes ``timings.json``: when it started (``started_at``, Unix time)
-and the wall seconds of the trial's phases (``run_trial``'s, then ``outputs_save`` and
+Every worker also writes ``timings.json``: when it started (``started_at``, Unix time),
+its process (``pid``: Ray Tune reuses a worker for the next trial) and the wall seconds of the trial's phases (``run_trial``'s, then ``outputs_save`` and
 ``student_save``).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -108,7 +109,8 @@ def distillation_trainable(config: dict[str, Any], *, spec: dict[str, Any], work
             card = model_card(spec, result.params, result.metrics)
             save_student(result.student, result.tokenizer, out / "student", card=card,
                          metrics=result.metrics | {"trial": number})
-    (out / "timings.json").write_text(json.dumps({"started_at": started_at, "seconds": timer.seconds}))
+    (out / "timings.json").write_text(json.dumps({"started_at": started_at, "pid": os.getpid(),
+                                                       "seconds": timer.seconds}))
 
 
 def _reportable(metrics: dict[str, Any]) -> dict[str, Any]:
