@@ -12,12 +12,16 @@ measured by kd-search's own evaluation (accuracy on eval, sigma on the confidenc
 For each seed (the study's ``seed``: sampler and student training; the teacher stays the
 one prepared once), each method is scored by the hypervolume of its feasible points
 (sigma <= kappa) from the reference (0.5, kappa), its best feasible accuracy, its lowest
-sigma and its wall time.
+sigma and its wall time. Compute to a front: the seconds from kd-search's start until its
+finished trials first hold a feasible front with at least the Trainer loop's final
+hypervolume (``seconds_to_match_trainer``, NaN if never), beside the seconds the Trainer
+loop took to reach that front itself (``seconds_to_own_front``).
 
     .venv/bin/python benchmarks/vs_trainer.py --scale small --seeds 3
 
-The last line is one JSON object with the figures per seed, their mean and sd, and the
-ratios kd-search/Trainer of the means.
+The last line is one JSON object with the figures per seed, their mean and sd, the
+ratios kd-search/Trainer of the means, and ``ratio_seconds_to_match`` (kd-search's mean
+seconds to match over the Trainer's mean wall time; NaN unless it matched on every seed).
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ from kd_search.engine.spec import Study, TeacherSpec, load_study
 from kd_search.engine.teacher_cache import TeacherLayers
 from kd_search.engine.trial import TrialSetup, prepare, teacher_outputs
 from kd_search.service.pareto import hypervolume
-from kd_search.service.search import Locations, launch
+from kd_search.service.search import Locations, launch, load_optuna_study
 
 SCALES = {"demo": {"train_limit": None, "eval_limit": None, "trials": None},
           "small": {"train_limit": 800, "eval_limit": 400, "trials": 6}}
@@ -93,7 +97,8 @@ class HintonTrainer(Trainer):
         params = {"alpha": alpha, "temperature": temperature, "prediction_loss": "kl"}
         metrics, _ = evaluate(self.setup, self.model, params, self.teacher_train, self.teacher_eval)
         self.record.append({"number": self._trial.number, "params": dict(self._trial.params),
-                            "accuracy": metrics["accuracy"], "sigma": metrics["sigma"]})
+                            "accuracy": metrics["accuracy"], "sigma": metrics["sigma"],
+                            "finished_at": time.time()})
         return {"eval_accuracy": metrics["accuracy"], "eval_sigma": metrics["sigma"]}
 
 
@@ -136,6 +141,18 @@ def scores(points: list[tuple[float, float]], kappa: float, seconds: float) -> d
             "feasible": len(feasible), "trials": len(points), "wall_seconds": seconds}
 
 
+def seconds_to_reach(timed_points: list[tuple[float, float, float]], target: float, kappa: float) -> float:
+    """Seconds until finished trials ``(seconds, accuracy, sigma)`` first hold a feasible front
+    (not empty) whose hypervolume from (0.5, kappa) is at least ``target``; NaN if never."""
+    feasible: list[tuple[float, float]] = []
+    for seconds, accuracy, sigma in sorted(timed_points):
+        if sigma <= kappa:  # False for NaN
+            feasible.append((accuracy, sigma))
+        if feasible and hypervolume(feasible, (0.5, kappa)) >= target:
+            return seconds
+    return math.nan
+
+
 def scaled(base: Study, args: argparse.Namespace, teacher_path: str, cache_dir: Path, seed: int) -> Study:
     """The study a seed runs: the shared fine-tuned teacher, the scale's limits and budget."""
     task = base.task.model_copy(update={k: v for k, v in (("train_limit", args.train_limit),
@@ -165,6 +182,13 @@ def summarise(per_seed: list[dict[str, dict[str, float]]]) -> dict[str, Any]:
     for name in ("hypervolume", "best_feasible_accuracy", "lowest_sigma", "wall_seconds"):
         trainer = figures[f"trainer_{name}_mean"]
         figures[f"ratio_{name}"] = figures[f"kd_search_{name}_mean"] / trainer if trainer else math.inf
+    if "seconds_to_match_trainer" in per_seed[0]["kd_search"]:
+        matched = sum(not math.isnan(seed["kd_search"]["seconds_to_match_trainer"]) for seed in per_seed)
+        figures["kd_search_seeds_matched"] = matched
+        # A mean over the seeds it matched on would flatter it: no ratio unless it matched on all.
+        figures["ratio_seconds_to_match"] = (figures["kd_search_seconds_to_match_trainer_mean"]
+                                             / figures["trainer_wall_seconds_mean"]
+                                             if matched == len(per_seed) else math.nan)
     return figures
 
 
@@ -199,16 +223,21 @@ def main() -> None:
     for seed in range(args.seeds):
         study = scaled(base, args, shared.teacher_path, root / "shared" / "cache", seed)
         workdir = root / f"seed{seed}"
-        started = time.perf_counter()
-        summary = launch(study, locations=Locations.resolve(study, workdir / "kd-search"))
-        kd = scores([(t.metric, math.nan if t.sigma is None else t.sigma) for t in summary.trials
-                     if t.state == "COMPLETE"], args.kappa,
-                    time.perf_counter() - started)
-        print(f"seed {seed} kd-search: {json.dumps(kd)}", flush=True)
-        started = time.perf_counter()
+        locations = Locations.resolve(study, workdir / "kd-search")
+        started = time.time()
+        launch(study, locations=locations)
+        kd_seconds = time.time() - started
+        kd_timed = [(t.datetime_complete.timestamp() - started, *t.values) for t in load_optuna_study(
+            study.name, locations.storage).get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
+        kd = scores([(a, s) for _, a, s in kd_timed], args.kappa, kd_seconds)
+        started = time.time()
         setup = prepare(study, workdir / "trainer")
         record = trainer_search(setup, seed, args.trials, args.epochs, workdir / "trainer" / "out")
-        hf = scores([(r["accuracy"], r["sigma"]) for r in record], args.kappa, time.perf_counter() - started)
+        hf = scores([(r["accuracy"], r["sigma"]) for r in record], args.kappa, time.time() - started)
+        hf_timed = [(r["finished_at"] - started, r["accuracy"], r["sigma"]) for r in record]
+        kd["seconds_to_match_trainer"] = seconds_to_reach(kd_timed, hf["hypervolume"], args.kappa)
+        hf["seconds_to_own_front"] = seconds_to_reach(hf_timed, hf["hypervolume"], args.kappa)
+        print(f"seed {seed} kd-search: {json.dumps(kd)}", flush=True)
         print(f"seed {seed} trainer:   {json.dumps(hf)}", flush=True)
         per_seed.append({"kd_search": kd, "trainer": hf})
         with open(root / "per_seed.jsonl", "a") as results:  # a seed's figures outlive a later failure

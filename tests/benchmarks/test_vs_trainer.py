@@ -32,3 +32,27 @@ def test_summary_leaves_out_seeds_without_a_feasible_trial() -> None:
     assert figures["ratio_wall_seconds"] == pytest.approx(0.5)
     assert figures["ratio_hypervolume"] == pytest.approx(
         ((0.3 * 0.025) + (0.2 * 0.015)) / 2 / ((0.25 * 0.005) / 2))
+
+
+def test_seconds_to_reach_is_the_first_finished_trial_whose_front_matches() -> None:
+    timed = [(30.0, 0.9, 0.09), (10.0, 0.7, 0.05), (20.0, 0.8, 0.06), (40.0, 0.95, 0.01)]
+    # (0.7, 0.05) alone: 0.2 * 0.025 = 0.005; with (0.8, 0.06) 0.0065; the infeasible 0.9 adds
+    # nothing; (0.95, 0.01) dominates them all: 0.45 * 0.065 = 0.02925.
+    assert vs_trainer.seconds_to_reach(timed, target=0.0049, kappa=0.075) == 10.0
+    assert vs_trainer.seconds_to_reach(timed, target=0.006, kappa=0.075) == 20.0
+    assert vs_trainer.seconds_to_reach(timed, target=0.029, kappa=0.075) == 40.0
+    assert math.isnan(vs_trainer.seconds_to_reach(timed, target=0.03, kappa=0.075))
+    # Matching a Trainer that found nothing feasible still takes a feasible trial.
+    assert math.isnan(vs_trainer.seconds_to_reach([(5.0, 0.9, 0.09), (6.0, 0.8, math.nan)], 0.0, 0.075))
+
+
+def test_ratio_to_match_only_when_every_seed_matched() -> None:
+    def seed(kd_seconds_to_match: float) -> dict:
+        kd = vs_trainer.scores([(0.8, 0.05)], 0.075, 100.0) | {"seconds_to_match_trainer": kd_seconds_to_match}
+        return {"kd_search": kd, "trainer": vs_trainer.scores([(0.7, 0.06)], 0.075, 200.0)}
+
+    figures = vs_trainer.summarise([seed(40.0), seed(80.0)])
+    assert figures["kd_search_seeds_matched"] == 2
+    assert figures["ratio_seconds_to_match"] == pytest.approx(60.0 / 200.0)
+    figures = vs_trainer.summarise([seed(40.0), seed(math.nan)])
+    assert figures["kd_search_seeds_matched"] == 1 and math.isnan(figures["ratio_seconds_to_match"])
