@@ -4,7 +4,8 @@ The teacher is prepared and its outputs cached first (once per study, timed apar
 one ``launch`` runs the study: Ray start-up, worker start-up, data loading in each
 worker, per-epoch evaluation and checkpoints, Optuna and MLflow writes are all in the
 study's wall time; only the training loops are in the trials' sum. With concurrent
-trials the study's ratio can drop below 1 (trials overlap).
+trials the study's ratio can drop below 1 (trials overlap). The study's confirmation
+(``search.confirm``) is left out: its retrainings are not trials of the search.
 
 Per trial, the slot is the time from the driver's proposal (Optuna's start) to its
 result (Optuna's completion); the worker's ``timings.json`` splits it into start-up
@@ -47,6 +48,10 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=None)
     args = parser.parse_args()
     study = load_study(args.study)
+    # The search alone: a confirmation's retrainings would be in the wall time but not in the
+    # trials' training sum.
+    study = study.model_copy(update={"search": study.search.model_copy(
+        update={"confirm": study.search.confirm.model_copy(update={"top": 0})})})
     with tempfile.TemporaryDirectory() as workdir:
         locations = Locations.resolve(study, workdir)
         started = time.perf_counter()
