@@ -6,8 +6,8 @@ student and the confidence arrays of a trial that finishes in the trial's direct
 confirmation (the trial retrained with another seed) saves only its confidence arrays,
 under ``seeds/<seed>``, so the trial's own files stay as the search left them.
 Every worker also writes ``timings.json``: when it started (``started_at``, Unix time),
-its process (``pid``: Ray Tune reuses a worker for the next trial) and the wall seconds of the trial's phases (``run_trial``'s, then ``outputs_save`` and
-``student_save``).
+its process (``pid``: Ray Tune hands a worker the next trial) and the wall seconds of
+the trial's phases (``run_trial``'s, then ``outputs_save`` and ``student_save``).
 """
 
 from __future__ import annotations
