@@ -233,8 +233,9 @@ def main() -> None:
         started = time.time()
         setup = prepare(study, workdir / "trainer")
         record = trainer_search(setup, seed, args.trials, args.epochs, workdir / "trainer" / "out")
-        hf = scores([(r["accuracy"], r["sigma"]) for r in record], args.kappa, time.time() - started)
+        hf_seconds = time.time() - started
         hf_timed = [(r["finished_at"] - started, r["accuracy"], r["sigma"]) for r in record]
+        hf = scores([(a, s) for _, a, s in hf_timed], args.kappa, hf_seconds)
         kd["seconds_to_match_trainer"] = seconds_to_reach(kd_timed, hf["hypervolume"], args.kappa)
         hf["seconds_to_own_front"] = seconds_to_reach(hf_timed, hf["hypervolume"], args.kappa)
         print(f"seed {seed} kd-search: {json.dumps(kd)}", flush=True)

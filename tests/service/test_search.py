@@ -276,21 +276,20 @@ def test_pareto_json_matches_storage(tmp_path, runner, ray_cluster):
     study = parse_study(search_study(tmp_path, trials=3))
     workdir = tmp_path / "work"
     launch(study, locations=Locations.resolve(study, workdir))
+    locations = Locations.resolve(None, workdir)
     result = runner.invoke(main, ["pareto", "tiny", "--json", "--workdir", str(workdir)])
     assert result.exit_code == 0, result.output
     front = json.loads(result.output.strip().splitlines()[-1])
-    trials = [t for t in load_optuna_study("tiny", Locations.resolve(None, workdir).storage).trials
-              if t.state.name == "COMPLETE"]
+    trials = [t for t in load_optuna_study("tiny", locations.storage).trials if t.state.name == "COMPLETE"]
     expected = [trials[i] for i in pareto.pareto_front([tuple(t.values) for t in trials],
                                                         [t.values[1] <= t.user_attrs["kappa"] for t in trials])]
     assert sorted(item["trial"] for item in front) == sorted(t.number for t in expected)
     for item in front:
         assert set(item) >= {"trial", "accuracy", "sigma", "kappa", "phi_cnf", "params"} and item["phi_cnf"]
     with pytest.raises(SearchError, match="no study named"):
-        load_optuna_study("other", Locations.resolve(None, workdir).storage)
-    summary = summarize(load_optuna_study("tiny", Locations.resolve(None, workdir).storage))
+        load_optuna_study("other", locations.storage)
+    summary = summarize(load_optuna_study("tiny", locations.storage))
     assert summary.counts() == {"COMPLETE": 3}
     # Two at a time: the third trial ran in a worker process one of the first two left.
-    pids = [json.loads((Locations.resolve(None, workdir).trial_dir("tiny", number) / "timings.json").read_text())["pid"]
-            for number in range(3)]
+    pids = [json.loads((locations.trial_dir("tiny", n) / "timings.json").read_text())["pid"] for n in range(3)]
     assert pids[0] != pids[1] and pids[2] in pids[:2]
