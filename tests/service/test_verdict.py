@@ -330,3 +330,20 @@ def test_kappa_curve_steps_up_at_each_certified_trials_bound(stored):
         expected = 0.825 if kappa >= bound_2 else 0.80 if kappa >= bound_0 else None
         assert certified == (pytest.approx(expected) if expected is not None else None), kappa
         assert feasible == max(t.metric for t in summary.trials if t.sigma <= kappa)
+
+
+def test_at_kappa_judges_every_trial_of_a_bound_study_against_the_one_kappa():
+    from kd_search.service.search import StudySummary, TrialRecord, at_kappa
+
+    # kappa: bound: each trial stored its own bound; trial 0's was loose, trial 1's tight.
+    records = [TrialRecord(0, "COMPLETE", 0.85, 0.06, 0.09, {}, {"kappa": 0.09}),
+               TrialRecord(1, "COMPLETE", 0.80, 0.03, 0.02, {}, {"kappa": 0.02}),
+               TrialRecord(2, "RUNNING", None, None, None, {}, {})]
+    stored = StudySummary("bound", "accuracy", records)
+    assert [t.feasible for t in stored.trials] == [True, False, False]
+    judged = at_kappa(stored, 0.05)
+    assert [t.kappa for t in judged.trials] == [0.05, 0.05, 0.05]
+    assert [t.feasible for t in judged.trials] == [False, True, False]
+    assert [t.number for t in judged.front] == [1]
+    assert [t.verdict.verdict.value for t in judged.trials[:2]] == ["fails", "unconfirmed"]
+    assert judged.trials[1].attrs["kappa"] == 0.05 and records[1].kappa == 0.02  # the stored records stay
