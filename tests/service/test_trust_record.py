@@ -30,6 +30,11 @@ def recorded(tmp_path_factory):
     spec = tiny_study(root, name="tiny-trust", objectives={"confidence": {"kappa": 1.0}},
                       search={"trials": 1, "sampler": "random", "enqueue_defaults": False,
                               "space": {"alpha": {"low": 0.0, "high": 0.5}}})
+    # A teacher trained until it separates the classes: probabilities away from 1/2, so the
+    # measures are not those of a uniform predictor.
+    spec["teacher"]["fine_tune"] = {"epochs": 8, "learning_rate": 5e-3, "batch_size": 16}
+    for stage in spec["distillation"]["stages"]:
+        stage["learning_rate"] = 5e-3
     study = parse_study(spec)
     locations = Locations.resolve(study)
     optuna_study, _ = create_or_resume(study, locations.storage, num_mapped_layers=1)
@@ -62,6 +67,7 @@ def test_the_trial_measures_trust_on_the_arrays_it_saved(recorded):
         sigma_train = float(np.std(confidence.confidence_delta(saved["teacher_probs"], saved["student_probs"],
                                                                saved["labels"])))
     assert labels.size == 32  # the tiny task's eval split
+    assert direct["brier_teacher"] < 0.25 and direct["kl_teacher_student"] > 0  # a trained, imperfect copy
     for name, value in direct.items():
         assert result.metrics[name] == pytest.approx(value, rel=1e-6, abs=1e-9), name
     assert result.metrics["sigma_train"] == pytest.approx(sigma_train) == pytest.approx(result.metrics["sigma"])
