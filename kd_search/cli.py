@@ -508,20 +508,36 @@ def status(name: str | None, workdir: str | None, storage: str | None, tracking_
     Console().print(table)
 
 
+def kappa_option(function):
+    # Text, parsed by check_kappa: a bad value is one line and exit 2, not click's usage block.
+    return click.option("--kappa", "kappa", default=None, metavar="K",
+                        help="Judge every trial against sigma <= K instead of the study's kappa "
+                             "(from the stored trials, nothing is trained again).")(function)
+
+
 @main.command()
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="Print the front as one JSON list on the last line.")
+@kappa_option
 @location_options
-def pareto(name: str, as_json: bool, workdir: str | None, storage: str | None, tracking_uri: str | None) -> None:
-    """The study's feasible Pareto front (task metric up, sigma down, sigma <= kappa)."""
+def pareto(name: str, as_json: bool, kappa: str | None, workdir: str | None, storage: str | None,
+           tracking_uri: str | None) -> None:
+    """The study's feasible Pareto front (task metric up, sigma down, sigma <= kappa).
+
+    --kappa K recomputes each trial's phi_cnf, verdict over its seeds and the front at K.
+    """
     from kd_search.service import search
 
+    threshold = None if kappa is None else search.check_kappa(kappa)
     locations = search.Locations.resolve(None, workdir, storage, tracking_uri)
     summary = search.summarize(search.load_optuna_study(name, locations.storage))
+    if threshold is not None:
+        summary = search.at_kappa(summary, threshold)
     if as_json:
         click.echo(json.dumps([t.as_dict(summary.metric_name) for t in summary.front]))
         return
-    Console().print(_front_table(summary, f"{name}: feasible Pareto front"))
+    at = "" if threshold is None else f" at kappa {threshold:g}"
+    Console().print(_front_table(summary, f"{name}: feasible Pareto front{at}"))
 
 
 def _registry_alias(chosen, best: bool) -> str:
@@ -541,22 +557,27 @@ def _registry_alias(chosen, best: bool) -> str:
 @click.option("--out", "out_dir", required=True, help="Directory to write the Hugging Face student to.")
 @click.option("--register", "model_name", default=None,
               help="Also log the student to the MLflow model registry under this name.")
+@kappa_option
 @location_options
 def export(name: str, number: int | None, best: bool, allow_unconfirmed: bool, out_dir: str, model_name: str | None,
-           workdir: str | None, storage: str | None, tracking_uri: str | None) -> None:
+           kappa: str | None, workdir: str | None, storage: str | None, tracking_uri: str | None) -> None:
     """Export a trial's student as a Hugging Face directory with a model card.
 
     --best picks the most accurate certified trial; where none is certified it stops
-    (exit 2, nothing written) and says why, unless --allow-unconfirmed.
+    (exit 2, nothing written) and says why, unless --allow-unconfirmed. With --kappa K the
+    verdicts (and the card) are those at K.
     """
     from kd_search.service import search, tracking
     from kd_search.service.export import export_student, exported_metrics, model_card
 
     if (number is None) == (not best):
         raise SearchError("give exactly one of --trial N and --best")
+    threshold = None if kappa is None else search.check_kappa(kappa)
     locations = search.Locations.resolve(None, workdir, storage, tracking_uri)
     optuna_study = search.load_optuna_study(name, locations.storage)
     summary = search.summarize(optuna_study)
+    if threshold is not None:
+        summary = search.at_kappa(summary, threshold)
     chosen = search.select_trial(summary, number, best, allow_unconfirmed)
     source = search.kept_student(locations, name, chosen.number)
     spec = optuna_study.user_attrs.get(search.SPEC_ATTR, {"name": name})
@@ -569,6 +590,8 @@ def export(name: str, number: int | None, best: bool, allow_unconfirmed: bool, o
             f"NOT certified: {search.verdict_text(chosen)}; the most accurate with sigma <= kappa on its search seed"
     else:
         why = search.verdict_text(chosen)
+    if threshold is not None:
+        why += f", at kappa {threshold:g}"
     click.echo(f"exported trial {chosen.number} ({summary.metric_name} {chosen.metric:.4f}, "
                f"sigma {_interval(chosen.sigma, chosen.sigma_ci_low, chosen.sigma_ci_high)}, {why}) to {out}")
     if model_name:
@@ -629,7 +652,8 @@ def report(name: str, out_file: str, workdir: str | None, storage: str | None, t
     kappa = confidence_spec.get("kappa")
     out = build_report(optuna_study, search.summarize(optuna_study), locations, out_file,
                        description=spec.get("description", ""), kappa=kappa if isinstance(kappa, float) else None,
-                       convention=confidence_spec.get("convention", "auto"))
+                       convention=confidence_spec.get("convention", "auto"),
+                       confidence_split=confidence_spec.get("split", "train"))
     try:
         tracking.StudyTracker(locations.tracking_uri, locations.experiment, name, create=False).log_study_artifact(out)
     except TrackingError as error:
@@ -657,7 +681,7 @@ def demo(ctx: click.Context, study_file: str, out_dir: str | None, workdir: str 
     out = out_dir or str(locations.workdir / f"{study.name}-student")
     try:
         ctx.invoke(export, name=study.name, number=None, best=True, allow_unconfirmed=False, out_dir=out,
-                   model_name=None, **options)
+                   model_name=None, kappa=None, **options)
     except SearchError as error:
         click.echo(f"nothing exported: {error}")
     else:

@@ -6,7 +6,11 @@ Metric names: ``accuracy``/``f1``/``mcc`` (task metric on eval), ``teacher_accur
 (train by default, as in the paper), ``sigma_train``/``sigma_eval`` (and the same per
 split for ``mean_delta``, ``n_both``, ``ece``, ``agreement``, ``agreement_f1``), ``ece``
 (student on eval), ``ece_teacher``, ``classwise_ece``, ``agreement`` (eval) and
-``prediction_loss_sum`` (beta_X of the paper's bound).
+``prediction_loss_sum`` (beta_X of the paper's bound); the trust measures of
+:func:`~kd_search.engine.trust.trust_metrics` on eval (``flip_rate``,
+``flip_rate_teacher_correct``, ``kl_teacher_student``, ``brier``, ``brier_teacher``, ``nll``,
+``nll_teacher``) and, on tasks with more than two classes, ``sigma_class_<k>``: sigma over
+the confidence split's examples of class k.
 
 Uncertainty: ``sigma_ci_low``/``sigma_ci_high`` and ``sigma_se`` (the bootstrap standard
 error of sigma, which :func:`~kd_search.engine.confidence.certify` combines over seeds) on
@@ -28,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from kd_search.engine import confidence
+from kd_search.engine import confidence, trust
 from kd_search.engine.losses import prediction_distillation
 from kd_search.engine.teacher import evaluate_classifier
 from kd_search.engine.timing import PhaseTimer
@@ -42,19 +46,21 @@ def evaluate(setup: TrialSetup, student, params: dict[str, float], teacher_train
              teacher_eval: torch.Tensor, *, with_train_split: bool = True,
              timer: PhaseTimer | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The student's metrics after an epoch (see the module docstring) and the per-example
-    probabilities behind sigma on the confidence split.
+    probabilities behind sigma on the confidence split (``teacher_probs``, ``student_probs``,
+    ``labels``), with the eval split's as ``eval_teacher_probs``, ``eval_student_probs`` and
+    ``eval_labels`` when the confidence split is train.
 
     Without ``with_train_split`` the student does not run on the training split and only
     the eval split's metrics are measured (task metric and its interval, ``teacher_accuracy``,
-    ``ece``, ``ece_teacher``, ``classwise_ece``, ``agreement`` and the ``_eval`` ones): no
-    sigma, kappa or phi_cnf, no probabilities. ``timer`` counts the phases
+    ``ece``, ``ece_teacher``, ``classwise_ece``, ``agreement``, the trust measures and the
+    ``_eval`` ones): no sigma, kappa or phi_cnf, no probabilities. ``timer`` counts the phases
     ``eval_inference_train``, ``eval_inference_eval``, ``eval_metrics`` and
     ``eval_intervals`` (the bootstrap).
 
     Example:
         >>> metrics, outputs = evaluate(setup, student, params, teacher_train, teacher_eval)  # doctest: +SKIP
         >>> sorted(outputs)  # doctest: +SKIP
-        ['labels', 'student_probs', 'teacher_probs']
+        ['eval_labels', 'eval_student_probs', 'eval_teacher_probs', 'labels', 'student_probs', 'teacher_probs']
     """
     study, data = setup.study, setup.data
     batch_size = study.distillation.eval_batch_size
@@ -71,6 +77,7 @@ def evaluate(setup: TrialSetup, student, params: dict[str, float], teacher_train
         metrics |= _eval_metrics(study, data, metrics, student_eval, teacher_eval)
         if with_train_split:
             metrics |= _confidence_metrics(study, data, params, metrics, student_train, teacher_train)
+            metrics |= class_sigmas(outputs[study.objectives.confidence.split], study.objectives.confidence.convention)
     split = study.objectives.confidence.split
     eval_predictions = confidence.softmax(student_eval).argmax(1)
     with timer.phase("eval_intervals"):
@@ -78,7 +85,11 @@ def evaluate(setup: TrialSetup, student, params: dict[str, float], teacher_train
             metrics |= interval_metrics(study, outputs[split], eval_predictions, data.eval.labels, data.num_labels)
         else:
             metrics |= task_metric_interval(study, eval_predictions, data.eval.labels, data.num_labels)
-    return metrics, outputs[split] if with_train_split else {}
+    if not with_train_split:
+        return metrics, {}
+    # The eval split's probabilities ride along for the report's reliability diagram.
+    extra = {f"eval_{name}": values for name, values in outputs["eval"].items()} if split != "eval" else {}
+    return metrics, outputs[split] | extra
 
 
 def _split_metrics(study: Study, data, logits: dict[str, tuple[torch.Tensor, torch.Tensor]]):
@@ -121,7 +132,26 @@ def _eval_metrics(study: Study, data, split_metrics: dict[str, Any], student_eva
     metrics["ece_teacher"] = confidence.expected_calibration_error(confidence.softmax(teacher_eval), data.eval.labels)
     metrics["classwise_ece"] = confidence.classwise_calibration_error(eval_probs, data.eval.labels)
     metrics["agreement"] = split_metrics["agreement_eval"]
-    return metrics
+    return metrics | trust.trust_metrics(confidence.softmax(teacher_eval), eval_probs, data.eval.labels)
+
+
+def class_sigmas(outputs: dict[str, np.ndarray], convention: confidence.Convention) -> dict[str, float]:
+    """``sigma_class_<k>`` for each class k of a task with more than two classes (none on a
+    binary task, where the two classes' deltas are one sigma's), NaN where undefined.
+
+    Example:
+        >>> outputs = {"teacher_probs": [[.8, .1, .1], [.1, .8, .1]], "student_probs": [[.6, .2, .2], [.1, .7, .2]],
+        ...            "labels": [0, 1]}
+        >>> class_sigmas(outputs, "auto")
+        {'sigma_class_0': 0.0, 'sigma_class_1': 0.0, 'sigma_class_2': nan}
+    """
+    if np.asarray(outputs["teacher_probs"]).shape[1] <= 2:
+        return {}
+    try:
+        found = trust.sigma_per_class(outputs["teacher_probs"], outputs["student_probs"], outputs["labels"], convention)
+    except confidence.ConfidenceInputError:  # no example right for both
+        found = dict.fromkeys(range(np.asarray(outputs["teacher_probs"]).shape[1]), math.nan)
+    return {f"{trust.SIGMA_CLASS_PREFIX}{k}": value for k, value in found.items()}
 
 
 def _confidence_metrics(study: Study, data, params: dict[str, float], split_metrics: dict[str, Any],

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from kd_search.files import write_directory
-from kd_search.service.search.records import TrialRecord, verdict_text
+from kd_search.service.search.records import TrialRecord, trust_fields, verdict_text
 
 CARD_METRICS = ("trial", "accuracy", "teacher_accuracy", "sigma", "kappa", "phi_cnf", "ece", "agreement",
                 "train_seconds", "verdict_text", "seeds")
@@ -82,6 +82,7 @@ def model_card(spec: dict[str, Any], params: dict[str, Any], metrics: dict[str, 
         if name in metrics:
             lines.append(f"| {name.removesuffix('_text')} | {_card_value(name, metrics)} |")
     lines += _seeds_section(metrics, spec.get("objectives", {}).get("task_metric", "accuracy"))
+    lines += _trust_section(metrics)
     lines += ["", "## Hyperparameters", "", "| name | value |", "|---|---|"]
     lines += [f"| {k} | {v:g} |" if isinstance(v, (int, float)) else f"| {k} | {v} |" for k, v in sorted(params.items())]
     return "\n".join(lines) + "\n"
@@ -119,6 +120,19 @@ def _seeds_section(metrics: dict[str, Any], metric_name: str) -> list[str]:
                   f"{_number(metrics.get(f'{metric_name}_mean'))} ± {_number(metrics.get(f'{metric_name}_std'))}, "
                   f"sigma {_number(metrics.get('sigma_mean'))} ± {_number(metrics.get('sigma_std'))}."]
     return lines
+
+
+def _trust_section(metrics: dict[str, Any]) -> list[str]:
+    # Beyond sigma, on the eval split against the teacher (kd_search.engine.trust); the
+    # measures a study did not record are left out.
+    found = {name: value for name, value in trust_fields(metrics).items() if isinstance(value, (int, float))}
+    if not found:
+        return []
+    return ["", "## Trust beyond sigma", "",
+            "sigma on both splits (per class on tasks of more than two classes); on the eval split: prediction",
+            "flips against the teacher (all inputs, and the inputs the teacher gets right), mean",
+            "KL(teacher || student), Brier score and NLL of student and teacher.", "",
+            "| measure | value |", "|---|---|", *(f"| {name} | {value:.4f} |" for name, value in found.items())]
 
 
 def save_student(student, tokenizer, out_dir: str | Path, card: str | None = None,

@@ -1,4 +1,5 @@
-"""The pictures people look at: confidence histograms of a trial and the study's Pareto front.
+"""The pictures people look at: confidence histograms of a trial, the study's Pareto front,
+the front's reliability diagram and prediction flips, and the best metric against kappa.
 
 Each function takes plain arrays and returns a matplotlib ``Figure``; tracking logs them
 to MLflow and the HTML report embeds them. Nothing here reads storage.
@@ -15,7 +16,7 @@ matplotlib.use("Agg")  # figures are files, never windows (workers and CI have n
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from kd_search.engine import confidence  # noqa: E402
+from kd_search.engine import confidence, trust  # noqa: E402
 
 
 def confidence_figure(teacher_probs: np.ndarray, student_probs: np.ndarray, labels: np.ndarray,
@@ -217,3 +218,95 @@ def trial_figures(teacher_probs: np.ndarray, student_probs: np.ndarray, labels: 
         layer_labels = ["emb", *(f"map {m}" for m in range(1, cka_matrix.shape[0]))]
         pictures["layer_cka.png"] = cka_figure(cka_matrix, layer_labels, layer_labels)
     return pictures
+
+
+def reliability_figure(teacher: trust.Reliability, students: dict[str, trust.Reliability],
+                       title: str = "") -> Figure:
+    """Reliability diagram (Guo et al. 2017, Fig. 1): accuracy against top-label confidence
+    per bin, the teacher's and each student's, with the diagonal of perfect calibration.
+    The legend gives each curve's ECE. Empty bins are not drawn.
+
+    Example:
+        >>> bins = trust.reliability([[0.9, 0.1], [0.7, 0.3], [0.4, 0.6]], [0, 1, 1])
+        >>> fig = reliability_figure(bins, {"trial 3": bins})
+        >>> [text.get_text() for text in fig.axes[0].get_legend().get_texts()][:2]
+        ['perfect calibration', 'teacher (ECE 0.400)']
+    """
+    figure = Figure(figsize=(6.4, 4.8), layout="constrained")
+    axis = figure.subplots()
+    axis.plot([0, 1], [0, 1], color="gray", linestyle=":", linewidth=1, label="perfect calibration")
+    curves = [("teacher", teacher, {"color": "black", "linestyle": "--", "marker": "s"})]
+    curves += [(name, bins, {"marker": "o"}) for name, bins in students.items()]
+    for name, bins, style in curves:
+        filled = bins.count > 0
+        axis.plot(bins.confidence[filled], bins.accuracy[filled], markersize=4, linewidth=1.3,
+                  label=f"{name} (ECE {bins.calibration_error:.3f})", **style)
+    axis.set_xlim(0, 1)
+    axis.set_ylim(0, 1.02)
+    axis.set_xlabel("top-label confidence (eval split, bin mean)")
+    axis.set_ylabel("accuracy in the bin")
+    axis.legend(fontsize=8, loc="upper left")
+    axis.grid(alpha=0.3)
+    axis.set_title(title or "reliability: teacher and front students")
+    return figure
+
+
+def flips_figure(labels: Sequence[str], flip_rate: Sequence[float | None],
+                 flip_rate_teacher_correct: Sequence[float | None], title: str = "") -> Figure:
+    """Prediction flips against the teacher per student: on every eval input, and on the
+    inputs the teacher gets right (where each flip is a new error). Missing values are
+    drawn as 0-height bars marked "n/a".
+
+    Example:
+        >>> fig = flips_figure(["trial 1", "trial 4"], [0.05, 0.08], [0.03, None])
+        >>> fig.axes[0].get_ylabel()
+        'flip rate: share of the inputs whose prediction flips'
+    """
+    figure = Figure(figsize=(max(6.4, 1.1 * len(labels) + 2.5), 4.2), layout="constrained")
+    axis = figure.subplots()
+    positions = np.arange(len(labels))
+    width = 0.38
+    for offset, values, name, color in ((-width / 2, flip_rate, "all eval inputs", "tab:purple"),
+                                        (width / 2, flip_rate_teacher_correct, "inputs the teacher gets right",
+                                         "tab:red")):
+        heights = [0.0 if v is None else float(v) for v in values]
+        bars = axis.bar(positions + offset, heights, width, label=name, color=color, alpha=0.8)
+        axis.bar_label(bars, labels=["n/a" if v is None else f"{v:.3f}" for v in values], fontsize=7, padding=2)
+    axis.set_xticks(positions, labels)
+    axis.set_ylabel("flip rate: share of the inputs whose prediction flips")
+    axis.set_ylim(0, max([0.01, *(float(v) for v in (*flip_rate, *flip_rate_teacher_correct) if v is not None)]) * 1.25)
+    axis.legend(fontsize=8)
+    axis.grid(alpha=0.3, axis="y")
+    axis.set_title(title or "prediction flips against the teacher (eval split)")
+    return figure
+
+
+def kappa_figure(kappas: Sequence[float], certified: Sequence[float | None], feasible: Sequence[float | None],
+                 kappa: float | None = None, metric_name: str = "accuracy", title: str = "") -> Figure:
+    """The best task metric a study offers against kappa: certified over seeds (mean over
+    its seeds) and feasible on the search seed alone; gaps where no trial qualifies. A
+    dashed line marks the study's own kappa.
+
+    Example:
+        >>> fig = kappa_figure([0.03, 0.04, 0.05], [None, 0.8, 0.8], [0.79, 0.8, 0.82], kappa=0.05)
+        >>> fig.axes[0].get_xlabel(), len(fig.axes[0].get_legend().get_texts())
+        ('kappa', 3)
+    """
+    figure = Figure(figsize=(6.4, 4.2), layout="constrained")
+    axis = figure.subplots()
+    x = np.asarray(kappas, dtype=float)
+    for values, name, style in ((feasible, "best feasible on its search seed (sigma <= kappa)",
+                                 {"color": "tab:blue", "linestyle": "--", "alpha": 0.7}),
+                                (certified, "best certified over seeds (U <= kappa)",
+                                 {"color": "tab:green", "linewidth": 2})):
+        y = np.array([np.nan if v is None else v for v in values], dtype=float)
+        axis.step(x, y, where="post", label=name, **style)
+    if kappa is not None:
+        axis.axvline(kappa, color="black", linestyle=":", linewidth=1, label=f"study's kappa = {kappa:g}")
+    axis.set_xlabel("kappa")
+    axis.set_ylabel(f"best {metric_name}")
+    axis.margins(y=0.15)
+    axis.legend(fontsize=8, loc="upper left")
+    axis.grid(alpha=0.3)
+    axis.set_title(title or f"best {metric_name} against kappa")
+    return figure

@@ -65,6 +65,7 @@ def test_launch_confirms_the_best_trial_with_further_seeds_and_a_relaunch_repeat
         assert record["state"] == "COMPLETE" and record["seed"] == seed and record["trial"] == best.number
         assert record["epoch"] == 2 and record["resumed_from_epoch"] == 0
         assert record["sigma"] != best.sigma  # another training seed, another student
+        assert {"flip_rate", "kl_teacher_student", "brier", "nll", "sigma_eval"} <= set(record)  # trust beyond sigma
         confidence = locations.trial_dir(study.name, best.number) / "seeds" / str(seed)
         assert (confidence / "confidence.npz").is_file() and not (confidence / "student").exists()
     assert stored[confirmation_key(best.number, 1000)]["sigma"] != stored[confirmation_key(best.number, 2000)]["sigma"]
@@ -79,6 +80,7 @@ def test_launch_confirms_the_best_trial_with_further_seeds_and_a_relaunch_repeat
         # Under fifo only the last epoch measures the training split (sigma); every epoch logs accuracy.
         assert len(client.get_metric_history(run.info.run_id, "sigma")) == 1
         assert len(client.get_metric_history(run.info.run_id, "accuracy")) == 2
+        assert {"flip_rate", "flip_rate_teacher_correct", "brier_teacher", "nll_teacher"} <= set(run.data.metrics)
     epochs_logged = {r.info.run_id: len(client.get_metric_history(r.info.run_id, "epoch")) for r in runs}
 
     events: list[str] = []

@@ -75,13 +75,16 @@ class Page(HTMLParser):
         return {row[0]: dict(zip(header, row, strict=True)) for row in body}
 
 
-def record_trials(study: optuna.Study, finished: list[tuple[float, float]], pruned: bool = True) -> None:
-    """Finished (and optionally one pruned, one failed) trials, attrs and constraint as the driver sets them."""
+def record_trials(study: optuna.Study, finished: list[tuple[float, float]], pruned: bool = True,
+                  extra: dict[int, dict] | None = None) -> None:
+    """Finished (and optionally one pruned, one failed) trials, attrs and constraint as the driver
+    sets them; ``extra``: more recorded metrics by trial number."""
     for accuracy, sigma in finished:
         trial = study.ask(SPACE)
         trial.set_user_attr("ray_trial_id", f"run_{trial.number:05d}")
         for name, value in {"accuracy": accuracy, "teacher_accuracy": 0.9, "sigma": sigma, "kappa": KAPPA,
-                            "phi_cnf": sigma <= KAPPA, "n_both": 40, "epoch": 2}.items():
+                            "phi_cnf": sigma <= KAPPA, "n_both": 40, "epoch": 2,
+                            **(extra or {}).get(trial.number, {})}.items():
             trial.set_user_attr(name, value)
         trial.set_constraint(CONSTRAINT, sigma - KAPPA)
         study.tell(trial, values=[accuracy, sigma])
@@ -169,7 +172,7 @@ def test_report_table_marks_the_front_and_shows_kappa(front_report):
 def test_report_embeds_the_figures_and_the_kept_confidence_of_front_members_only(front_report):
     _, page = front_report
     assert set(page.images) == {"Pareto front", "parallel coordinates", "parameter importances",
-                                "confidence of trial 1"}
+                                "confidence of trial 1", "best metric against kappa"}
     text = " ".join(page.text)
     assert "Trial 1" in text and "Trial 0" not in text and "Trial 2" not in text
     assert "No front member has kept confidence outputs." not in text
@@ -181,7 +184,7 @@ def test_report_of_a_study_without_a_front_says_what_is_missing(tmp_path):
     out = build_report(study, summarize(study), locations, tmp_path / "alone.html")
     page = Page(out.read_text(encoding="utf-8"))
     assert_self_contained(page)
-    assert set(page.images) == {"Pareto front"}
+    assert set(page.images) == {"Pareto front", "best metric against kappa"}
     assert page.cards == {"trials": "1", "complete": "1", "front size": "0", "certified / unconfirmed / fails": "0 / 0 / 1"}
     text = " ".join(page.text)
     assert text.count("Needs at least two finished trials with searched parameters.") == 2
@@ -205,3 +208,47 @@ def test_report_shows_each_trials_verdict_and_the_best_certified(tmp_path):
     assert table["1"]["sigma_mean"] == "0.04" and table["0"]["sigma_std"] == "-"
     assert page.cards["certified / unconfirmed / fails"] == "1 / 2 / 1"
     assert page.cards["best certified accuracy"] == "0.8433 over 3 seeds (trial 1)"
+
+
+def save_eval_confidence(locations: Locations, name: str, number: int, noise: float) -> None:
+    """confidence.npz as a trial on the train split saves it: the eval split's probabilities beside."""
+    rng = np.random.default_rng(number)
+    arrays = {}
+    for prefix in ("", "eval_"):
+        teacher = rng.dirichlet([0.5, 0.5], size=80)
+        student = np.clip(teacher + rng.normal(0, noise, size=teacher.shape), 1e-3, 1.0)
+        labels = np.where(rng.random(80) < 0.9, teacher.argmax(1), 1 - teacher.argmax(1))
+        arrays |= {f"{prefix}teacher_probs": teacher, f"{prefix}student_probs": student / student.sum(1, keepdims=True),
+                   f"{prefix}labels": labels}
+    directory = locations.trial_dir(name, number)
+    directory.mkdir(parents=True)
+    np.savez(directory / "confidence.npz", **arrays)
+
+
+TRUST = {"sigma_train": 0.03, "sigma_eval": 0.05, "flip_rate": 0.0625, "flip_rate_teacher_correct": 0.04,
+         "kl_teacher_student": 0.012, "brier": 0.21, "brier_teacher": 0.18, "nll": 0.35, "nll_teacher": 0.3}
+
+
+def test_report_shows_trust_beyond_sigma_and_the_best_certified_metric_against_kappa(tmp_path):
+    study, locations = optuna_study(tmp_path, "tiny-trust")
+    record_trials(study, FINISHED, pruned=False,
+                  extra={n: {name: value * (1 + n) for name, value in TRUST.items()} for n in (0, 1)})
+    for seed, sigma in ((1000, 0.031), (2000, 0.029)):  # trial 0 certified: U about 0.034
+        study.set_user_attr(f"kd_search_confirmation:0:{seed}",
+                            {"state": "COMPLETE", "seed": seed, "trial": 0, "accuracy": 0.80, "sigma": sigma})
+    for number in (0, 1):
+        save_eval_confidence(locations, "tiny-trust", number, noise=0.05 * (1 + number))
+    out = build_report(study, summarize(study), locations, tmp_path / "trust.html", kappa=KAPPA)
+    html = out.read_text(encoding="utf-8")
+    page = Page(html)
+    assert_self_contained(page)
+    assert {"reliability diagram", "prediction flips", "best metric against kappa"} <= set(page.images)
+    text = " ".join(page.text)
+    assert "Trust beyond sigma: the front" in text and "Best accuracy against kappa" in text
+    assert 'class="dataframe trust"' in html
+    for name in TRUST:
+        assert f"<th>{name}</th>" in html
+    assert "<td>0.0625</td>" in html and "<td>0.1250</td>" in html  # trials 0 and 1's flip rates
+    for alt in ("reliability diagram", "prediction flips", "best metric against kappa"):
+        (tmp_path / f"{alt.replace(' ', '_')}.png").write_bytes(
+            base64.b64decode(page.images[alt].removeprefix("data:image/png;base64,")))

@@ -17,6 +17,7 @@ from optuna.distributions import FloatDistribution
 from tiny import tiny_teacher_dir
 
 from kd_search.cli import main
+from kd_search.engine.confidence import certify
 from kd_search.engine.models import load_classifier, load_tokenizer, student_from_teacher_layers
 from kd_search.service.export import exported_metrics, model_card, save_student
 from kd_search.service.search import (
@@ -249,3 +250,100 @@ def test_phi_cnf_tags_carry_the_verdict_and_follow_its_changes(stored, tmp_path)
     reopened = StudyTracker(locations.tracking_uri, "kd-search", NAME, create=False)
     reopened.set_verdicts(summarize(study).verdicts())
     assert tags() == {0: "certified", 1: "certified", 2: "unconfirmed", 3: "fails"}
+
+
+def test_pareto_at_another_kappa_recomputes_phi_cnf_verdicts_and_front(stored, runner):
+    _, locations = stored
+    options = ["--workdir", str(locations.workdir)]
+
+    def front_at(kappa: str) -> dict[int, dict]:
+        result = runner.invoke(main, ["pareto", NAME, "--json", "--kappa", kappa, *options])
+        assert result.exit_code == 0, result.output
+        return {item["trial"]: item for item in json.loads(result.output.strip().splitlines()[-1])}
+
+    # Tighter: trial 1 (sigma 0.04, one seed) now fails; trial 0 stays certified (U about 0.0335).
+    tight = front_at("0.035")
+    assert sorted(tight) == [0] and (tight[0]["kappa"], tight[0]["verdict"]) == (0.035, "certified")
+    bound = certify([0.030, 0.031, 0.029], [0.001, 0.0, 0.0], 0.035).upper_bound  # confirmations: no sigma_se
+    assert tight[0]["sigma_upper_bound"] == pytest.approx(bound) and bound < 0.035
+    # Looser: trial 3 (sigma 0.08) joins the front; trial 2's two seeds are certified, off the front.
+    loose = front_at("0.1")
+    assert sorted(loose) == [0, 1, 3]
+    assert [loose[n]["verdict"] for n in (0, 1, 3)] == ["certified", "unconfirmed", "unconfirmed"]
+    assert all(item["phi_cnf"] and item["kappa"] == 0.1 for item in loose.values())
+    # Nothing stored changed: the study's own kappa gives the stored verdicts.
+    own = front_at(str(KAPPA))
+    assert sorted(own) == [0, 1] and [own[n]["verdict"] for n in (0, 1)] == ["certified", "unconfirmed"]
+
+    result = runner.invoke(main, ["pareto", NAME, "--kappa", "0.1", *options], env=WIDE)
+    assert result.exit_code == 0, result.output
+    assert f"{NAME}: feasible Pareto front at kappa 0.1" in result.output
+
+
+@pytest.mark.parametrize("bad", ["-0.05", "0", "abc", "nan", "inf", ""])
+def test_a_bad_kappa_is_one_line_and_exit_2(stored, runner, bad, tmp_path):
+    _, locations = stored
+    for command in (["pareto", NAME], ["export", NAME, "--best", "--out", str(tmp_path / "out")]):
+        result = runner.invoke(main, [*command, "--kappa", bad, "--workdir", str(locations.workdir)])
+        assert result.exit_code == 2
+        assert result.output.strip().splitlines() == [f"error: --kappa: expected a finite number > 0, got {bad!r}"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_export_best_at_another_kappa_exports_the_best_certified_there(stored, runner, tiny_student_dir, tmp_path):
+    _, locations = stored
+    keep_students(locations, tiny_student_dir, [0, 1, 2])
+    options = ["--workdir", str(locations.workdir)]
+    out = tmp_path / "student"
+    result = runner.invoke(main, ["export", NAME, "--best", "--kappa", "0.1", "--out", str(out), *options])
+    assert result.exit_code == 0, result.output
+    # At 0.1 trial 2 (mean accuracy 0.825 over two seeds) is certified and beats trial 0 (0.80).
+    assert result.output.strip().splitlines()[-1] == (
+        "exported trial 2 (accuracy 0.8300, sigma 0.0400 [0.0380, 0.0430], the most accurate certified trial, "
+        f"at kappa 0.1) to {out}")
+    metrics = json.loads((out / "kd_search_metrics.json").read_text())
+    assert (metrics["trial"], metrics["verdict"], metrics["kappa"]) == (2, "certified", 0.1)
+    assert metrics["sigma_upper_bound"] <= 0.1
+    card = (out / "README.md").read_text()
+    assert "| kappa | 0.1000 |" in card and "| verdict | certified |" in card
+
+    result = runner.invoke(main, ["export", NAME, "--best", "--kappa", "0.02", "--out", str(tmp_path / "none"),
+                                  *options])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        f"error: study {NAME!r} has no finished trial with sigma <= kappa yet"]
+    assert not (tmp_path / "none").exists()
+
+
+def test_kappa_curve_steps_up_at_each_certified_trials_bound(stored):
+    from kd_search.service.search import kappa_curve
+
+    study, _ = stored
+    summary = summarize(study)
+    curve = kappa_curve(summary, points=400)
+    by_number = {t.number: t for t in summary.trials}
+    bound_0, bound_2 = by_number[0].verdict.upper_bound, by_number[2].verdict.upper_bound
+    # From the lowest sigma to 10% past the highest of the bounds and sigmas (trial 2's U, 0.0877).
+    assert bound_2 > 0.08
+    assert curve.kappas[0] == pytest.approx(0.030) and curve.kappas[-1] == pytest.approx(1.1 * bound_2)
+    for kappa, certified, feasible in zip(curve.kappas, curve.certified, curve.feasible, strict=True):
+        expected = 0.825 if kappa >= bound_2 else 0.80 if kappa >= bound_0 else None
+        assert certified == (pytest.approx(expected) if expected is not None else None), kappa
+        assert feasible == max(t.metric for t in summary.trials if t.sigma <= kappa)
+
+
+def test_at_kappa_judges_every_trial_of_a_bound_study_against_the_one_kappa():
+    from kd_search.service.search import StudySummary, TrialRecord, at_kappa
+
+    # kappa: bound: each trial stored its own bound; trial 0's was loose, trial 1's tight.
+    records = [TrialRecord(0, "COMPLETE", 0.85, 0.06, 0.09, {}, {"kappa": 0.09}),
+               TrialRecord(1, "COMPLETE", 0.80, 0.03, 0.02, {}, {"kappa": 0.02}),
+               TrialRecord(2, "RUNNING", None, None, None, {}, {})]
+    stored = StudySummary("bound", "accuracy", records)
+    assert [t.feasible for t in stored.trials] == [True, False, False]
+    judged = at_kappa(stored, 0.05)
+    assert [t.kappa for t in judged.trials] == [0.05, 0.05, 0.05]
+    assert [t.feasible for t in judged.trials] == [False, True, False]
+    assert [t.number for t in judged.front] == [1]
+    assert [t.verdict.verdict.value for t in judged.trials[:2]] == ["fails", "unconfirmed"]
+    assert judged.trials[1].attrs["kappa"] == 0.05 and records[1].kappa == 0.02  # the stored records stay

@@ -50,8 +50,11 @@ from kd_search.service.search.records import (
     RECORDED_METRICS,
     StudySummary,
     TrialRecord,
+    at_kappa,
+    check_kappa,
     confirmations,
     finished_count,
+    kappa_curve,
     select_trial,
     summarize,
     summary_table,
@@ -63,7 +66,7 @@ if TYPE_CHECKING:
     from kd_search.service.search._launch import launch
 
 __all__ = ["CONSTRAINT", "RECORDED_METRICS", "SPEC_ATTR", "Locations", "SearchError", "StudySummary", "TrialRecord",
-           "check_locations", "confirm", "confirmations", "finished_count", "kept_student", "launch",
+           "at_kappa", "check_kappa", "check_locations", "confirm", "confirmations", "finished_count", "kappa_curve", "kept_student", "launch",
            "load_optuna_study", "open_storage", "select_trial", "stored_study", "summarize", "summary_table",
            "verdict_text"]
 

@@ -38,12 +38,12 @@ from kd_search.service.search.locations import Locations, check_locations
 from kd_search.service.search.optuna_study import load_optuna_study
 from kd_search.service.search.ray_runs import init_ray, prepare_teacher, run_trials, study_tracker
 from kd_search.service.search.records import (
-    RECORDED_METRICS,
     StudySummary,
     TrialRecord,
     confirmation_key,
     confirmation_seeds,
     record_confirmation,
+    recorded_metrics,
     summarize,
 )
 from kd_search.service.tracking import StudyTracker
@@ -142,7 +142,7 @@ class ConfirmationRecorder(tune.Callback):
             state, _, failure = trial_outcome(result, self.metric_name)
             if state == TrialState.PRUNED:  # under-trained: it confirms nothing
                 state, failure = TrialState.FAIL, f"stopped after epoch {result['epoch']} of {result['total_epochs']}"
-        metrics = {k: result[k] for k in RECORDED_METRICS if result and k in result}
+        metrics = recorded_metrics(result)
         record_confirmation(self.optuna_study, number, seed,
                             metrics | {"state": state.name} | ({"failure": failure} if failure else {}))
         self.tracker.finish_trial(number, state.name, {}, error=failure, seed=seed)

@@ -29,9 +29,9 @@ from kd_search.service.search.live import LiveStudy
 from kd_search.service.search.locations import Locations, trial_dir
 from kd_search.service.search.optuna_study import CONSTRAINT, EPOCH_SCORES_ATTR, FRONT_ATTR
 from kd_search.service.search.records import (
-    RECORDED_METRICS,
     StudySummary,
     TrialRecord,
+    recorded_metrics,
     summarize,
     verdict_text,
 )
@@ -128,7 +128,7 @@ class Driver:
             return
         state, values, why = self._outcome(ray_trial_id, result, error)
         reason = reason or why
-        metrics = {k: result[k] for k in RECORDED_METRICS if result and k in result}
+        metrics = recorded_metrics(result)
         for name, value in metrics.items():
             trial.set_user_attr(name, value)
         if result and not error:  # a scheduler's STOP delivers its epoch's result here only

@@ -7,6 +7,8 @@ that count against the budget. Nothing here needs Ray.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import statistics
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +19,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from kd_search.engine.confidence import Certification, Verdict, certify
 from kd_search.engine.spec import Study
-from kd_search.errors import SearchError
+from kd_search.engine.trust import SIGMA_CLASS_PREFIX, TRUST_METRICS
+from kd_search.errors import OptionsError, SearchError
 from kd_search.service import figures, pareto
 from kd_search.service.search.optuna_study import INTERRUPTED_ATTR
 
@@ -27,11 +30,41 @@ RECORDED_METRICS = ("accuracy", "teacher_accuracy", "sigma", "mean_delta", "n_bo
                     "sigma_train", "sigma_eval", "ece", "ece_teacher", "classwise_ece", "agreement",
                     "agreement_train", "train_seconds", "epoch", "resumed_from_epoch",
                     "sigma_ci_low", "sigma_ci_high", "sigma_se", "accuracy_ci_low", "accuracy_ci_high",
-                    "f1_ci_low", "f1_ci_high", "mcc_ci_low", "mcc_ci_high")
+                    "f1_ci_low", "f1_ci_high", "mcc_ci_low", "mcc_ci_high", *TRUST_METRICS)
+# What a trial tells about trust beyond sigma (pareto --json, the model card): sigma on
+# both splits, then the trust measures on eval; sigma_class_<k> follow on K > 2 classes.
+TRUST_FIELDS = ("sigma_train", "sigma_eval", *TRUST_METRICS)
 # Study user attributes holding a trial's confirmations (its retraining with further
 # seeds), one per (trial, seed): f"{CONFIRMATION_ATTR_PREFIX}{trial}:{seed}". Finished
 # trials cannot take new attributes, so they live on the study.
 CONFIRMATION_ATTR_PREFIX = "kd_search_confirmation:"
+
+
+def recorded_metrics(result: dict[str, Any] | None) -> dict[str, Any]:
+    """The metrics of a trial's last result that its record keeps: ``RECORDED_METRICS`` and
+    the per-class sigmas (``sigma_class_<k>``).
+
+    Example:
+        >>> recorded_metrics({"accuracy": 0.8, "sigma_class_2": 0.05, "pid": 7})
+        {'accuracy': 0.8, 'sigma_class_2': 0.05}
+    """
+    if not result:
+        return {}
+    return {k: v for k, v in result.items() if k in RECORDED_METRICS or k.startswith(SIGMA_CLASS_PREFIX)}
+
+
+def trust_fields(attrs: dict[str, Any]) -> dict[str, float | None]:
+    """The trust measures among a trial's recorded metrics (``TRUST_FIELDS``, then
+    ``sigma_class_<k>`` by class), None where not measured (NaN or an older study).
+
+    Example:
+        >>> trust_fields({"flip_rate": 0.1, "nll": float("nan"), "sigma_class_1": 0.02})["sigma_class_1"]
+        0.02
+    """
+    classes = sorted((k for k in attrs if k.startswith(SIGMA_CLASS_PREFIX)),
+                     key=lambda k: int(k.removeprefix(SIGMA_CLASS_PREFIX)))
+    found = {name: attrs.get(name) for name in (*TRUST_FIELDS, *classes)}
+    return {name: None if isinstance(value, float) and math.isnan(value) else value for name, value in found.items()}
 
 
 def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
@@ -153,7 +186,8 @@ class TrialRecord:
                 f"{metric_name}_ci_low": self.attrs.get(f"{metric_name}_ci_low"),
                 f"{metric_name}_ci_high": self.attrs.get(f"{metric_name}_ci_high"),
                 "sigma_mean": self.sigma_mean, "sigma_std": self.sigma_std,
-                f"{metric_name}_mean": self.metric_mean, f"{metric_name}_std": self.metric_std}
+                f"{metric_name}_mean": self.metric_mean, f"{metric_name}_std": self.metric_std,
+                "sigma_upper_bound": verdict.upper_bound if verdict else None, **trust_fields(self.attrs)}
 
 
 def verdict_text(record: TrialRecord) -> str:
@@ -290,10 +324,93 @@ def summarize(optuna_study: optuna.Study) -> StudySummary:
     confirmed = confirmations_in(optuna_study.user_attrs)  # one storage read for every trial
     records = [trial_record(t, confirmed.get(t.number), metric_name)
                for t in optuna_study.get_trials(deepcopy=False)]
+    return _with_front(optuna_study.study_name, metric_name, records)
+
+
+def _with_front(name: str, metric_name: str, records: list[TrialRecord]) -> StudySummary:
     complete = [r for r in records if r.state == "COMPLETE"]
     front = [complete[i] for i in pareto.pareto_front([(r.metric, r.sigma) for r in complete],
                                                       [r.feasible for r in complete])]
-    return StudySummary(optuna_study.study_name, metric_name, records, sorted(front, key=lambda r: -r.metric))
+    return StudySummary(name, metric_name, records, sorted(front, key=lambda r: -r.metric))
+
+
+def check_kappa(kappa: str | float) -> float:
+    """``kappa`` (a number, or its text as given on the command line) as a threshold on
+    sigma; raises :class:`OptionsError` unless it is a finite number > 0.
+
+    Example:
+        >>> check_kappa("0.06")
+        0.06
+        >>> check_kappa("-1")
+        Traceback (most recent call last):
+        kd_search.errors.OptionsError: --kappa: expected a finite number > 0, got '-1'
+    """
+    try:
+        value = float(kappa)
+    except (TypeError, ValueError):
+        value = math.nan
+    if isinstance(kappa, bool) or not math.isfinite(value) or value <= 0:
+        raise OptionsError(f"--kappa: expected a finite number > 0, got {str(kappa)!r}")
+    return value
+
+
+def at_kappa(summary: StudySummary, kappa: float) -> StudySummary:
+    """The study as it would read with sigma <= ``kappa`` as the constraint, from its stored
+    trials (nothing is trained again): every trial's kappa, feasibility and verdict over
+    its seeds recomputed at ``kappa``, the feasible front recomputed from them.
+
+    Each trial compares with the same ``kappa``, also in a study with ``kappa: bound``
+    (whose trials each stored their own bound). A trial's upper bound U does not depend on
+    kappa, so its verdict at ``kappa`` is the one :func:`~kd_search.engine.confidence.certify`
+    gives with it.
+
+    Example:
+        >>> record = TrialRecord(0, "COMPLETE", 0.8, 0.04, 0.05, {}, {})
+        >>> [t.feasible for t in at_kappa(StudySummary("s", "accuracy", [record]), 0.03).trials]
+        [False]
+    """
+    kappa = check_kappa(kappa)
+    records = [dataclasses.replace(t, kappa=kappa, attrs=t.attrs | {"kappa": kappa}) for t in summary.trials]
+    return _with_front(summary.name, summary.metric_name, records)
+
+
+@dataclass(frozen=True)
+class KappaCurve:
+    """The best task metric a study offers at each kappa (see :func:`kappa_curve`): the
+    best ``certified`` (mean over seeds) and the best ``feasible`` on the search seed
+    (sigma <= kappa), None where no trial qualifies."""
+
+    kappas: list[float]
+    certified: list[float | None]
+    feasible: list[float | None]
+
+
+def kappa_curve(summary: StudySummary, points: int = 200) -> KappaCurve:
+    """The best certified and best feasible task metric against kappa, over the range the
+    trials span: from the lowest sigma of a finished trial to 10% past the highest upper
+    bound U of a trial with two seeds or more (or the highest sigma), so the last step shows.
+
+    A trial with k >= 2 seeds is certified at kappa exactly when its U <= kappa (U does
+    not depend on kappa), so the certified curve is a staircase rising at the trials' U.
+
+    Example:
+        >>> record = TrialRecord(0, "COMPLETE", 0.8, 0.04, 0.05, {}, {"sigma_se": 0.001},
+        ...                      [{"state": "COMPLETE", "sigma": 0.041, "accuracy": 0.82}])
+        >>> curve = kappa_curve(StudySummary("s", "accuracy", [record]), points=3)
+        >>> [round(k, 4) for k in curve.kappas], curve.certified, curve.feasible
+        ([0.04, 0.0457, 0.0515], [None, None, 0.81], [0.8, 0.8, 0.8])
+    """
+    complete = [t for t in summary.trials if t.state == "COMPLETE" and t.sigma is not None]
+    if not complete:
+        return KappaCurve([], [], [])
+    bounds = [(v.upper_bound, t.metric_mean) for t in complete
+              if t.seeds >= 2 and (v := dataclasses.replace(t, kappa=1.0).verdict) is not None]
+    low = min(t.sigma for t in complete)
+    high = max([u for u, _ in bounds] + [t.sigma for t in complete]) * 1.1 + 1e-9
+    kappas = [low + (high - low) * i / (points - 1) for i in range(points)]
+    certified = [max((m for u, m in bounds if u <= k and m is not None), default=None) for k in kappas]
+    feasible = [max((t.metric for t in complete if t.sigma <= k), default=None) for k in kappas]
+    return KappaCurve(kappas, certified, feasible)
 
 
 def counts_against_budget(trial: FrozenTrial) -> bool:
