@@ -18,14 +18,13 @@ three), and draws the curves in ``<workdir>/compute_to_front.png``.
 
     python benchmarks/compute_to_front.py [--study smoke] [--trials 8] [--epochs 4] [--seeds 3] [--workdir DIR]
 
-The last line is one JSON object.
+The last line is one JSON object (``_common.json_line``); the sd of a single seed is
+``null`` (``_common.mean_sd``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -34,8 +33,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from _common import format_mean_sd, json_line, mean_sd, study_copy  # noqa: E402
 
-from kd_search.engine.spec import load_study, parse_study  # noqa: E402
+from kd_search.engine.spec import load_study  # noqa: E402
 from kd_search.service.pareto import hypervolume  # noqa: E402
 from kd_search.service.search import Locations, launch, load_optuna_study  # noqa: E402
 
@@ -70,10 +70,6 @@ def volume_at(curve: Curve, epochs: int) -> float:
     return reached[-1] if reached else 0.0
 
 
-def _mean_sd(values: list[float]) -> tuple[float, float]:
-    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--study", default="smoke", help="A study file or a shipped study's name.")
@@ -82,19 +78,16 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--workdir", help="Keep the studies and the figure here (default: a temporary directory).")
     args = parser.parse_args()
-    base = load_study(args.study).model_dump(mode="json")
-    base["distillation"]["epochs_total"] = args.epochs
-    kappa = float(base["objectives"]["confidence"]["kappa"])
+    base = load_study(args.study)
+    kappa = float(base.objectives.confidence.kappa)
     curves: dict[str, list[Curve]] = {label: [] for label, _, _ in CONFIGURATIONS}
     with tempfile.TemporaryDirectory() as scratch:
         workdir = Path(args.workdir or scratch)
         for seed in range(args.seeds):
             for label, scheduler, sampler in CONFIGURATIONS:
-                spec = json.loads(json.dumps(base))
-                spec |= {"name": f"{spec['name']}-{label.replace('+', '-')}-seed{seed}", "seed": seed}
-                spec["search"] |= {"trials": args.trials, "scheduler": scheduler,
-                                   "sampler": sampler or spec["search"]["sampler"]}
-                study = parse_study(spec)
+                study = study_copy(base, name=f"{base.name}-{label.replace('+', '-')}-seed{seed}", seed=seed,
+                                   distillation__epochs_total=args.epochs, search__trials=args.trials,
+                                   search__scheduler=scheduler, search__sampler=sampler or base.search.sampler)
                 locations = Locations.resolve(study, workdir)
                 started = time.perf_counter()
                 summary = launch(study, locations=locations)
@@ -108,27 +101,28 @@ def main() -> None:
         if args.workdir is None:
             figure_path = None  # gone with the temporary directory
 
-    summary: dict[str, dict[str, float]] = {}
+    summary: dict[str, dict[str, float | None]] = {}
     common = [min(curves[label][seed][-1][0] for label in curves) for seed in range(args.seeds)]
     for label, runs in curves.items():
-        final, final_sd = _mean_sd([curve[-1][1] for curve in runs])
-        epochs, epochs_sd = _mean_sd([float(curve[-1][0]) for curve in runs])
-        at_common, at_common_sd = _mean_sd([volume_at(curve, common[seed]) for seed, curve in enumerate(runs)])
+        final, final_sd = mean_sd([curve[-1][1] for curve in runs])
+        epochs, epochs_sd = mean_sd([float(curve[-1][0]) for curve in runs])
+        at_common, at_common_sd = mean_sd([volume_at(curve, common[seed]) for seed, curve in enumerate(runs)])
         summary[label] = {"hypervolume": final, "hypervolume_sd": final_sd, "epochs": epochs,
                           "epochs_sd": epochs_sd, "hypervolume_at_common_epochs": at_common,
                           "hypervolume_at_common_epochs_sd": at_common_sd}
-        print(f"{label:16s} hypervolume {final:.6f} ± {final_sd:.6f} for {epochs:.1f} ± {epochs_sd:.1f} epochs; "
-              f"at the common budget {at_common:.6f} ± {at_common_sd:.6f}")
+        print(f"{label:16s} hypervolume {format_mean_sd(final, final_sd, 6)} for "
+              f"{format_mean_sd(epochs, epochs_sd, 1)} epochs; at the common budget "
+              f"{format_mean_sd(at_common, at_common_sd, 6)}")
     fifo, mo = summary["fifo+default"], summary["mo_asha+default"]
     ratios = {"mo_asha_over_fifo_epochs": mo["epochs"] / fifo["epochs"],
               "mo_asha_over_fifo_hypervolume": mo["hypervolume"] / fifo["hypervolume"] if fifo["hypervolume"] else None,
               "default_over_random_hypervolume": (fifo["hypervolume"] / summary["fifo+random"]["hypervolume"]
                                                   if summary["fifo+random"]["hypervolume"] else None)}
     print("ratios: " + ", ".join(f"{k} {v:.2f}" if v is not None else f"{k} n/a" for k, v in ratios.items()))
-    print(json.dumps({"trials": args.trials, "epochs_per_trial": args.epochs, "seeds": args.seeds, "kappa": kappa,
-                      "common_epochs": common, "configurations": summary, "ratios": ratios,
-                      "figure": str(figure_path) if figure_path else None,
-                      "curves": {label: runs for label, runs in curves.items()}}))
+    json_line({"trials": args.trials, "epochs_per_trial": args.epochs, "seeds": args.seeds, "kappa": kappa,
+               "common_epochs": common, "configurations": summary, "ratios": ratios,
+               "figure": str(figure_path) if figure_path else None,
+               "curves": {label: runs for label, runs in curves.items()}})
 
 
 def _draw(curves: dict[str, list[Curve]], path: Path, kappa: float) -> None:

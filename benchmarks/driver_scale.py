@@ -57,6 +57,7 @@ import optuna
 import sqlalchemy
 import urllib3
 import yaml
+from _common import json_line
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
@@ -309,7 +310,7 @@ def main() -> None:
                         f"{k} {v}" for k, v in rows[str(trials)].items()), flush=True)
             print(f"{mode}: {time.perf_counter() - started:.0f} s in all; behaviour digests {digests}", flush=True)
             results[mode] = {"per_event": rows, "digests": digests}
-    print(json.dumps(results))
+    json_line(results)
 
 
 if __name__ == "__main__":

@@ -13,18 +13,18 @@ task, kappa). Every study starts from the same enqueued trials (the study's defa
     python benchmarks/search_quality.py [--study smoke] [--trials 16] [--seeds 4] [--samplers tpe gp random]
 
 The last line is one JSON object: per sampler the mean and standard deviation of the
-hypervolume over the seeds, its ratio to random search, how many seeds it won, and the
-per-seed values.
+hypervolume over the seeds (``null`` sd for one seed), its ratio to random search, how
+many seeds it won, and the per-seed values.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import tempfile
 import time
 import typing
+
+from _common import format_mean_sd, json_line, mean_sd, study_copy
 
 from kd_search.engine.spec import SearchSpec, load_study
 from kd_search.service.pareto import hypervolume
@@ -48,9 +48,8 @@ def main() -> None:
         locations = Locations.resolve(base, workdir)
         for seed in range(args.seeds):
             for sampler in args.samplers:
-                study = base.model_copy(update={
-                    "name": f"{base.name}-{sampler}-seed{seed}", "seed": seed,
-                    "search": base.search.model_copy(update={"sampler": sampler, "trials": args.trials})})
+                study = study_copy(base, name=f"{base.name}-{sampler}-seed{seed}", seed=seed,
+                                   search__sampler=sampler, search__trials=args.trials)
                 started = time.perf_counter()
                 summary = launch(study, locations=locations)
                 feasible = [(t.metric, t.sigma) for t in summary.trials if t.feasible]
@@ -61,8 +60,7 @@ def main() -> None:
                       flush=True)
     figures = {}
     for sampler, values in scores.items():
-        mean = statistics.mean(values)
-        sd = statistics.stdev(values) if len(values) > 1 else 0.0
+        mean, sd = mean_sd(values)
         wins = sum(1 for seed, value in enumerate(values)
                    if all(value >= scores[other][seed] for other in scores))
         figures[sampler] = {"hypervolume": mean, "hypervolume_sd": sd, "seeds_won": wins, "per_seed": values}
@@ -70,10 +68,10 @@ def main() -> None:
     for sampler, entry in figures.items():
         entry["ratio_to_random"] = entry["hypervolume"] / random if random else None
         ratio = f", {entry['ratio_to_random']:.2f}x random" if entry["ratio_to_random"] is not None else ""
-        print(f"{sampler:7s} hypervolume {entry['hypervolume']:.6f} ± {entry['hypervolume_sd']:.6f} over "
+        print(f"{sampler:7s} hypervolume {format_mean_sd(entry['hypervolume'], entry['hypervolume_sd'], 6)} over "
               f"{args.seeds} seeds, {args.trials} trials each{ratio}; best on {entry['seeds_won']} seeds")
-    print(json.dumps({"study": base.name, "trials": args.trials, "seeds": args.seeds, "kappa": kappa,
-                      "samplers": figures}))
+    json_line({"study": base.name, "trials": args.trials, "seeds": args.seeds, "kappa": kappa,
+               "samplers": figures})
 
 
 if __name__ == "__main__":

@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import json_line, search_only
+
 from kd_search.engine.spec import load_study
 from kd_search.engine.trial import prepare, teacher_layers, teacher_outputs
 from kd_search.service.search import Locations, launch, load_optuna_study
@@ -50,8 +52,7 @@ def main() -> None:
     study = load_study(args.study)
     # The search alone: a confirmation's retrainings would be in the wall time but not in the
     # trials' training sum.
-    study = study.model_copy(update={"search": study.search.model_copy(
-        update={"confirm": study.search.confirm.model_copy(update={"top": 0})})})
+    study = search_only(study)
     with tempfile.TemporaryDirectory() as workdir:
         locations = Locations.resolve(study, workdir)
         started = time.perf_counter()
@@ -77,11 +78,11 @@ def main() -> None:
     for name in names:
         print(f"  {name:<22} {mean[name]:8.2f}")
     print(f"trial slot wall / training: {slot_ratio:.2f}")
-    print(json.dumps({"study_seconds": round(study_seconds, 2), "trial_seconds_sum": round(trial_seconds, 2),
-                      "overhead_ratio": round(ratio, 3), "slot_ratio": round(slot_ratio, 3),
-                      "trials": len(trials), "concurrency": study.search.concurrency,
-                      "teacher_seconds": round(teacher_seconds, 2),
-                      "phases": {name: round(value, 3) for name, value in mean.items()}}))
+    json_line({"study_seconds": round(study_seconds, 2), "trial_seconds_sum": round(trial_seconds, 2),
+               "overhead_ratio": round(ratio, 3), "slot_ratio": round(slot_ratio, 3),
+               "trials": len(trials), "concurrency": study.search.concurrency,
+               "teacher_seconds": round(teacher_seconds, 2),
+               "phases": {name: round(value, 3) for name, value in mean.items()}})
 
 
 if __name__ == "__main__":

@@ -23,12 +23,12 @@ The last line is one JSON object with `prediction_stage_speedup` (the paper pair
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from _common import json_line
 
 from kd_search.engine.spec import parse_study
 from kd_search.engine.trial import prepare, run_trial, teacher_layers, teacher_outputs
@@ -88,7 +88,7 @@ def main() -> None:
                   f"({1000 * seconds[True] / steps:.0f} ms/step): {ratio:.2f}x", flush=True)
             results[f"{key}_speedup"] = round(ratio, 2)
             results[f"{key}_seconds"] = {"on_the_fly": round(seconds[False], 2), "cached": round(seconds[True], 2)}
-    print(json.dumps(results))
+    json_line(results)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 import optuna
+from _common import json_line, study_copy
 
 from kd_search.engine.spec import Study, load_study
 from kd_search.engine.trial import prepare, run_trial
@@ -59,7 +60,7 @@ def stored_runs(path: Path) -> dict[tuple[int, int], dict]:
 
 def retrain(study: Study, setup, record: TrialRecord, seed: int) -> dict:
     """One feasible trial trained again with training seed ``seed``: its sigma and metric."""
-    seeded = study.model_copy(update={"distillation": study.distillation.model_copy(update={"seed": seed})})
+    seeded = study_copy(study, distillation__seed=seed)
     defaults = study.default_hyperparameters(len(setup.pairs))
     started = time.perf_counter()
     result = run_trial(seeded, trial_hyperparameters(study, defaults, record.params), setup=setup)
@@ -121,7 +122,7 @@ def main() -> None:
     if args.control:
         figures |= seed_bias([trial_figures(record, [done[(record.number, s)]["sigma"] for s in seeds])
                               for record in control], "control")
-    print(json.dumps(figures | {"trials": per_trial}))
+    json_line(figures | {"trials": per_trial})
 
 
 def trial_figures(record: TrialRecord, fresh: list[float]) -> dict:

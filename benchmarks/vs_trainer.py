@@ -31,7 +31,6 @@ import json
 import logging
 import math
 import os
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -40,11 +39,12 @@ from typing import Any
 import optuna
 import torch
 import torch.nn.functional as F
+from _common import json_line, mean_sd, search_only
 from transformers import Trainer, TrainingArguments
 
 from kd_search.engine.evaluation import evaluate
 from kd_search.engine.models import build_student, load_classifier
-from kd_search.engine.spec import Study, TeacherSpec, load_study
+from kd_search.engine.spec import Study, load_study
 from kd_search.engine.teacher_cache import TeacherLayers
 from kd_search.engine.trial import TrialSetup, prepare, teacher_outputs
 from kd_search.service.pareto import hypervolume
@@ -155,30 +155,24 @@ def seconds_to_reach(timed_points: list[tuple[float, float, float]], target: flo
 
 def scaled(base: Study, args: argparse.Namespace, teacher_path: str, cache_dir: Path, seed: int) -> Study:
     """The study a seed runs: the shared fine-tuned teacher, the scale's limits and budget."""
-    task = base.task.model_copy(update={k: v for k, v in (("train_limit", args.train_limit),
-                                                           ("eval_limit", args.eval_limit)) if v})
-    distillation = base.distillation.model_copy(update={"epochs_total": args.epochs, "cache_dir": str(cache_dir)})
+    limits = {f"task__{k}": v for k, v in (("train_limit", args.train_limit), ("eval_limit", args.eval_limit)) if v}
     # The search alone: the Trainer loop has no confirmation, so neither does kd-search here.
-    search = base.search.model_copy(update={"trials": args.trials,
-                                            "confirm": base.search.confirm.model_copy(update={"top": 0})})
-    objectives = base.objectives.model_copy(update={"confidence": base.objectives.confidence.model_copy(
-        update={"kappa": args.kappa})})
-    return Study.model_validate(base.model_copy(update={
-        "name": f"{base.name}-vs-trainer-seed{seed}", "seed": seed, "task": task,
-        "teacher": TeacherSpec(model=teacher_path), "distillation": distillation, "search": search,
-        "objectives": objectives}).model_dump())
+    return search_only(base, name=f"{base.name}-vs-trainer-seed{seed}", seed=seed, teacher={"model": teacher_path},
+                       distillation__epochs_total=args.epochs, distillation__cache_dir=str(cache_dir),
+                       search__trials=args.trials, objectives__confidence__kappa=args.kappa, **limits)
 
 
 def summarise(per_seed: list[dict[str, dict[str, float]]]) -> dict[str, Any]:
-    """Mean and sd over seeds; a seed with no feasible trial has no best feasible accuracy (NaN) and is left out
-    of that figure's mean, which ``{method}_seeds_with_feasible`` makes visible."""
+    """Mean and sd over seeds (``_common.mean_sd``: the sd of one seed is None); a seed with no
+    feasible trial has no best feasible accuracy (NaN) and is left out of that figure's mean,
+    which ``{method}_seeds_with_feasible`` makes visible; a figure no seed has is NaN."""
     figures: dict[str, Any] = {}
     for method in ("kd_search", "trainer"):
         figures[f"{method}_seeds_with_feasible"] = sum(seed[method]["feasible"] > 0 for seed in per_seed)
         for name in per_seed[0][method]:
             values = [v for seed in per_seed if not math.isnan(v := seed[method][name])]
-            figures[f"{method}_{name}_mean"] = statistics.mean(values) if values else math.nan
-            figures[f"{method}_{name}_sd"] = statistics.stdev(values) if len(values) > 1 else 0.0
+            mean, sd = mean_sd(values)
+            figures[f"{method}_{name}_mean"], figures[f"{method}_{name}_sd"] = math.nan if mean is None else mean, sd
     for name in ("hypervolume", "best_feasible_accuracy", "lowest_sigma", "wall_seconds"):
         trainer = figures[f"trainer_{name}_mean"]
         figures[f"ratio_{name}"] = figures[f"kd_search_{name}_mean"] / trainer if trainer else math.inf
@@ -244,9 +238,9 @@ def main() -> None:
         with open(root / "per_seed.jsonl", "a") as results:  # a seed's figures outlive a later failure
             results.write(json.dumps({"seed": seed, "scale": args.scale} | per_seed[-1]) + "\n")
     figures = summarise(per_seed)
-    print(json.dumps({"scale": args.scale, "seeds": args.seeds, "trials": args.trials, "epochs": args.epochs,
-                      "train_limit": args.train_limit, "eval_limit": args.eval_limit, "kappa": args.kappa,
-                      "device": str(shared.device), "per_seed": per_seed} | figures))
+    json_line({"scale": args.scale, "seeds": args.seeds, "trials": args.trials, "epochs": args.epochs,
+               "train_limit": args.train_limit, "eval_limit": args.eval_limit, "kappa": args.kappa,
+               "device": str(shared.device), "per_seed": per_seed} | figures)
 
 
 if __name__ == "__main__":

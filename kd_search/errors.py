@@ -52,3 +52,8 @@ class TrackingError(KdSearchError, RuntimeError):
 
 class OptionsError(KdSearchError, ValueError):
     """A command given options that do not go together; the message names them."""
+
+
+class StateFileError(KdSearchError, ValueError):
+    """A state file in the work dir (a backlog, a scheduler's state) that cannot be read
+    back: a pickle, another format or version; the message names the file."""

@@ -24,7 +24,7 @@ def write_file(path: str | Path, write: Callable[[Path], object]) -> Path:
 
     Example:
         >>> import tempfile
-        >>> target = Path(tempfile.mkdtemp()) / "backlog.pkl"
+        >>> target = Path(tempfile.mkdtemp()) / "backlog.json"
         >>> write_file(target, lambda partial: partial.write_text("done")).read_text()
         'done'
     """

@@ -14,7 +14,6 @@ The metrics themselves live in :mod:`kd_search.engine.confidence`.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -178,18 +177,14 @@ def audit_report(teacher_probs, student_probs, labels, kappa: float | None = Non
     delta = confidence.confidence_delta(teacher, student, labels, convention)
     agreement = confidence.teacher_agreement(teacher_pred, student_pred, num_classes)
     bootstrap = {"level": level, "resamples": resamples, "seed": seed}
-    try:
-        sigma = confidence.sigma_interval(teacher, student, labels, convention=convention, **bootstrap)
-        sigma_bounds = {"sigma_ci_low": sigma.low, "sigma_ci_high": sigma.high, "sigma_se": sigma.std_error}
-    except confidence.ConfidenceInputError:  # too few both-correct rows for most resamples
-        sigma_bounds = {"sigma_ci_low": math.nan, "sigma_ci_high": math.nan, "sigma_se": math.nan}
+    sigma_bounds = confidence.sigma_interval_metrics(teacher, student, labels, convention=convention, **bootstrap)
     accuracy = confidence.metric_interval("accuracy", student_pred, labels, num_classes, **bootstrap)
     report: Report = {
         "n": int(labels.size),
         "num_classes": num_classes,
         "convention": confidence.resolve_convention(convention, num_classes),
         "n_both": int(delta.size),
-        "sigma": float(np.std(delta, ddof=0)),
+        "sigma": confidence.sigma(delta),
         **sigma_bounds,
         "mean_delta": float(delta.mean()),
         "teacher_accuracy": confidence.accuracy(teacher_pred, labels),

@@ -154,6 +154,22 @@ def confidence_delta(teacher_probs, student_probs, labels, convention: Conventio
     return delta[mask]
 
 
+def sigma(delta) -> float:
+    """sigma(X) = the population standard deviation (ddof=0) of delta over X_both, as
+    defined above; NaN when X_both is empty (no example both models get right: undefined).
+
+    The one place sigma is computed: evaluation, audit and figures all call it.
+
+    Example:
+        >>> sigma([0.1, -0.1, 0.1, -0.1])
+        0.1
+        >>> sigma([])
+        nan
+    """
+    array = np.asarray(delta, dtype=np.float64)
+    return float(np.std(array, ddof=0)) if array.size else math.nan
+
+
 def resolve_convention(convention: Convention, num_classes: int) -> Literal["p0", "true_class"]:
     """The convention ``auto`` stands for on a task with ``num_classes`` classes.
 
@@ -441,7 +457,25 @@ def sigma_interval(teacher_probs, student_probs, labels, *, convention: Conventi
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = first / weight
             chunks.append(np.sqrt(np.maximum(second / weight - mean * mean, 0.0)))
-    return _percentile_interval(float(np.std(delta[mask], ddof=0)), np.concatenate(chunks), level)
+    return _percentile_interval(sigma(delta[mask]), np.concatenate(chunks), level)
+
+
+def sigma_interval_metrics(teacher_probs, student_probs, labels, *, convention: Convention = "auto",
+                           level: float = 0.95, resamples: int = 1000, seed: int = 0) -> dict[str, float]:
+    """``sigma_ci_low``, ``sigma_ci_high`` and ``sigma_se`` from ``sigma_interval``; all NaN
+    where sigma has no interval (no both-correct example on the split, or on almost every
+    resample), so a trial or an audit still reports its other metrics.
+
+    Example:
+        >>> sorted(sigma_interval_metrics([[.9, .1], [.8, .2]], [[.2, .8], [.3, .7]], [0, 0]).values())
+        [nan, nan, nan]
+    """
+    try:
+        interval = sigma_interval(teacher_probs, student_probs, labels, convention=convention, level=level,
+                                  resamples=resamples, seed=seed)
+    except ConfidenceInputError:
+        return {"sigma_ci_low": math.nan, "sigma_ci_high": math.nan, "sigma_se": math.nan}
+    return {"sigma_ci_low": interval.low, "sigma_ci_high": interval.high, "sigma_se": interval.std_error}
 
 
 def _metric_of_confusions(name: str, confusions: np.ndarray) -> np.ndarray:

@@ -38,8 +38,8 @@ from kd_search.engine.teacher import evaluate_classifier
 from kd_search.engine.timing import PhaseTimer
 
 if TYPE_CHECKING:
+    from kd_search.engine.setup import TrialSetup
     from kd_search.engine.spec import Study
-    from kd_search.engine.trial import TrialSetup
 
 
 def evaluate(setup: TrialSetup, student, params: dict[str, float], teacher_train: torch.Tensor,
@@ -103,7 +103,7 @@ def _split_metrics(study: Study, data, logits: dict[str, tuple[torch.Tensor, tor
         t_probs, s_probs = confidence.softmax(t_logits), confidence.softmax(s_logits)
         try:
             delta = confidence.confidence_delta(t_probs, s_probs, split.labels, convention)
-            sigma, mean_delta, n_both = float(np.std(delta)), float(delta.mean()), int(delta.size)
+            sigma, mean_delta, n_both = confidence.sigma(delta), float(delta.mean()), int(delta.size)
         except confidence.ConfidenceInputError:  # no example right for both: sigma undefined
             sigma, mean_delta, n_both = math.nan, math.nan, 0
         agreement = confidence.teacher_agreement(t_probs.argmax(1), s_probs.argmax(1), data.num_labels)
@@ -192,12 +192,8 @@ def interval_metrics(study: Study, confidence_outputs: dict[str, np.ndarray], ev
     """
     spec = study.objectives.confidence
     bootstrap = {"level": spec.level, "resamples": spec.resamples, "seed": study.seed}
-    try:
-        sigma = confidence.sigma_interval(confidence_outputs["teacher_probs"], confidence_outputs["student_probs"],
-                                          confidence_outputs["labels"], convention=spec.convention, **bootstrap)
-        found = {"sigma_ci_low": sigma.low, "sigma_ci_high": sigma.high, "sigma_se": sigma.std_error}
-    except confidence.ConfidenceInputError:  # sigma undefined on the split (or on almost every resample)
-        found = {"sigma_ci_low": math.nan, "sigma_ci_high": math.nan, "sigma_se": math.nan}
+    found = confidence.sigma_interval_metrics(confidence_outputs["teacher_probs"], confidence_outputs["student_probs"],
+                                              confidence_outputs["labels"], convention=spec.convention, **bootstrap)
     return found | task_metric_interval(study, eval_predictions, eval_labels, num_classes)
 
 

@@ -16,9 +16,9 @@ from kd_search.engine import confidence
 from kd_search.engine.audit import Report, audit_report
 from kd_search.engine.data import load_task
 from kd_search.engine.models import ModelError, load_classifier, load_tokenizer, resolve_model
+from kd_search.engine.setup import resolve_device
 from kd_search.engine.spec import Study
 from kd_search.engine.teacher import evaluate_classifier
-from kd_search.engine.trial import resolve_device
 
 # Texts both tokenizers must split alike: case, punctuation, digits, accents, a rare word.
 TOKENIZER_PROBES = ("The movie was GREAT, wasn't it?", "a dull plot: 2 hours & 15 minutes.",

@@ -12,8 +12,9 @@ command line, the search space and the MLflow parameters: ``alpha``, ``beta``,
 ``learning_rate_<stage>``, ``epochs_<stage>``, ``weight_decay`` and ``prediction_loss``
 (a name, ``soft_ce`` or ``kl``; every other value is a number).
 
-The package ships studies (``kd_search/studies/``): wherever a study file is expected,
-the name of a shipped one works too (``demo``, ``smoke``, ``paper/sst2_tinybert4l``).
+The package ships studies (``studies/`` at the top of the repository, installed as
+``kd_search/studies/``): wherever a study file is expected, the name of a shipped one
+works too (``demo``, ``smoke``, ``paper/sst2_tinybert4l``).
 
 Example:
     >>> study = load_study("smoke")
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 import json
 import re
-from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -603,8 +603,15 @@ def shipped_study_dir() -> Path:
         >>> shipped_study_dir().joinpath("demo.yaml").is_file()
         True
     """
-    # The package is installed as plain files (never zipped), so its data is a directory.
-    return Path(str(resources.files("kd_search").joinpath("studies")))
+    import kd_search
+
+    # From a wheel, studies/ is installed into the package (kd_search/studies, plain
+    # files: never zipped). In a checkout, editable install or not, it is the top-level
+    # studies/ beside kd_search/, the one copy. Found from the package's own files, so a
+    # checkout on sys.path never reads another install's copy.
+    package = Path(kd_search.__file__).resolve().parent
+    installed = package / "studies"
+    return installed if installed.is_dir() else package.parent / "studies"
 
 
 def shipped_studies() -> list[str]:

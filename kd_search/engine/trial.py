@@ -27,29 +27,26 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import AutoConfig
 
 from kd_search.engine import analysis
 from kd_search.engine.checkpoint import ResumePosition, load_checkpoint, save_checkpoint
-from kd_search.engine.data import TaskData, batches
-from kd_search.engine.data_cache import cached_task
+from kd_search.engine.data import batches
 from kd_search.engine.evaluation import evaluate
-from kd_search.engine.losses import layer_pairs
 from kd_search.engine.losses.structure import masked_mean
 from kd_search.engine.models import (
     StudentMemory,
     build_student,
     load_classifier,
-    load_tokenizer,
-    resolve_model,
     use_attention_scores,
     width_projection,
 )
 from kd_search.engine.progress import ProgressCallback
+from kd_search.engine.setup import TrialSetup, prepare, resolve_device  # noqa: F401 (re-exported for callers)
+from kd_search.engine.setup import cache_root as _cache_root
 from kd_search.engine.spec import PREDICTION_LOSS_NAMES, Study
 from kd_search.engine.step import INTERMEDIATE_STAGES, StagePlan, plan_stages, train_epoch
 from kd_search.engine.structure_catalog import MEMORY_LOSSES, MINILM_LOSSES
-from kd_search.engine.teacher import evaluate_classifier, prepare_teacher, teacher_key
+from kd_search.engine.teacher import evaluate_classifier
 from kd_search.engine.teacher_cache import OnTheFlyTeacher, TeacherLayers, cache_key, cached_teacher
 from kd_search.engine.teacher_memory import teacher_memory
 from kd_search.engine.timing import PhaseTimer
@@ -76,74 +73,6 @@ class TrialResult:
     tokenizer: Any
     outputs: dict[str, np.ndarray]
     timings: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass
-class TrialSetup:
-    """Everything a trial needs that does not depend on its hyperparameters."""
-
-    study: Study
-    data: TaskData
-    tokenizer: Any
-    teacher_path: str
-    teacher_info: dict
-    teacher_id: str  # content key of the teacher: names its output cache
-    pairs: list[tuple[int, int]]
-    device: torch.device
-    workdir: Path
-    seconds: dict[str, float] = field(default_factory=dict)  # wall seconds of prepare's phases
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when present, else the CPU.
-
-    Example:
-        >>> resolve_device("cpu")
-        device(type='cpu')
-    """
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def prepare(study: Study, workdir: str | Path, progress: ProgressCallback | None = None) -> TrialSetup:
-    """Load data, prepare (fine-tune once) the teacher and fix the layer map.
-
-    Example:
-        >>> setup = prepare(load_study("smoke"), "runs/smoke")  # doctest: +SKIP
-    """
-    device = resolve_device(study.device)
-    timer = PhaseTimer()
-    with timer.phase("setup_data"):
-        tokenizer = load_tokenizer(study.teacher.model)
-        data = cached_task(study.task, tokenizer, _cache_root(study, workdir))
-        teacher_data = data
-        fine_tune = study.teacher.fine_tune
-        if fine_tune and fine_tune.train_limit and fine_tune.train_limit > len(data.train):
-            # The teacher may learn from more examples than the student distils on (a
-            # superset: both are heads of the same seeded shuffle).
-            teacher_data = cached_task(study.task.model_copy(update={"train_limit": fine_tune.train_limit}),
-                                       tokenizer, _cache_root(study, workdir))
-    with timer.phase("setup_teacher"):
-        teacher_path, info = prepare_teacher(study, teacher_data, workdir, device, progress)
-        teacher_config = AutoConfig.from_pretrained(resolve_model(teacher_path))
-    student_layers = _student_depth(study, teacher_config)
-    layer_map = study.distillation.layer_map
-    try:
-        pairs = layer_pairs(layer_map.kind, student_layers, teacher_config.num_hidden_layers, layer_map.pairs)
-    except ValueError as error:
-        raise StudyFileError(f"distillation.layer_map: {error}") from None
-    return TrialSetup(study, data, tokenizer, teacher_path, info, teacher_key(study, teacher_data), pairs, device,
-                      Path(workdir), timer.seconds)
-
-
-def _student_depth(study: Study, teacher_config) -> int:
-    spec = study.student
-    if spec.teacher_layers is not None:
-        return len(spec.teacher_layers)
-    if spec.config is not None:
-        return spec.config.layers
-    return AutoConfig.from_pretrained(resolve_model(spec.model)).num_hidden_layers
 
 
 def hyperparameters(setup: TrialSetup, overrides: dict[str, float | str] | None = None) -> dict[str, float | str]:
@@ -260,10 +189,6 @@ def teacher_outputs(setup: TrialSetup, layers: TeacherLayers, progress: Progress
     cache = cached_teacher(cache_root, key, load_teacher, setup.data, layers, study.distillation.eval_batch_size,
                            setup.device, progress)
     return cache, cache.logits("train"), cache.logits("eval")
-
-
-def _cache_root(study: Study, workdir: str | Path) -> Path:
-    return Path(study.distillation.cache_dir or Path(workdir) / "cache").expanduser()
 
 
 def fsd_teacher_memory(setup: TrialSetup, teacher) -> torch.Tensor:

@@ -32,6 +32,7 @@ from kd_search.engine.confidence import (
     both_correct_mask,
     check_probabilities,
     confidence_delta,
+    sigma,
 )
 from kd_search.errors import ConfidenceInputError
 
@@ -190,8 +191,7 @@ def sigma_per_class(teacher_probs, student_probs, labels, convention: Convention
     delta = confidence_delta(teacher_probs, student_probs, y, convention)
     both_labels = y[mask]
     num_classes = np.asarray(check_probabilities(teacher_probs)).shape[1]
-    return {k: float(np.std(delta[both_labels == k])) if (both_labels == k).any() else math.nan
-            for k in range(num_classes)}
+    return {k: sigma(delta[both_labels == k]) for k in range(num_classes)}
 
 
 def trust_metrics(teacher_probs, student_probs, labels) -> dict[str, float]:

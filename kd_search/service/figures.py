@@ -49,7 +49,7 @@ def confidence_figure(teacher_probs: np.ndarray, student_probs: np.ndarray, labe
     for axis in (left, middle):
         axis.set_xlabel("class-0 probability" if p0 else "true-class probability")
         axis.set_ylabel("inputs both classify correctly")
-    sigma = float(np.std(delta)) if delta.size else float("nan")
+    sigma = confidence.sigma(delta)
     right.hist(delta, bins=41, color="tab:green", alpha=0.8)
     right.set_title(f"delta, sigma = {sigma:.4f}")
     right.set_xlabel(f"delta = {name} teacher - {name} student")

@@ -22,8 +22,9 @@ accuracy, with accuracy, sigma, kappa and phi_cnf as columns.
 A tracking server that is briefly unreachable does not stop a study. MLflow's client
 retries each request (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``, with backoff); a write that
 still fails is buffered, in order, and replayed before the next one. Writes still
-undelivered when the launch ends are saved to the study's ``mlflow-backlog.pkl`` and
-replayed by the next launch of the study, so no metric is lost.
+undelivered when the launch ends are saved to the study's ``mlflow-backlog.json``
+(versioned JSON, see ``kd_search.service.backlog``; never a pickle) and replayed by the
+next launch of the study, so no metric is lost.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ import functools
 import json
 import logging
 import math
-import pickle
 import re
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -48,7 +49,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException, RestException
 
 from kd_search.errors import TrackingError
-from kd_search.files import write_file
+from kd_search.service.backlog import legacy_backlog, load_backlog, save_backlog
 from kd_search.urls import display_url, error_reason
 
 logger = logging.getLogger("kd_search")
@@ -159,8 +160,13 @@ def view_key(study_name: str) -> str:
     return "kd-search-front-" + re.sub(r"[^A-Za-z0-9_.-]", "_", study_name)
 
 
+# The names of the buffered writes: the only methods a saved backlog may name.
+BUFFERED_WRITES: set[str] = set()
+
+
 def _buffered(write: Callable) -> Callable:
     """Run ``write`` after every write buffered before it; buffer it while MLflow is unreachable."""
+    BUFFERED_WRITES.add(write.__name__)
 
     @functools.wraps(write)
     def buffered(self: StudyTracker, *args: Any, **kwargs: Any) -> None:
@@ -232,8 +238,9 @@ class StudyTracker:
         self._verdicts: dict[int, str] = {
             number: run.data.tags["phi_cnf"] for number, run in children.items() if "phi_cnf" in run.data.tags
         }
-        if self.backlog_file is not None and self.backlog_file.is_file():
-            self.backlog = pickle.loads(self.backlog_file.read_bytes())
+        if self.backlog_file is not None and (self.backlog_file.is_file()
+                                             or legacy_backlog(self.backlog_file).exists()):
+            self.backlog = load_backlog(self.backlog_file, BUFFERED_WRITES)
             self.notify(f"replaying {len(self.backlog)} MLflow writes a past launch could not deliver")
             if self.flush():
                 self.backlog_file.unlink()
@@ -274,7 +281,7 @@ class StudyTracker:
         if self.backlog_file is None:
             raise TrackingError(f"MLflow at {display_url(self.tracking_uri)} unreachable: "
                                 f"{len(self.backlog)} writes not delivered")
-        write_file(self.backlog_file, lambda partial: partial.write_bytes(pickle.dumps(self.backlog)))
+        save_backlog(self.backlog_file, self.backlog)
         self.notify(f"MLflow at {display_url(self.tracking_uri)} still unreachable: {len(self.backlog)} writes "
                     f"saved to {self.backlog_file}; the next launch of the study delivers them")
         return len(self.backlog)
@@ -314,8 +321,7 @@ class StudyTracker:
     @_buffered
     def log_study_results(self, figures: dict[str, Any], summary: pd.DataFrame, metrics: dict[str, float]) -> None:
         """Pareto-front figure(s), the study summary table and headline metrics on the parent."""
-        for name, figure in figures.items():
-            self.client.log_figure(self.parent_id, figure, name)
+        self._log_figures(self.parent_id, figures)
         if not summary.empty:
             self.client.log_table(self.parent_id, data=summary, artifact_file="study_summary.json")
             self.client.log_text(self.parent_id, summary.to_csv(index=False), "study_summary.csv")
@@ -389,8 +395,7 @@ class StudyTracker:
         if error:
             tags.append(RunTag("error", error[:4000]))
         self.client.log_batch(run_id, tags=tags)
-        for name, figure in (figures or {}).items():
-            self.client.log_figure(run_id, figure, name)
+        self._log_figures(run_id, figures or {})
         status = {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}.get(state, "FAILED")
         self.client.set_terminated(run_id, status=status)
 
@@ -430,6 +435,17 @@ class StudyTracker:
         return (f"{host}/#/experiments/{self.experiment_id}/runs?workflowType=machine_learning"
                 f"&viewStateShareKey={quote(view_key(self.study_name), safe='')}")
 
+    def _log_figures(self, run_id: str, figures: dict[str, Any]) -> None:
+        for name, figure in figures.items():
+            if not isinstance(figure, bytes):
+                self.client.log_figure(run_id, figure, name)
+                continue
+            # A figure replayed from a saved backlog: the PNG it was rendered to, logged as is.
+            with tempfile.TemporaryDirectory() as staging:
+                local, folder = Path(staging) / Path(name).name, Path(name).parent.as_posix()
+                local.write_bytes(figure)
+                self.client.log_artifact(run_id, str(local), None if folder == "." else folder)
+
     def _log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
         now = int(time.time() * 1000)
         batch = [Metric(k, v, now, step) for k, v in metrics.items() if not math.isnan(v)]
@@ -463,8 +479,6 @@ def register_student(tracking_uri: str, run_id: str, student_dir: str | Path, mo
         >>> register_student("sqlite:///runs/mlflow.db", run_id, "out/student", "demo-student", "best")  # doctest: +SKIP
         '1'
     """
-    import tempfile
-
     # Client calls only: the fluent API would set the process-wide tracking URI (and the
     # MLFLOW_TRACKING_URI environment variable every child process inherits).
     client = MlflowClient(tracking_uri)

@@ -28,6 +28,7 @@ def test_summary_leaves_out_seeds_without_a_feasible_trial() -> None:
     figures = vs_trainer.summarise(per_seed)
     assert figures["trainer_seeds_with_feasible"] == 1 and figures["kd_search_seeds_with_feasible"] == 2
     assert figures["trainer_best_feasible_accuracy_mean"] == 0.75  # the infeasible seed is not a NaN mean
+    assert figures["trainer_best_feasible_accuracy_sd"] is None  # one seed: no spread, not 0.0
     assert figures["kd_search_best_feasible_accuracy_sd"] == pytest.approx(math.sqrt(0.005))
     assert figures["ratio_wall_seconds"] == pytest.approx(0.5)
     assert figures["ratio_hypervolume"] == pytest.approx(

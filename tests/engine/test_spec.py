@@ -27,9 +27,9 @@ def test_shipped_studies_validate(name, runner):
     assert result.output.startswith("ok:")
 
 
-def test_shipped_studies_live_in_the_package():
+def test_shipped_studies_live_at_the_top_of_the_checkout():
     assert {"demo", "smoke", "compare_methods", "paper/sst2_tinybert4l"} <= set(shipped_studies())
-    package = Path(__file__).resolve().parents[2] / "kd_search" / "studies"
+    package = Path(__file__).resolve().parents[2] / "studies"
     assert resolve_study_file("demo") == package / "demo.yaml"
     assert resolve_study_file("paper/sst2_tinybert4l.yaml") == package / "paper" / "sst2_tinybert4l.yaml"
 

@@ -141,7 +141,7 @@ def test_undelivered_mlflow_writes_are_saved_and_replayed(tmp_path, monkeypatch)
     from kd_search.service.tracking import StudyTracker, check_tracking_uri
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    backlog = tmp_path / "mlflow-backlog.pkl"
+    backlog = tmp_path / "mlflow-backlog.json"
     with mlflow_server(tmp_path / "mlflow") as server:
         tracker = StudyTracker(server.url, "kd-search", "offline", backlog_file=backlog, notify=lambda m: None)
         tracker.start_trial(0, {"alpha": 0.1}, ray_trial_id="r0")

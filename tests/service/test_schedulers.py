@@ -170,9 +170,9 @@ def test_the_scheduler_pickles_saves_and_restores(tmp_path):
     scheduler.on_trial_result(None, trial("b"), result(1, 0.9, 0.2))
     copy = pickle.loads(pickle.dumps(scheduler))
     assert copy.recorded(1) == scheduler.recorded(1) and copy.debug_string() == scheduler.debug_string()
-    scheduler.save(str(tmp_path / "scheduler.pkl"))
+    scheduler.save(str(tmp_path / "scheduler.json"))
     restored = MultiObjectiveASHA("accuracy", max_t=4)
-    restored.restore(str(tmp_path / "scheduler.pkl"))
+    restored.restore(str(tmp_path / "scheduler.json"))
     assert restored.recorded(1) == scheduler.recorded(1)
     # Still keyed by trial id after the round trip: a is not judged again at rung 1.
     assert restored.on_trial_result(None, trial("a"), result(1, 0.1, 0.9)) == CONTINUE

@@ -80,7 +80,7 @@ def study_tracker(study: Study, locations: Locations, on_event: ProgressCallback
 
     return StudyTracker(locations.tracking_uri, locations.experiment, study.name,
                         artifact_root=locations.workdir / "mlartifacts",
-                        backlog_file=locations.study_dir(study.name) / "mlflow-backlog.pkl", notify=notify)
+                        backlog_file=locations.study_dir(study.name) / "mlflow-backlog.json", notify=notify)
 
 
 def run_trials(study: Study, locations: Locations, run_label: str, *, search_alg: Searcher,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +22,7 @@ from kd_search.engine.trust import SIGMA_CLASS_PREFIX, TRUST_METRICS
 from kd_search.errors import OptionsError, SearchError
 from kd_search.service import figures, pareto
 from kd_search.service.search.optuna_study import INTERRUPTED_ATTR
+from kd_search.service.seed_stats import mean_sd
 
 # The metrics a trial's result leaves on its Optuna trial (user attributes), for readers
 # of the storage; the driver copies them from the trial's last result.
@@ -65,13 +65,6 @@ def trust_fields(attrs: dict[str, Any]) -> dict[str, float | None]:
                      key=lambda k: int(k.removeprefix(SIGMA_CLASS_PREFIX)))
     found = {name: attrs.get(name) for name in (*TRUST_FIELDS, *classes)}
     return {name: None if isinstance(value, float) and math.isnan(value) else value for name, value in found.items()}
-
-
-def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
-    # Sample standard deviation over seeds (ddof=1): None until there are two seeds.
-    if not values:
-        return None, None
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
 
 
 @dataclass
@@ -124,21 +117,21 @@ class TrialRecord:
 
     @property
     def sigma_mean(self) -> float | None:
-        return _mean_std(self.seed_sigmas)[0]
+        return mean_sd(self.seed_sigmas)[0]
 
     @property
     def sigma_std(self) -> float | None:
         """Sample standard deviation of sigma over the seeds; None with one seed."""
-        return _mean_std(self.seed_sigmas)[1]
+        return mean_sd(self.seed_sigmas)[1]
 
     @property
     def metric_mean(self) -> float | None:
-        return _mean_std(self._seed_metrics())[0]
+        return mean_sd(self._seed_metrics())[0]
 
     @property
     def metric_std(self) -> float | None:
         """Sample standard deviation of the task metric over the seeds; None with one seed."""
-        return _mean_std(self._seed_metrics())[1]
+        return mean_sd(self._seed_metrics())[1]
 
     def _seed_metrics(self) -> list[float]:
         return [float(run[self.metric_name]) for run in self._seed_runs() if run.get(self.metric_name) is not None]

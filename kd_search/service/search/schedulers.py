@@ -20,18 +20,22 @@ scale-free, which matters when accuracy spans tenths and sigma hundredths.
 from __future__ import annotations
 
 import math
-import pickle
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
+from kd_search.errors import StateFileError
 from kd_search.service.pareto import dominates
+from kd_search.state_files import decode_float, encode_float, read_state, write_state
 
 # (task metric, sigma, violation): the violation is sigma - kappa, feasible when <= 0.
 Point = tuple[float, float, float]
 
 SCHEDULER_KINDS = ("fifo", "asha", "mo_asha")
+
+# What ``MultiObjectiveASHA.save`` writes: JSON of this kind and schema version.
+STATE_KIND, STATE_VERSION = "kd-search MO-ASHA state", 1
 
 
 def constrained_nondominated_ranks(points: Sequence[Point]) -> list[int]:
@@ -143,8 +147,9 @@ class MultiObjectiveASHA(FIFOScheduler):
     id where the config carries none) and rung, so a trial resumed from a checkpoint that
     reports a rung again is neither recorded nor judged twice. A relaunched study
     ``replay``s what its trials reported before, so the rungs are not empty after a
-    driver restart. Its state is plain dictionaries of numbers: it pickles, and
-    ``save``/``restore`` round-trip it for Ray.
+    driver restart. Its state is plain dictionaries of numbers: Ray can pickle it in
+    memory, and ``save``/``restore`` write and read it as versioned JSON (a checkpoint
+    file is never unpickled).
 
     Example:
         >>> from ray.tune.experiment import Trial
@@ -222,12 +227,39 @@ class MultiObjectiveASHA(FIFOScheduler):
         return f"Using multi-objective ASHA: num_stopped={self._num_stopped}; {rungs}"
 
     def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as file:
-            pickle.dump(self.__dict__, file)
+        """Write the rungs and settings to ``checkpoint_path`` as versioned JSON."""
+        rungs = [[milestone, {key: [encode_float(v) for v in point] for key, point in recorded.items()}]
+                 for milestone, recorded in self._rungs.items()]
+        write_state(checkpoint_path, STATE_KIND, STATE_VERSION, {
+            "metric": self._metric, "sigma": self._sigma, "kappa": self._kappa, "time_attr": self._time_attr,
+            "max_t": self._max_t, "reduction_factor": self._reduction_factor,
+            "num_stopped": self._num_stopped, "rungs": rungs})
 
     def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as file:
-            self.__dict__.update(pickle.load(file))
+        """Read back what ``save`` wrote; a pickle or another schema raises ``StateFileError``.
+
+        Example:
+            >>> import tempfile
+            >>> path = f"{tempfile.mkdtemp()}/scheduler.json"
+            >>> scheduler = MultiObjectiveASHA("accuracy", max_t=4)
+            >>> scheduler.replay(3, [{"epoch": 1, "accuracy": 0.7, "sigma": float("nan"), "kappa": 0.05}])
+            >>> scheduler.save(path)
+            >>> restored = MultiObjectiveASHA("accuracy", max_t=4)
+            >>> restored.restore(path)
+            >>> restored.recorded(1)
+            {'trial 3': (0.7, inf, inf)}
+        """
+        state = read_state(checkpoint_path, STATE_KIND, STATE_VERSION)
+        try:
+            rungs = {milestone: {key: tuple(decode_float(v) for v in point) for key, point in recorded.items()}
+                     for milestone, recorded in state["rungs"]}
+            settings = [state[name] for name in ("metric", "sigma", "kappa", "time_attr", "max_t",
+                                                 "reduction_factor", "num_stopped")]
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise StateFileError(f"{checkpoint_path}: a {STATE_KIND} file without valid {error}") from None
+        (self._metric, self._sigma, self._kappa, self._time_attr, self._max_t,
+         self._reduction_factor, self._num_stopped) = settings
+        self._rungs = rungs
 
     def recorded(self, milestone: float) -> dict[str, Point]:
         """The ``(metric, sigma, violation)`` points recorded at one rung, by trial key.
