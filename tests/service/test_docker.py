@@ -6,13 +6,10 @@ registry needed) and the smoke study run in it end to end."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from importlib.metadata import version
 from pathlib import Path
 
