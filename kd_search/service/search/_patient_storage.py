@@ -36,7 +36,9 @@ _SERVER_CALLS = (
     "get_trial_id_from_study_id_trial_number", "get_trial_number_from_id", "get_trial_param",
     "set_trial_state_values", "set_trial_intermediate_value", "set_trial_user_attr", "set_trial_system_attr",
     "get_trial", "get_all_trials", "get_n_trials", "get_best_trial", "get_trial_params",
-    "get_trial_user_attrs", "get_trial_system_attrs",
+    "get_trial_user_attrs", "get_trial_system_attrs", "record_heartbeat",
+    # Optuna's _CachedStorage (every optuna.Study's storage) calls these RDBStorage internals.
+    "_create_new_trial", "_get_best_trial_id", "_get_stale_trial_ids", "_get_trials", "_set_trial_param",
 )
 
 
