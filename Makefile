@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.kd-search-installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast lint wheel-smoke image clean
+.PHONY: install demo test test-fast lint wheel-smoke image cluster-up cluster-down clean
 
 install: $(STAMP)
 
@@ -48,6 +48,19 @@ wheel-smoke: $(STAMP)
 # downloaded here; docker/Dockerfile alone builds it where python:*-slim can be pulled.
 image:
 	docker/build-image.sh
+
+# The compose stack on this machine: PostgreSQL, MLflow, a Ray head and WORKERS Ray workers
+# (docker/compose.yaml; secrets from docker/.env). Add the Prometheus and Grafana services
+# with COMPOSE_PROFILES=monitoring (their images come from a registry).
+WORKERS ?= 2
+COMPOSE := docker-compose -f docker/compose.yaml --env-file docker/.env
+cluster-up: image
+	@test -f docker/.env || { echo "docker/.env: missing; cp docker/.env.example docker/.env and set every secret in it" >&2; exit 2; }
+	$(COMPOSE) up -d --scale ray-worker=$(WORKERS)
+	@echo "MLflow http://127.0.0.1:5000, Ray dashboard and jobs http://127.0.0.1:8265"
+
+cluster-down:
+	$(COMPOSE) down
 
 clean:
 	rm -rf $(VENV) runs

@@ -47,12 +47,43 @@ def study_runs(tracking_uri: str, name: str):
         [r for r in runs if r.data.tags["kd_search_role"] == "trial"]
 
 
+def test_study_on_postgresql_waits_out_a_server_restart(tmp_path, local_ray, monkeypatch):
+    with postgres_server() as pg:
+        pg.create_database("optuna")
+        pg.create_database("mlflow")
+        monkeypatch.setenv("PGPASSWORD", PG_PASSWORD)
+        monkeypatch.setenv("KD_SEARCH_STORAGE_PATIENCE", "120")
+        locations = Locations.resolve(workdir=tmp_path / "work", storage=pg.url("optuna", password=False),
+                                      tracking_uri=pg.url("mlflow", password=False))
+        study = parse_study(search_study(tmp_path, trials=4))
+        events: list[str] = []
+        restarted = threading.Event()
+
+        def restart_after_first_trial(message: str, finished: int | None, target: int) -> None:
+            events.append(message)
+            if finished == 1 and not restarted.is_set():
+                restarted.set()
+                pg.stop()  # the driver meets the outage with its next storage call
+                threading.Timer(8, pg.start).start()
+
+        summary = launch(study, locations=locations, on_event=restart_after_first_trial)
+        assert summary.counts() == {"COMPLETE": 4}, [t.attrs.get("failure") for t in summary.trials]
+        waited = [e for e in events if e.startswith("storage ")]
+        assert any("unreachable" in e and "retrying for up to 120 s" in e for e in waited), events
+        assert any("reachable again" in e for e in waited), events
+        assert not any(PG_PASSWORD in e for e in events)
+        _, parents, children = study_runs(locations.tracking_uri, "tiny")
+        assert len(parents) == 1 and len(children) == 4
+
+
 def test_study_on_postgresql_survives_a_server_stop(tmp_path, local_ray, monkeypatch):
     with postgres_server() as pg:
         pg.create_database("optuna")
         pg.create_database("mlflow")
         # The password comes from the environment, as on a cluster; the URLs carry none.
         monkeypatch.setenv("PGPASSWORD", PG_PASSWORD)
+        # A driver that does not wait: the launch ends at the outage, the relaunch goes on.
+        monkeypatch.setenv("KD_SEARCH_STORAGE_PATIENCE", "0")
         locations = Locations.resolve(workdir=tmp_path / "work", storage=pg.url("optuna", password=False),
                                       tracking_uri=pg.url("mlflow", password=False))
         study = parse_study(search_study(tmp_path, trials=4))

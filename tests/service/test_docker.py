@@ -6,13 +6,10 @@ registry needed) and the smoke study run in it end to end."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from importlib.metadata import version
 from pathlib import Path
 
@@ -28,12 +25,13 @@ DOCKER = ROOT / "docker"
 COMPOSE = DOCKER / "compose.yaml"
 
 
-def rendered_compose() -> dict:
-    """The compose file as docker-compose resolves it with the example env file."""
+def rendered_compose(*overrides: str) -> dict:
+    """The compose file (and overrides) as docker-compose resolves it with the example env file."""
     binary = shutil.which("docker-compose")
     if binary is None:
         pytest.skip("Debian's docker-compose is not installed; .ci/run installs it")
-    out = subprocess.run([binary, "-f", str(COMPOSE), "--env-file", str(DOCKER / ".env.example"), "config"],
+    files = [arg for name in ("compose.yaml", *overrides) for arg in ("-f", str(DOCKER / name))]
+    out = subprocess.run([binary, *files, "--env-file", str(DOCKER / ".env.example"), "config"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     return yaml.safe_load(out.stdout)
@@ -47,11 +45,22 @@ def test_compose_file_is_valid_and_safe_by_default():
             assert port.get("host_ip") == "127.0.0.1" if isinstance(port, dict) else port.startswith("127.0.0.1:"), name
         if name != "ray-worker":
             assert "healthcheck" in service, f"{name} has no health check"
-    devices = services["ray-worker"]["deploy"]["resources"]["reservations"]["devices"]
-    assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
     # The MLflow backend URL carries no password (it comes from PGPASSWORD).
     assert "@postgres:5432/mlflow" in services["mlflow"]["environment"]["MLFLOW_BACKEND_STORE_URI"]
     assert ":change-me@" not in json.dumps(services)
+    # Outside the monitoring profile every image is built here (make image): no registry.
+    default = {name: service for name, service in services.items() if not service.get("profiles")}
+    assert set(default) == {"postgres", "mlflow", "ray-head", "ray-worker"}
+    assert services["prometheus"]["profiles"] == services["grafana"]["profiles"] == ["monitoring"]
+    assert {service["image"] for service in default.values()} == {"kd-search:0.1.0", "kd-search-postgres:15"}
+    assert "deploy" not in default["ray-worker"]  # a machine with no GPU runs the stack as it is
+
+
+def test_gpu_override_reserves_one_gpu_per_worker():
+    services = rendered_compose("compose.gpu.yaml")["services"]
+    devices = services["ray-worker"]["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
+    assert "deploy" not in services["ray-head"]
 
 
 def test_secrets_are_never_committed():
@@ -97,51 +106,6 @@ def test_grafana_dashboard_reads_exported_metrics():
     prometheus = yaml.safe_load((DOCKER / "prometheus.yml").read_text())
     assert prometheus["scrape_configs"][0]["dns_sd_configs"][0]["port"] == 8080
     assert "--metrics-export-port=8080" in (DOCKER / "compose.yaml").read_text()
-
-
-IMAGE = "kd-search:0.1.0"
-
-
-def docker_answers() -> bool:
-    """Whether a Docker engine answers on the default socket."""
-    return subprocess.run(["docker", "info"], capture_output=True, timeout=60).returncode == 0
-
-
-@pytest.fixture(scope="module")
-def docker_engine(tmp_path_factory) -> Iterator[None]:
-    """A running Docker engine: the one already up, else a dockerd started here (as root) and
-    stopped after the module; skips, saying why, only where no engine can start."""
-    if shutil.which("docker") is None:
-        pytest.skip("the docker CLI is not installed; .ci/run installs docker.io")
-    if docker_answers():
-        yield
-        return
-    dockerd = shutil.which("dockerd")
-    if dockerd is None or not hasattr(os, "geteuid") or os.geteuid() != 0:
-        pytest.skip("no Docker engine runs, and dockerd cannot be started here (needs docker.io and root)")
-    log = tmp_path_factory.mktemp("dockerd") / "dockerd.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen([dockerd], stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while not docker_answers():
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.terminate()
-            pytest.skip(f"dockerd could not start: {log.read_text()[-500:]}")
-        time.sleep(1)
-    yield
-    process.terminate()
-    process.wait(timeout=60)
-
-
-@pytest.fixture(scope="module")
-def image(docker_engine) -> str:
-    """The kd-search image, built as `make image` builds it (cached after the first build)."""
-    if shutil.which("debootstrap") is None:
-        pytest.skip("debootstrap is not installed; .ci/run installs it")
-    out = subprocess.run([str(DOCKER / "build-image.sh"), IMAGE], cwd=ROOT, capture_output=True, text=True,
-                         env={**os.environ, "PYTHON": sys.executable}, timeout=3600)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    return IMAGE
 
 
 def in_container(image: str, command: str, workdir: Path) -> str:

@@ -17,6 +17,7 @@ from ray.tune.schedulers import TrialScheduler
 
 from kd_search.engine.spec import Study
 from kd_search.service.search._confirm import run_confirmations
+from kd_search.service.search._patient_storage import is_storage_outage, storage_patience_seconds
 from kd_search.service.search.driver import (
     ConstrainedOptunaSearcher,
     Driver,
@@ -28,11 +29,16 @@ from kd_search.service.search.optuna_study import (
     EPOCH_SCORES_ATTR,
     INTERRUPTED_ATTR,
     create_or_resume,
-    is_storage_outage,
     search_distributions,
     storage_error,
 )
-from kd_search.service.search.ray_runs import init_ray, prepare_teacher, run_trials, study_tracker
+from kd_search.service.search.ray_runs import (
+    init_ray,
+    outage_notifier,
+    prepare_teacher,
+    run_trials,
+    study_tracker,
+)
 from kd_search.service.search.records import StudySummary, finished_count, summary_table
 from kd_search.service.search.schedulers import MultiObjectiveASHA, make_scheduler
 from kd_search.service.telemetry import StudyGauges
@@ -72,8 +78,10 @@ def launch(study: Study, *, locations: Locations | None = None, trials: int | No
     target = trials or study.search.trials
 
     check_locations(locations)
+    patience = storage_patience_seconds()
     num_mapped = prepare_teacher(study, locations, progress)
-    optuna_study, resumed = create_or_resume(study, locations.storage, num_mapped)
+    optuna_study, resumed = create_or_resume(study, locations.storage, num_mapped, patience_seconds=patience,
+                                             notify=outage_notifier(on_event, target))
     tracker = study_tracker(study, locations, on_event, target)
     tracker.start_study(study.description, study.model_dump(mode="json"), {
         "sampler": study.search.sampler, "objectives": f"{study.objectives.task_metric} up, sigma down",

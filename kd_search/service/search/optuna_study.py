@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from optuna.distributions import (
 
 from kd_search.engine.spec import ParameterRange, Study, expand_search_space, parse_study
 from kd_search.errors import SearchError
+from kd_search.service.search._patient_storage import PatientRDBStorage
 from kd_search.urls import display_url, error_reason
 
 # The constraint set on every finished trial (feasible when <= 0), and the study attribute
@@ -43,13 +45,16 @@ RELAUNCH_MUTABLE = {("search", "trials"), ("search", "concurrency"), ("search", 
                     ("device",)}
 
 
-def open_storage(url: str) -> optuna.storages.BaseStorage:
+def open_storage(url: str, *, patience_seconds: float = 0.0,
+                 notify: Callable[[str], None] | None = None) -> optuna.storages.BaseStorage:
     """Optuna's SQL storage for ``url`` (SQLite by default, PostgreSQL on a cluster).
 
     Server databases get a pool that survives a long study: connections are checked
     before use (a restarted server costs no trial) and recycled, and connecting gives up
-    after 10 s instead of hanging. A password may come in the URL or, better, from
-    ``PGPASSWORD``/``~/.pgpass``; it is never printed.
+    after 10 s instead of hanging. With ``patience_seconds``, a call that finds the server
+    away (a restart) is retried until it answers or that time has passed (a running
+    study's driver; the first connection never waits). A password may come in the URL or,
+    better, from ``PGPASSWORD``/``~/.pgpass``; it is never printed.
 
     Example:
         >>> storage = open_storage("sqlite:////tmp/kd-search-doc.db")  # doctest: +SKIP
@@ -62,6 +67,9 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         if url.startswith("postgresql"):
             engine_options["connect_args"] = {"connect_timeout": 10}
     try:
+        if patience_seconds > 0 and engine_options is not None:
+            return PatientRDBStorage(url, engine_kwargs=engine_options, patience_seconds=patience_seconds,
+                                     notify=notify or warnings.warn)
         return optuna.storages.RDBStorage(url, engine_kwargs=engine_options)
     except Exception as error:  # SQLAlchemy raises many types; users need the URL and the reason
         raise storage_error(url, error, "cannot open") from None
@@ -71,17 +79,6 @@ def storage_error(url: str, error: BaseException, what: str) -> SearchError:
     """A one-line SearchError for a storage failure, the password masked everywhere."""
     reason = error_reason(error).replace(url, display_url(url))
     return SearchError(f"storage {display_url(url)}: {what} ({reason})")
-
-
-def is_storage_outage(error: BaseException) -> bool:
-    """Whether ``error`` means the storage server went away (not a bug, not bad data)."""
-    from sqlalchemy.exc import DBAPIError, OperationalError
-
-    while error is not None:
-        if isinstance(error, OperationalError) or (isinstance(error, DBAPIError) and error.connection_invalidated):
-            return True
-        error = error.__cause__ or error.__context__
-    return False
 
 
 def load_optuna_study(name: str, storage: str) -> optuna.Study:
@@ -176,15 +173,17 @@ def _changed_fields(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [prefix.rstrip(".")] if old != new else []
 
 
-def create_or_resume(study: Study, storage: str, num_mapped_layers: int) -> tuple[optuna.Study, bool]:
+def create_or_resume(study: Study, storage: str, num_mapped_layers: int, *, patience_seconds: float = 0.0,
+                     notify: Callable[[str], None] | None = None) -> tuple[optuna.Study, bool]:
     """Create the Optuna study (directions: task metric up, sigma down) or re-open it.
 
     Re-opening checks that the stored study file matches (only the budget, resources,
     scheduler, confirmation and tracking may change) so results of different set-ups never mix.
     A new study's first trials are the study's defaults (``search.enqueue_defaults``), then
-    the ``search.enqueue`` starting points in order.
+    the ``search.enqueue`` starting points in order. ``patience_seconds`` and ``notify``:
+    see ``open_storage``.
     """
-    store = open_storage(storage)
+    store = open_storage(storage, patience_seconds=patience_seconds, notify=notify)
     spec = study.model_dump(mode="json")
     sampler = make_sampler(study.search.sampler, study.seed, startup_trials(study))
     try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ray import tune
@@ -64,12 +65,12 @@ def prepare_teacher(study: Study, locations: Locations, progress: ProgressCallba
     return len(setup.pairs)
 
 
-def study_tracker(study: Study, locations: Locations, on_event: ProgressCallback | None,
-                  target: int) -> StudyTracker:
-    """The study's MLflow runs, re-opened; MLflow outages are told through ``on_event``.
+def outage_notifier(on_event: ProgressCallback | None, target: int) -> Callable[[str], None]:
+    """Where a storage or tracking outage is told: ``on_event``, else the log.
 
     Example:
-        >>> tracker = study_tracker(study, Locations.resolve(study), None, 8)  # doctest: +SKIP
+        >>> outage_notifier(lambda message, done, total: print(message), 8)("MLflow unreachable")
+        MLflow unreachable
     """
 
     def notify(message: str) -> None:  # never reads storage: it may be what is down
@@ -78,9 +79,20 @@ def study_tracker(study: Study, locations: Locations, on_event: ProgressCallback
         else:
             logging.getLogger("kd_search").warning(message)
 
+    return notify
+
+
+def study_tracker(study: Study, locations: Locations, on_event: ProgressCallback | None,
+                  target: int) -> StudyTracker:
+    """The study's MLflow runs, re-opened; MLflow outages are told through ``on_event``.
+
+    Example:
+        >>> tracker = study_tracker(study, Locations.resolve(study), None, 8)  # doctest: +SKIP
+    """
     return StudyTracker(locations.tracking_uri, locations.experiment, study.name,
                         artifact_root=locations.workdir / "mlartifacts",
-                        backlog_file=locations.study_dir(study.name) / "mlflow-backlog.json", notify=notify)
+                        backlog_file=locations.study_dir(study.name) / "mlflow-backlog.json",
+                        notify=outage_notifier(on_event, target))
 
 
 def run_trials(study: Study, locations: Locations, run_label: str, *, search_alg: Searcher,
