@@ -6,8 +6,9 @@ student and the confidence arrays of a trial that finishes in the trial's direct
 confirmation (the trial retrained with another seed) saves only its confidence arrays,
 under ``seeds/<seed>``, so the trial's own files stay as the search left them.
 Every worker also writes ``timings.json``: when it started (``started_at``, Unix time),
-its process (``pid``: Ray Tune hands a worker the next trial) and the wall seconds of
-the trial's phases (``run_trial``'s, then ``outputs_save`` and ``student_save``).
+its process (``pid``: Ray Tune hands a worker the next trial), the GPUs Ray gave it
+(``gpu_ids``: ``search.resources.gpu`` of them) and the wall seconds of the trial's phases
+(``run_trial``'s, then ``outputs_save`` and ``student_save``).
 """
 
 from __future__ import annotations
@@ -110,6 +111,7 @@ def distillation_trainable(config: dict[str, Any], *, spec: dict[str, Any], work
             save_student(result.student, result.tokenizer, out / "student", card=card,
                          metrics=result.metrics | {"trial": number})
     (out / "timings.json").write_text(json.dumps({"started_at": started_at, "pid": os.getpid(),
+                                                       "gpu_ids": [str(i) for i in ray.get_gpu_ids()],
                                                        "seconds": timer.seconds}))
 
 
