@@ -52,6 +52,36 @@ def tiny_task_files(root: Path, train_rows: int = 64, eval_rows: int = 32, seed:
     return train, evaluation
 
 
+def write_rows(path: Path, rows: list[dict]) -> Path:
+    """Rows as a file of the kind the path names: .csv, .jsonl, .parquet, or (no suffix) a
+    directory written by ``Dataset.save_to_disk``."""
+    frame = pd.DataFrame(rows)
+    if path.suffix == ".csv":
+        frame.to_csv(path, index=False)
+    elif path.suffix == ".jsonl":
+        frame.to_json(path, orient="records", lines=True)
+    elif path.suffix == ".parquet":
+        frame.to_parquet(path, index=False)
+    else:
+        import datasets
+
+        datasets.Dataset.from_pandas(frame, preserve_index=False).save_to_disk(str(path))
+    return path
+
+
+def sentiment_rows(n: int, names=("negative", "positive"), seed: int = 0, text: str = "sentence") -> list[dict]:
+    """``n`` short sentences labelled by their sentiment word: class i of ``names`` (any
+    labels: numbers, names, booleans) draws its word from the i-th of len(names) word groups."""
+    rng = random.Random(seed)
+    groups = [WORDS[:8][i::len(names)] for i in range(len(names))]
+    rows = []
+    for i in range(n):
+        label = i % len(names)
+        filler = rng.sample(WORDS[8:], k=rng.randint(1, 4))
+        rows.append({text: " ".join(filler + [rng.choice(groups[label])]), "label": names[label]})
+    return rows
+
+
 def tiny_study(root: Path, **overrides) -> dict:
     """A study dict on a tiny teacher and tiny CSV task; ``overrides`` replace top-level keys."""
     teacher = tiny_teacher_dir(root)

@@ -145,8 +145,23 @@ def load_tokenizer(name: str):
         raise ModelError(f"cannot load the tokenizer of {name!r}: {str(error).splitlines()[0]}") from None
 
 
-def load_classifier(name: str, num_labels: int) -> PreTrainedModel:
+def label_config(label_names: tuple[str, ...] | list[str] | None) -> dict[str, dict]:
+    """The ``id2label``/``label2id`` config entries for class names (none for bare numbers).
+
+    Example:
+        >>> label_config(("negative", "positive"))
+        {'id2label': {0: 'negative', 1: 'positive'}, 'label2id': {'negative': 0, 'positive': 1}}
+    """
+    if not label_names:
+        return {}
+    return {"id2label": dict(enumerate(label_names)), "label2id": {name: i for i, name in enumerate(label_names)}}
+
+
+def load_classifier(name: str, num_labels: int, label_names: tuple[str, ...] | None = None) -> PreTrainedModel:
     """A sequence classifier from a model reference; a missing head is freshly initialised.
+
+    With ``label_names`` the config's ``id2label``/``label2id`` name the classes, so a
+    ``pipeline`` on the model answers with them.
 
     Example:
         >>> load_classifier("embedded:minilm-l6", num_labels=2).config.num_hidden_layers
@@ -155,11 +170,14 @@ def load_classifier(name: str, num_labels: int) -> PreTrainedModel:
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # "newly initialized classifier" is expected here
     try:
-        return AutoModelForSequenceClassification.from_pretrained(resolve_model(name), num_labels=num_labels)
+        model = AutoModelForSequenceClassification.from_pretrained(resolve_model(name), num_labels=num_labels)
     except (OSError, ValueError) as error:
         raise ModelError(f"cannot load model {name!r}: {str(error).splitlines()[0]}") from None
     finally:
         hf_logging.set_verbosity(verbosity)
+    for key, value in label_config(label_names).items():
+        setattr(model.config, key, value)
+    return model
 
 
 def student_from_teacher_layers(teacher: PreTrainedModel, layers: list[int]) -> PreTrainedModel:

