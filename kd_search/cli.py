@@ -109,7 +109,18 @@ def validate(study_file: str) -> None:
         names = examples.label_names or [str(i) for i in range(examples.num_labels)]
         classes = (f"; {len(examples.train)} train / {len(examples.eval)} eval examples, "
                    f"{examples.num_labels} classes: {', '.join(names)}")
+    if _local_models(study):  # hub models would need the network: launch checks them
+        from kd_search.engine.compatibility import check_models
+
+        check_models(study)
     click.echo(f"ok: {study_file} (study {study.name!r}, {study.search.trials} trials{classes})")
+
+
+def _local_models(study) -> bool:
+    """Whether the study's teacher (and pretrained student) are directories on this machine
+    (the embedded teacher is a BERT, which every recipe supports)."""
+    names = [study.teacher.model] + ([study.student.model] if study.student.model else [])
+    return all(Path(name).expanduser().is_dir() for name in names)
 
 
 @main.command()

@@ -23,6 +23,9 @@ from kd_search.engine.spec import TaskSpec
 from kd_search.files import write_directory
 
 _TENSORS = ("input_ids", "token_type_ids", "attention_mask", "labels")
+# Bumped when an entry's contents change meaning (2: the class names are stored), so
+# entries written before are never read as if they held what is stored now.
+CACHE_FORMAT = "2"
 
 
 def _tokenizer_definition(tokenizer) -> str:
@@ -58,7 +61,8 @@ def data_cache_key(task: TaskSpec, tokenizer) -> str:
         >>> len(short), short == long
         (20, False)
     """
-    digest = hashlib.sha256(json.dumps(task.model_dump(), sort_keys=True, default=str).encode())
+    digest = hashlib.sha256(CACHE_FORMAT.encode())
+    digest.update(json.dumps(task.model_dump(), sort_keys=True, default=str).encode())
     digest.update(_tokenizer_definition(tokenizer).encode())
     for path in _source_files(task):
         digest.update(f"{path.resolve()}:{_stamp(path)}".encode())

@@ -142,3 +142,14 @@ def test_a_student_of_another_vocabulary_is_refused(teachers, tmp_path):
     # A student of another family and width but the same tokenizer is accepted.
     study["student"] = {"model": str(teachers["distilbert"])}
     check_models(parse_study(study))
+
+
+def test_validate_refuses_a_recipe_the_local_teacher_cannot_run(teachers, tmp_path, runner):
+    from tiny import write_study
+
+    from kd_search.cli import main
+
+    result = runner.invoke(main, ["validate", str(write_study(tmp_path, study_on(tmp_path, teachers["deberta-v2"])))])
+    assert result.exit_code == 2 and result.output.count("\n") == 1
+    assert result.output.startswith("error: TinyBERT attention loss needs attention scores, which the teacher's "
+                                    "architecture DebertaV2ForSequenceClassification does not expose")
