@@ -73,6 +73,43 @@ def test_distill_on_users_data_and_encoders(tmp_path, runner, row):
     assert answer["label"] in (expected or [f"LABEL_{i}" for i in range(len(labels))])
 
 
+def test_pretrained_student_of_another_family_and_width_learns_through_the_projection(tmp_path, runner):
+    # A 16-wide DistilBERT student (same tokenizer) of a 32-wide BERT teacher, with every loss on hidden states.
+    study = matrix_study(tmp_path, ("negative", "positive"), "single", "bert", ".csv", ".csv")
+    study["student"] = {"model": str(tiny_encoder_dir(tmp_path, "distilbert", layers=3, hidden=16))}
+    result = runner.invoke(main, ["distill", str(write_study(tmp_path, study)), "--out", str(tmp_path / "s"), "--json"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.output.strip().splitlines()[-1])
+    assert metrics["cka_diagonal"] > 0 and metrics["n_both"] > 0  # the intermediate stage ran across widths
+    assert json.loads((tmp_path / "s" / "config.json").read_text())["dim"] == 16  # no projection exported
+
+
+@pytest.mark.e2e
+def test_four_class_text_pairs_launch_pareto_confirm_export_pipeline(tmp_path, runner):
+    import ray
+    from transformers import pipeline
+
+    study = matrix_study(tmp_path, ("anger", "calm", "fear", "joy"), "pair", "roberta", ".parquet", "")
+    study["name"] = "pairs4"
+    study["objectives"] = {"task_metric": "f1", "confidence": {"kappa": 0.5}}
+    options = ["--workdir", str(tmp_path / "work")]
+    try:
+        launched = runner.invoke(main, ["launch", str(write_study(tmp_path, study)), *options])
+        assert launched.exit_code == 0, launched.output
+        confirmed = runner.invoke(main, ["confirm", "pairs4", "--top", "1", *options])
+        assert confirmed.exit_code == 0, confirmed.output
+    finally:
+        ray.shutdown()
+    front = runner.invoke(main, ["pareto", "pairs4", "--json", *options])
+    assert front.exit_code == 0 and json.loads(front.output.strip().splitlines()[-1]), front.output
+    exported = runner.invoke(main, ["export", "pairs4", "--best", "--out", str(tmp_path / "out"), *options])
+    assert exported.exit_code == 0, exported.output
+    answer = pipeline("text-classification", model=str(tmp_path / "out"))(
+        {"text": "the movie was good", "text_pair": "a plot"})
+    answer = answer[0] if isinstance(answer, list) else answer
+    assert answer["label"] in {"anger", "calm", "fear", "joy"}
+
+
 def test_deberta_with_the_attention_loss_is_refused_before_any_work(tmp_path, runner):
     study = matrix_study(tmp_path, ("negative", "positive"), "single", "deberta-v2", ".csv", ".csv")
     study["distillation"].pop("gamma")
