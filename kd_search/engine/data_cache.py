@@ -23,6 +23,9 @@ from kd_search.engine.spec import TaskSpec
 from kd_search.files import write_directory
 
 _TENSORS = ("input_ids", "token_type_ids", "attention_mask", "labels")
+# Bumped when an entry's contents change meaning (2: the class names are stored), so
+# entries written before are never read as if they held what is stored now.
+CACHE_FORMAT = "2"
 
 
 def _tokenizer_definition(tokenizer) -> str:
@@ -42,6 +45,12 @@ def _source_files(task: TaskSpec) -> list[Path]:
     return []
 
 
+def _stamp(path: Path) -> str:
+    # A file's size and modification time; a saved dataset directory's, of every file in it.
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path] if path.is_file() else []
+    return ";".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)  # none: load_task says why
+
+
 def data_cache_key(task: TaskSpec, tokenizer) -> str:
     """The cache entry's name for ``task`` tokenised by ``tokenizer``.
 
@@ -52,11 +61,11 @@ def data_cache_key(task: TaskSpec, tokenizer) -> str:
         >>> len(short), short == long
         (20, False)
     """
-    digest = hashlib.sha256(json.dumps(task.model_dump(), sort_keys=True, default=str).encode())
+    digest = hashlib.sha256(CACHE_FORMAT.encode())
+    digest.update(json.dumps(task.model_dump(), sort_keys=True, default=str).encode())
     digest.update(_tokenizer_definition(tokenizer).encode())
     for path in _source_files(task):
-        stat = path.stat() if path.is_file() else None  # missing: load_task names the error
-        digest.update(f"{path.resolve()}:{stat and stat.st_size}:{stat and stat.st_mtime_ns}".encode())
+        digest.update(f"{path.resolve()}:{_stamp(path)}".encode())
     return digest.hexdigest()[:20]
 
 
@@ -80,7 +89,7 @@ def cached_task(task: TaskSpec, tokenizer, cache_root: str | Path) -> TaskData:
                    for split in ("train", "eval") for name in _TENSORS}
         save_file(tensors, str(staging / "splits.safetensors"))
         meta = {"train_ids": data.train.ids, "eval_ids": data.eval.ids, "num_labels": data.num_labels,
-                "fingerprint": data.fingerprint}
+                "fingerprint": data.fingerprint, "label_names": data.label_names}
         (staging / "meta.json").write_text(json.dumps(meta))
 
     # Concurrent workers may store the same entry: the first one stays.
@@ -95,5 +104,6 @@ def _read(directory: Path) -> TaskData:
     def split(name: str) -> TokenizedSplit:
         return TokenizedSplit(meta[f"{name}_ids"], *(tensors[f"{name}_{field}"] for field in _TENSORS))
 
+    names = meta.get("label_names")
     return TaskData(train=split("train"), eval=split("eval"), num_labels=meta["num_labels"],
-                    fingerprint=meta["fingerprint"])
+                    fingerprint=meta["fingerprint"], label_names=tuple(names) if names is not None else None)

@@ -18,7 +18,6 @@ layer's value projection.
 
 from __future__ import annotations
 
-import copy
 import importlib.util
 import re
 from collections.abc import Iterator
@@ -37,11 +36,17 @@ from transformers import (
 from transformers.masking_utils import eager_mask
 from transformers.utils import logging as hf_logging
 
+from kd_search.engine.architectures import (
+    exposes_attention_scores,
+    layer_stack,
+    student_config,
+    value_projection,
+    values_of,
+)
 from kd_search.engine.spec import EMBEDDED_TEACHER, FreshStudentConfig, StudentSpec
 from kd_search.errors import ModelError
 
 SCORES_ATTENTION = "kd_scores"
-_LAYER_KEY = re.compile(r"^(.*\.layer\.)(\d+)(\..*)$")
 
 
 def _scores_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
@@ -67,6 +72,11 @@ def use_attention_scores(model: PreTrainedModel, enabled: bool) -> None:
     Example:
         >>> use_attention_scores(student, True)  # doctest: +SKIP
     """
+    if not exposes_attention_scores(model.config):
+        # Its attention is its own (DeBERTa): it has no scores to give, and no SDPA to go back to.
+        if enabled:
+            raise ModelError(f"{type(model).__name__} does not expose attention scores")
+        return
     model.set_attn_implementation(SCORES_ATTENTION if enabled else "sdpa")
 
 
@@ -82,16 +92,16 @@ def capture_values(model: PreTrainedModel, layers: list[int]) -> Iterator[dict[i
         torch.Size([32, 64, 384])
     """
     captured: dict[int, torch.Tensor] = {}
-    encoder_layers = getattr(getattr(getattr(model, "base_model", model), "encoder", None), "layer", None)
+    _, stack = layer_stack(model)
     handles = []
     for layer in layers:
-        try:
-            projection = encoder_layers[layer - 1].attention.self.value
-        except (AttributeError, IndexError, TypeError):
-            raise ModelError(f"{type(model).__name__} has no BERT-style value projection in layer {layer} "
-                             "(encoder.layer[i].attention.self.value), which MiniLM's losses need") from None
+        found = value_projection(stack[layer - 1]) if layer <= len(stack) else None
+        if found is None:
+            raise ModelError(f"{type(model).__name__} has no value projection found in layer {layer}, "
+                             "which MiniLM's losses need")
+        projection, part = found
         handles.append(projection.register_forward_hook(
-            lambda module, inputs, output, layer=layer: captured.__setitem__(layer, output)))
+            lambda module, inputs, output, layer=layer, part=part: captured.__setitem__(layer, values_of(output, part))))
     try:
         yield captured
     finally:
@@ -145,8 +155,26 @@ def load_tokenizer(name: str):
         raise ModelError(f"cannot load the tokenizer of {name!r}: {str(error).splitlines()[0]}") from None
 
 
-def load_classifier(name: str, num_labels: int) -> PreTrainedModel:
+def label_config(label_names: tuple[str, ...] | list[str] | None) -> dict[str, dict]:
+    """The ``id2label``/``label2id`` config entries for class names (none for bare numbers).
+
+    Example:
+        >>> label_config(("negative", "positive"))
+        {'id2label': {0: 'negative', 1: 'positive'}, 'label2id': {'negative': 0, 'positive': 1}}
+    """
+    if not label_names:
+        return {}
+    return {"id2label": dict(enumerate(label_names)), "label2id": {name: i for i, name in enumerate(label_names)}}
+
+
+def load_classifier(name: str, num_labels: int, label_names: tuple[str, ...] | None = None,
+                    new_head: bool = False) -> PreTrainedModel:
     """A sequence classifier from a model reference; a missing head is freshly initialised.
+
+    With ``label_names`` the config's ``id2label``/``label2id`` name the classes, so a
+    ``pipeline`` on the model answers with them. A head for another number of classes is
+    replaced by a fresh one only with ``new_head`` (a model about to be trained); else it
+    is a one-line error, since its outputs would be noise.
 
     Example:
         >>> load_classifier("embedded:minilm-l6", num_labels=2).config.num_hidden_layers
@@ -155,15 +183,27 @@ def load_classifier(name: str, num_labels: int) -> PreTrainedModel:
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # "newly initialized classifier" is expected here
     try:
-        return AutoModelForSequenceClassification.from_pretrained(resolve_model(name), num_labels=num_labels)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            resolve_model(name), num_labels=num_labels, ignore_mismatched_sizes=new_head)
     except (OSError, ValueError) as error:
         raise ModelError(f"cannot load model {name!r}: {str(error).splitlines()[0]}") from None
+    except RuntimeError as error:
+        if "ignore_mismatched_sizes" not in str(error):
+            raise
+        raise ModelError(f"model {name!r}: its classifier head has another number of classes than the task's "
+                         f"{num_labels}; fine-tune it on the task first (teacher.fine_tune)") from None
     finally:
         hf_logging.set_verbosity(verbosity)
+    for key, value in label_config(label_names).items():
+        setattr(model.config, key, value)
+    return model
 
 
 def student_from_teacher_layers(teacher: PreTrainedModel, layers: list[int]) -> PreTrainedModel:
     """A student made of the teacher's embeddings, the chosen 1-based layers, pooler and head.
+
+    The stack of layers is found per architecture (:func:`~kd_search.engine.architectures.layer_stack`):
+    BERT, RoBERTa, DistilBERT, DeBERTa-v2/v3 and ModernBERT alike.
 
     Example:
         >>> student_from_teacher_layers(teacher, [2, 4, 6]).config.num_hidden_layers  # doctest: +SKIP
@@ -172,13 +212,17 @@ def student_from_teacher_layers(teacher: PreTrainedModel, layers: list[int]) -> 
     depth = teacher.config.num_hidden_layers
     if max(layers) > depth:
         raise ModelError(f"student.teacher_layers: the teacher has only {depth} layers, asked for {max(layers)}")
-    config = copy.deepcopy(teacher.config)
-    config.num_hidden_layers = len(layers)
+    config = student_config(teacher.config, len(layers))
+    if isinstance(getattr(teacher.config, "layer_types", None), list):
+        # Each kept layer keeps its own kind of attention (ModernBERT: local or global).
+        config.layer_types = [teacher.config.layer_types[i - 1] for i in layers]
     student = AutoModelForSequenceClassification.from_config(config)
+    stack_name, _ = layer_stack(teacher)
+    layer_key = re.compile(rf"^({re.escape(stack_name)}\.)(\d+)(\..*)$")
     position = {teacher_layer - 1: i for i, teacher_layer in enumerate(layers)}
     state = {}
     for key, value in teacher.state_dict().items():
-        match = _LAYER_KEY.match(key)
+        match = layer_key.match(key)
         if match is None:
             state[key] = value.clone()
         elif int(match.group(2)) in position:
@@ -188,17 +232,15 @@ def student_from_teacher_layers(teacher: PreTrainedModel, layers: list[int]) -> 
 
 
 def fresh_student(config: FreshStudentConfig, teacher: PreTrainedModel) -> PreTrainedModel:
-    """A randomly initialised student of the given shape, sharing the teacher's vocabulary.
+    """A randomly initialised student of the given shape and the teacher's architecture,
+    sharing its vocabulary.
 
     Example:
         >>> fresh_student(FreshStudentConfig(layers=2, hidden=32, heads=2), teacher)  # doctest: +SKIP
     """
-    student_config = copy.deepcopy(teacher.config)
-    student_config.num_hidden_layers = config.layers
-    student_config.hidden_size = config.hidden
-    student_config.num_attention_heads = config.heads
-    student_config.intermediate_size = config.intermediate or 4 * config.hidden
-    return AutoModelForSequenceClassification.from_config(student_config)
+    return AutoModelForSequenceClassification.from_config(student_config(
+        teacher.config, config.layers, hidden=config.hidden, heads=config.heads,
+        intermediate=config.intermediate or 4 * config.hidden))
 
 
 def build_student(spec: StudentSpec, teacher: PreTrainedModel, num_labels: int) -> PreTrainedModel:
@@ -210,7 +252,7 @@ def build_student(spec: StudentSpec, teacher: PreTrainedModel, num_labels: int) 
     if spec.teacher_layers is not None:
         student = student_from_teacher_layers(teacher, spec.teacher_layers)
     elif spec.model is not None:
-        student = load_classifier(spec.model, num_labels)
+        student = load_classifier(spec.model, num_labels, new_head=True)
         if student.config.vocab_size != teacher.config.vocab_size:
             raise ModelError(
                 f"student.model: vocabulary of {spec.model!r} ({student.config.vocab_size}) differs "

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from transformers import AutoConfig
 
+from kd_search.engine.compatibility import check_models
 from kd_search.engine.data import TaskData
 from kd_search.engine.data_cache import cached_task
 from kd_search.engine.losses import layer_pairs
@@ -56,7 +57,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def prepare(study: Study, workdir: str | Path, progress: ProgressCallback | None = None) -> TrialSetup:
-    """Load data, prepare (fine-tune once) the teacher and fix the layer map.
+    """Check the models go together (:func:`~kd_search.engine.compatibility.check_models`),
+    load data, prepare (fine-tune once) the teacher and fix the layer map.
 
     Example:
         >>> setup = prepare(load_study("smoke"), "runs/smoke")  # doctest: +SKIP
@@ -65,6 +67,7 @@ def prepare(study: Study, workdir: str | Path, progress: ProgressCallback | None
     timer = PhaseTimer()
     with timer.phase("setup_data"):
         tokenizer = load_tokenizer(study.teacher.model)
+        check_models(study, tokenizer)
         data = cached_task(study.task, tokenizer, cache_root(study, workdir))
         teacher_data = data
         fine_tune = study.teacher.fine_tune

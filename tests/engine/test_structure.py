@@ -197,8 +197,11 @@ def test_capture_values_records_the_value_projection(tmp_path):
     assert values[2] is not None and not model.bert.encoder.layer[1].attention.self.value._forward_hooks
     other = DistilBertForSequenceClassification(DistilBertConfig(vocab_size=30, dim=32, n_layers=1, n_heads=2,
                                                                  hidden_dim=64))
-    with pytest.raises(ModelError, match="DistilBertForSequenceClassification has no BERT-style value projection"):
-        with capture_values(other, [1]):
+    with torch.no_grad(), capture_values(other, [1]) as values:  # DistilBERT's is attention.v_lin
+        hidden = other(input_ids=ids, output_hidden_states=True).hidden_states
+    torch.testing.assert_close(values[1], other.distilbert.transformer.layer[0].attention.v_lin(hidden[0]))
+    with pytest.raises(ModelError, match="DistilBertForSequenceClassification has no value projection found in layer 2"):
+        with capture_values(other, [2]):
             pass
 
 

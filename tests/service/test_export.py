@@ -168,3 +168,13 @@ def test_model_card_skips_missing_metrics_and_shows_non_floats_as_text():
     assert "| sigma | 0.0500 |" in card and "| kappa | None |" in card and "| accuracy | 1 |" in card
     assert "teacher_accuracy" not in card and "| phi_cnf |" not in card
     assert card.endswith("## Hyperparameters\n\n| name | value |\n|---|---|\n")
+
+
+def test_export_student_names_the_classes_so_a_pipeline_answers_with_them(kept_student, tmp_path):
+    out = export_student(kept_student, tmp_path / "named", "card\n", METRICS, ["rotten", "fresh"])
+    config = json.loads((out / "config.json").read_text())
+    assert config["id2label"] == {"0": "rotten", "1": "fresh"} and config["label2id"] == {"rotten": 0, "fresh": 1}
+    assert {r["label"] for r in pipeline("text-classification", model=str(out))(SENTENCES)} <= {"rotten", "fresh"}
+    # Bare class numbers (no names) leave the kept student's config as it is.
+    plain = export_student(kept_student, tmp_path / "plain", "card\n", METRICS, None)
+    assert (plain / "config.json").read_bytes() == (kept_student / "config.json").read_bytes()

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 from kd_search.service.search.locations import Locations, check_locations, kept_student
 from kd_search.service.search.optuna_study import (
     CONSTRAINT,
+    LABELS_ATTR,
     SPEC_ATTR,
     SearchError,
     load_optuna_study,
@@ -65,7 +66,7 @@ if TYPE_CHECKING:
     from kd_search.service.search._confirm import confirm
     from kd_search.service.search._launch import launch
 
-__all__ = ["CONSTRAINT", "RECORDED_METRICS", "SPEC_ATTR", "Locations", "SearchError", "StudySummary", "TrialRecord",
+__all__ = ["CONSTRAINT", "LABELS_ATTR", "RECORDED_METRICS", "SPEC_ATTR", "Locations", "SearchError", "StudySummary", "TrialRecord",
            "at_kappa", "check_kappa", "check_locations", "confirm", "confirmations", "finished_count", "kappa_curve", "kept_student", "launch",
            "load_optuna_study", "open_storage", "select_trial", "stored_study", "summarize", "summary_table",
            "verdict_text"]

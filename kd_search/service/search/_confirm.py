@@ -209,7 +209,7 @@ def confirm(study: Study, *, locations: Locations | None = None, top: int | None
     locations = locations or Locations.resolve(study)
     check_locations(locations)
     optuna_study = load_optuna_study(study.name, locations.storage)
-    num_mapped = prepare_teacher(study, locations, progress)
+    num_mapped, _ = prepare_teacher(study, locations, progress)
     tracker = study_tracker(study, locations, on_event, 0)
     try:
         chosen = run_confirmations(study, optuna_study, tracker, locations, num_mapped,

@@ -28,6 +28,7 @@ from kd_search.service.search.locations import Locations, check_locations
 from kd_search.service.search.optuna_study import (
     EPOCH_SCORES_ATTR,
     INTERRUPTED_ATTR,
+    LABELS_ATTR,
     create_or_resume,
     search_distributions,
     storage_error,
@@ -79,9 +80,11 @@ def launch(study: Study, *, locations: Locations | None = None, trials: int | No
 
     check_locations(locations)
     patience = storage_patience_seconds()
-    num_mapped = prepare_teacher(study, locations, progress)
+    num_mapped, label_names = prepare_teacher(study, locations, progress)
     optuna_study, resumed = create_or_resume(study, locations.storage, num_mapped, patience_seconds=patience,
                                              notify=outage_notifier(on_event, target))
+    # The class names go with the study, for readers (export) that never load the data.
+    optuna_study.set_user_attr(LABELS_ATTR, list(label_names) if label_names else None)
     tracker = study_tracker(study, locations, on_event, target)
     tracker.start_study(study.description, study.model_dump(mode="json"), {
         "sampler": study.search.sampler, "objectives": f"{study.objectives.task_metric} up, sigma down",

@@ -29,6 +29,9 @@ from kd_search.urls import display_url, error_reason
 # that holds the study file it was launched with.
 CONSTRAINT = "sigma_minus_kappa"
 SPEC_ATTR = "kd_search_spec"
+# The study attribute holding the task's class names in class-number order (null where
+# the data gives bare class numbers): exported students name their classes with it.
+LABELS_ATTR = "kd_search_labels"
 # The study attribute listing the feasible front's trial numbers, kept current by the driver.
 # Readers of the storage that predate Optuna 5's constraints (optuna-dashboard 0.21 reads
 # only the pre-5.0 ``constraints`` system attribute, which no public Optuna 5 API writes)

@@ -49,20 +49,23 @@ def init_ray(ray_address: str | None, num_cpus: int | None) -> None:
                  runtime_env={"env_vars": env}, logging_level=logging.ERROR)
 
 
-def prepare_teacher(study: Study, locations: Locations, progress: ProgressCallback | None) -> int:
+def prepare_teacher(study: Study, locations: Locations,
+                    progress: ProgressCallback | None) -> tuple[int, tuple[str, ...] | None]:
     """Fine-tune (once) the teacher and fill its output cache, before any worker starts;
-    returns the number of mapped student layers.
+    returns the number of mapped student layers and the task's class names (None where
+    the data gives class numbers). The data is read and checked first: bad labels stop
+    the launch before any fine-tuning.
 
     Example:
         >>> prepare_teacher(study, Locations.resolve(study), None)  # doctest: +SKIP
-        4
+        (4, ('rotten', 'fresh'))
     """
     from kd_search.engine.trial import prepare, teacher_layers, teacher_outputs
 
     locations.study_dir(study.name).mkdir(parents=True, exist_ok=True)
     setup = prepare(study, locations.workdir, progress)
     teacher_outputs(setup, teacher_layers(setup), progress)
-    return len(setup.pairs)
+    return len(setup.pairs), setup.data.label_names
 
 
 def outage_notifier(on_event: ProgressCallback | None, target: int) -> Callable[[str], None]:
