@@ -397,9 +397,11 @@ def launch(study_file: str, trials: int | None, ray_address: str | None, workdir
     study = load_study(study_file)
     locations = search.Locations.resolve(study, workdir, storage, tracking_uri)
     search.check_locations(locations)  # before the live view, so a bad URL is one plain line
-    with following(study.name, locations), progress_bar() as progress, trial_events(console) as on_event:
-        summary = search.launch(study, locations=locations, trials=trials, progress=progress, on_event=on_event,
-                                ray_address=ray_address, driver_grace=driver_grace)
+    with following(study.name, locations):
+        search.check_no_live_driver(locations.storage, study.name, driver_grace)  # one plain line, before the live view
+        with progress_bar() as progress, trial_events(console) as on_event:
+            summary = search.launch(study, locations=locations, trials=trials, progress=progress, on_event=on_event,
+                                    ray_address=ray_address, driver_grace=driver_grace)
     _print_launch_summary(summary, locations)
 
 
@@ -426,9 +428,11 @@ def confirm(name: str, top: int | None, seeds: int | None, ray_address: str | No
     study = search.stored_study(search.load_optuna_study(name, found_in.storage))
     locations = search.Locations.resolve(study, workdir, found_in.storage, tracking_uri)
     search.check_locations(locations)
-    with following(name, locations), progress_bar() as progress, trial_events(console) as on_event:
-        records = search.confirm(study, locations=locations, top=top, seeds=seeds, progress=progress,
-                                 on_event=on_event, ray_address=ray_address, driver_grace=driver_grace)
+    with following(name, locations):
+        search.check_no_live_driver(locations.storage, name, driver_grace)
+        with progress_bar() as progress, trial_events(console) as on_event:
+            records = search.confirm(study, locations=locations, top=top, seeds=seeds, progress=progress,
+                                     on_event=on_event, ray_address=ray_address, driver_grace=driver_grace)
     if not records:
         click.echo("no trial to confirm (none satisfies sigma <= kappa)")
         return

@@ -168,8 +168,9 @@ def test_status_shows_the_live_driver_and_launch_refuses_in_one_line(tmp_path, r
         for command in (["launch", str(study_file)], ["launch", str(study_file), "--trials", "9"]):
             result = runner.invoke(main, [*command, "--workdir", str(workdir)])
             assert result.exit_code == 2, result.output
-            lines = result.output.strip().splitlines()
-            assert len(lines) == 1 and lines[0].startswith("error: study 'tiny' is being run by another driver ")
+            lines = result.output.splitlines()
+            assert result.output.count("\n") == 1, result.output
+            assert lines[0].startswith("error: study 'tiny' is being run by another driver ")
             assert f"pid {os.getpid()} on {socket.gethostname()}" in lines[0]
             assert f"status tiny --workdir {workdir}`" in lines[0]
         assert not (workdir / "teachers").exists()  # refused before any work

@@ -207,8 +207,8 @@ def test_second_launch_while_the_first_runs_is_refused_and_the_first_finishes(tm
         assert first.poll() is None, "the first launch ended before the second ones were refused"
         for returncode, stderr in refusals:
             assert returncode == 2, stderr[-3000:]
-            lines = stderr.strip().splitlines()
-            assert len(lines) == 1 and lines[0].startswith("error: study 'tiny' is being run by another driver "), lines
+            lines = stderr.splitlines()
+            assert stderr.count("\n") == 1 and lines[0].startswith("error: study 'tiny' is being run by another driver "), lines
             assert f"(pid {first.pid} on {socket.gethostname()}, started " in lines[0] and "last seen" in lines[0]
             assert "status tiny --workdir " in lines[0]
         assert first.wait(timeout=400) == 0, (tmp_path / "driver.log").read_text()[-3000:]

@@ -41,7 +41,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from kd_search.service.search.lease import DriverRunning, Lease, driver_grace, read_lease
+from kd_search.service.search.lease import (
+    DriverRunning,
+    Lease,
+    check_no_live_driver,
+    driver_grace,
+    read_lease,
+)
 from kd_search.service.search.locations import Locations, check_locations, kept_student
 from kd_search.service.search.optuna_study import (
     CONSTRAINT,
@@ -71,9 +77,10 @@ if TYPE_CHECKING:
     from kd_search.service.search._launch import launch
 
 __all__ = ["CONSTRAINT", "RECORDED_METRICS", "SPEC_ATTR", "DriverRunning", "Lease", "Locations", "SearchError",
-           "StudySummary", "TrialRecord", "at_kappa", "check_kappa", "check_locations", "confirm", "confirmations",
-           "driver_grace", "finished_count", "kappa_curve", "kept_student", "launch", "load_optuna_study",
-           "open_storage", "read_lease", "select_trial", "stored_study", "summarize", "summary_table",
+           "StudySummary", "TrialRecord", "at_kappa", "check_kappa", "check_locations", "check_no_live_driver",
+           "confirm", "confirmations", "driver_grace", "finished_count", "kappa_curve", "kept_student", "launch",
+           "load_optuna_study", "open_storage", "read_lease", "select_trial", "stored_study", "summarize",
+           "summary_table",
            "verdict_text"]
 
 

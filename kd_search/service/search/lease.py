@@ -175,6 +175,19 @@ def read_lease(storage: str, study: str) -> Lease | None:
         raise storage_error(storage, error, "cannot read the driver lease") from None
 
 
+def check_no_live_driver(storage: str, study: str, grace: float | None = None) -> None:
+    """Raise ``DriverRunning`` if a live driver holds the study's lease (reads only; the
+    launch itself takes the lease atomically).
+
+    Example:
+        >>> check_no_live_driver("sqlite:////tmp/kd-search-doc.db", "demo")  # doctest: +SKIP
+    """
+    grace = driver_grace(grace)
+    lease = read_lease(storage, study)
+    if lease is not None and not lease.is_dead(grace):
+        raise DriverRunning(lease, grace)
+
+
 def _create_table(engine: sa.Engine) -> None:
     try:
         LEASES.create(engine, checkfirst=True)
