@@ -381,7 +381,8 @@ def following(name: str, locations: Locations):
 @click.argument("study_file", metavar="STUDY")
 @click.option("--trials", type=click.IntRange(min=1), default=None, help="Finished trials wanted [default: search.trials].")
 @click.option("--ray-address", envvar="RAY_ADDRESS", default=None,
-              help="Join a running Ray cluster (e.g. auto) [default: start a local one; env RAY_ADDRESS].")
+              help="Join a running Ray cluster (e.g. auto) [default: start a local one of its own, even beside a "
+                   "running cluster; env RAY_ADDRESS].")
 @driver_grace_option
 @location_options
 def launch(study_file: str, trials: int | None, ray_address: str | None, workdir: str | None, storage: str | None,
@@ -412,7 +413,8 @@ def launch(study_file: str, trials: int | None, ray_address: str | None, workdir
 @click.option("--seeds", type=click.IntRange(min=1), default=None,
               help="Further training seeds per trial [default: the study's search.confirm.seeds].")
 @click.option("--ray-address", envvar="RAY_ADDRESS", default=None,
-              help="Join a running Ray cluster (e.g. auto) [default: start a local one; env RAY_ADDRESS].")
+              help="Join a running Ray cluster (e.g. auto) [default: start a local one of its own, even beside a "
+                   "running cluster; env RAY_ADDRESS].")
 @driver_grace_option
 @location_options
 def confirm(name: str, top: int | None, seeds: int | None, ray_address: str | None, workdir: str | None,
