@@ -34,7 +34,7 @@ pytestmark = [pytest.mark.cluster, pytest.mark.ray]
 def local_ray():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
