@@ -26,6 +26,7 @@ from kd_search.service.search.lease import (
     read_lease,
     release,
 )
+from kd_search.service.search.optuna_study import open_storage
 
 GRACE = 3.0
 
@@ -126,6 +127,9 @@ def test_drivers_starting_at_the_same_instant_get_one_lease(storage, tmp_path):
             "try:\n    acquire(sys.argv[1], 'demo', 60.0); print('won')\n"
             "except DriverRunning: print('refused')\n")
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[2]))
+    # Optuna's own tables first: Optuna cannot create them from several processes at once
+    # on a fresh PostgreSQL database. The lease table is left to the racers.
+    open_storage(storage)
     racers = [subprocess.Popen([sys.executable, "-c", code, storage, str(go)], stdout=subprocess.PIPE, text=True,
                                env=env) for _ in range(4)]
     time.sleep(8)  # all of them imported and waiting
