@@ -381,23 +381,50 @@ def _front_table(summary, title: str) -> Table:
     return table
 
 
+def driver_grace_option(function):
+    return click.option("--driver-grace", type=click.FloatRange(min=1), envvar="KD_SEARCH_DRIVER_GRACE", default=None,
+                        help="Seconds a study's driver may go unseen before another launch takes it as dead and "
+                             "adopts its RUNNING trials [default: 60; env KD_SEARCH_DRIVER_GRACE].")(function)
+
+
+@contextmanager
+def following(name: str, locations: Locations):
+    """Refusals by a live driver name the command that follows it, with this command's locations."""
+    from kd_search.service.search import DriverRunning
+
+    try:
+        yield
+    except DriverRunning as running:
+        follow = f"{_self_command()} status {shlex.quote(name)}{_location_args(locations)}"
+        raise DriverRunning(running.lease, running.grace, follow) from None
+
+
 @main.command()
 @click.argument("study_file", metavar="STUDY")
 @click.option("--trials", type=click.IntRange(min=1), default=None, help="Finished trials wanted [default: search.trials].")
 @click.option("--ray-address", envvar="RAY_ADDRESS", default=None,
-              help="Join a running Ray cluster (e.g. auto) [default: start a local one; env RAY_ADDRESS].")
+              help="Join a running Ray cluster (e.g. auto) [default: start a local one of its own, even beside a "
+                   "running cluster; env RAY_ADDRESS].")
+@driver_grace_option
 @location_options
 def launch(study_file: str, trials: int | None, ray_address: str | None, workdir: str | None, storage: str | None,
-           tracking_uri: str | None) -> None:
-    """Run a study (or resume it: finished trials are kept) and print its Pareto front."""
+           tracking_uri: str | None, driver_grace: float | None = None) -> None:
+    """Run a study (or resume it: finished trials are kept) and print its Pareto front.
+
+    While another launch (or confirm) of the study runs, it refuses with exit 2 and says
+    where that driver runs; a driver unseen for --driver-grace seconds is taken as dead
+    and its RUNNING trials are adopted.
+    """
     from kd_search.service import search
 
     study = load_study(study_file)
     locations = search.Locations.resolve(study, workdir, storage, tracking_uri)
     search.check_locations(locations)  # before the live view, so a bad URL is one plain line
-    with progress_bar() as progress, trial_events(console) as on_event:
-        summary = search.launch(study, locations=locations, trials=trials, progress=progress, on_event=on_event,
-                                ray_address=ray_address)
+    with following(study.name, locations):
+        search.check_no_live_driver(locations.storage, study.name, driver_grace)  # one plain line, before the live view
+        with progress_bar() as progress, trial_events(console) as on_event:
+            summary = search.launch(study, locations=locations, trials=trials, progress=progress, on_event=on_event,
+                                    ray_address=ray_address, driver_grace=driver_grace)
     _print_launch_summary(summary, locations)
 
 
@@ -408,10 +435,12 @@ def launch(study_file: str, trials: int | None, ray_address: str | None, workdir
 @click.option("--seeds", type=click.IntRange(min=1), default=None,
               help="Further training seeds per trial [default: the study's search.confirm.seeds].")
 @click.option("--ray-address", envvar="RAY_ADDRESS", default=None,
-              help="Join a running Ray cluster (e.g. auto) [default: start a local one; env RAY_ADDRESS].")
+              help="Join a running Ray cluster (e.g. auto) [default: start a local one of its own, even beside a "
+                   "running cluster; env RAY_ADDRESS].")
+@driver_grace_option
 @location_options
 def confirm(name: str, top: int | None, seeds: int | None, ray_address: str | None, workdir: str | None,
-            storage: str | None, tracking_uri: str | None) -> None:
+            storage: str | None, tracking_uri: str | None, driver_grace: float | None = None) -> None:
     """Train a study's best trials again with further seeds: does sigma <= kappa hold on other seeds?
 
     Also confirms every finished trial whose sigma interval straddles kappa. The study file
@@ -423,9 +452,11 @@ def confirm(name: str, top: int | None, seeds: int | None, ray_address: str | No
     study = search.stored_study(search.load_optuna_study(name, found_in.storage))
     locations = search.Locations.resolve(study, workdir, found_in.storage, tracking_uri)
     search.check_locations(locations)
-    with progress_bar() as progress, trial_events(console) as on_event:
-        records = search.confirm(study, locations=locations, top=top, seeds=seeds, progress=progress,
-                                 on_event=on_event, ray_address=ray_address)
+    with following(name, locations):
+        search.check_no_live_driver(locations.storage, name, driver_grace)
+        with progress_bar() as progress, trial_events(console) as on_event:
+            records = search.confirm(study, locations=locations, top=top, seeds=seeds, progress=progress,
+                                     on_event=on_event, ray_address=ray_address, driver_grace=driver_grace)
     if not records:
         click.echo("no trial to confirm (none satisfies sigma <= kappa)")
         return
@@ -499,7 +530,8 @@ def trial_events(out: Console):
 @click.argument("name", required=False)
 @location_options
 def status(name: str | None, workdir: str | None, storage: str | None, tracking_uri: str | None) -> None:
-    """Studies in the storage: trials by state, verdicts, the best certified and best feasible trials."""
+    """Studies in the storage: trials by state, verdicts, the best certified and best feasible trials,
+    and the driver running each (where, and when it was last seen)."""
     import optuna
 
     from kd_search.service import search
@@ -513,8 +545,9 @@ def status(name: str | None, workdir: str | None, storage: str | None, tracking_
         return
     table = Table(title=f"studies in {display_url(locations.storage)}")
     for column in ("study", "trials", "complete", "pruned", "fail", "running", "front", "certified / unconfirmed / fails",
-                   "best certified", "best feasible"):
-        table.add_column(column, justify="left" if column in ("study", "best certified", "best feasible") else "right")
+                   "best certified", "best feasible", "driver"):
+        table.add_column(column, justify="left" if column in ("study", "best certified", "best feasible", "driver")
+                         else "right")
     for study_name in names:
         summary = search.summarize(search.load_optuna_study(study_name, locations.storage))
         counts, verdicts = summary.counts(), summary.verdict_counts()
@@ -526,7 +559,7 @@ def status(name: str | None, workdir: str | None, storage: str | None, tracking_
         table.add_row(study_name, str(len(summary.trials)), *(str(counts.get(s, 0)) for s in
                       ("COMPLETE", "PRUNED", "FAIL", "RUNNING")), str(len(summary.front)),
                       " / ".join(str(verdicts.get(v, 0)) for v in ("certified", "unconfirmed", "fails")),
-                      certified_text, best_text)
+                      certified_text, best_text, _driver_text(search.read_lease(locations.storage, study_name)))
     Console().print(table)
 
 
@@ -535,6 +568,18 @@ def kappa_option(function):
     return click.option("--kappa", "kappa", default=None, metavar="K",
                         help="Judge every trial against sigma <= K instead of the study's kappa "
                              "(from the stored trials, nothing is trained again).")(function)
+
+
+def _driver_text(lease) -> str:
+    """Who drives a study now, for ``status``: a live driver, one taken as dead, or none."""
+    from kd_search.service.search import driver_grace
+
+    if lease is None:
+        return "-"
+    grace = driver_grace()
+    if lease.is_dead(grace):
+        return f"none (pid {lease.pid} on {lease.host} unseen for {lease.age:.0f} s > {grace:g} s: dead)"
+    return f"running: {lease.describe()}"
 
 
 @main.command()

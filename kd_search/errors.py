@@ -46,6 +46,10 @@ class SearchError(KdSearchError, RuntimeError):
     """A study cannot be found, opened or resumed as asked; the message is one line."""
 
 
+class CacheSpaceError(KdSearchError, RuntimeError):
+    """The teacher-output cache cannot fit on its filesystem; the message gives both sizes."""
+
+
 class TrackingError(KdSearchError, RuntimeError):
     """The study's MLflow runs cannot be found or reached; the message is one line."""
 

@@ -11,6 +11,10 @@ max length, layers) and writes, as ``.npy`` files:
   entries stored as 0 (the value TinyBERT's loss gives them);
 * ``train_values_<l>.npy``: float16 value vectors of layer l (MiniLM's value relation).
 
+Before a fill, the entry's size on disk is computed from the data, layers and lengths
+(``cache_bytes``), shown in the progress line, and a fill the cache's filesystem cannot
+hold is refused in one line before the teacher runs (``check_cache_space``).
+
 Filling is atomic and safe across processes: a file lock lets one process compute
 while the others wait, the files are written in a staging directory that is renamed
 into place, and readers only ever see complete entries. On a cluster, point
@@ -22,6 +26,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import shutil
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,6 +39,7 @@ from kd_search.engine.data import TaskData, batches
 from kd_search.engine.losses.tinybert import MASKED_SCORE_THRESHOLD
 from kd_search.engine.models import capture_values, use_attention_scores
 from kd_search.engine.progress import ProgressCallback
+from kd_search.errors import CacheSpaceError
 from kd_search.files import write_directory
 
 _COMPLETE = "meta.json"
@@ -75,6 +81,57 @@ def cache_key(teacher_key: str, data_fingerprint: str, layers: TeacherLayers) ->
     recipe = json.dumps([teacher_key, data_fingerprint, sorted(layers.hidden), sorted(layers.scores),
                          sorted(layers.values), 2])
     return hashlib.sha256(recipe.encode()).hexdigest()[:20]
+
+
+# numpy's .npy header, padded to this many bytes for the arrays a cache holds.
+NPY_HEADER_BYTES = 128
+
+
+def cache_bytes(train_rows: int, eval_rows: int, max_length: int, num_labels: int, hidden_size: int,
+                num_heads: int, layers: TeacherLayers) -> int:
+    """Bytes a cache entry takes on disk: float32 logits of both splits, and per train row
+    float16 hidden states and value vectors (max_length x hidden_size per layer) and
+    attention scores (num_heads x max_length x max_length per layer).
+
+    Example:
+        >>> # SST-2 (67,349 train, 872 eval rows, length 64), BERT-base's hidden states of
+        >>> # 5 layers and scores of 4: TinyBERT-4L's intermediate stage.
+        >>> round(cache_bytes(67349, 872, 64, 2, 768, 12, TeacherLayers((0, 3, 6, 9, 12), (3, 6, 9, 12))) / 1e9, 1)
+        59.6
+    """
+    files = 2 + len(layers.hidden) + len(layers.scores) + len(layers.values)
+    per_row = (2 * max_length * hidden_size * (len(layers.hidden) + len(layers.values))
+               + 2 * num_heads * max_length * max_length * len(layers.scores))
+    return 4 * (train_rows + eval_rows) * num_labels + train_rows * per_row + NPY_HEADER_BYTES * files
+
+
+def human_bytes(size: float) -> str:
+    """A byte count for people, in powers of 1000 as ``df -H`` shows them.
+
+    Example:
+        >>> human_bytes(46_600_000_000), human_bytes(512)
+        ('46.6 GB', '512 B')
+    """
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    raise AssertionError("unreachable")
+
+
+def check_cache_space(directory: Path, size: int) -> None:
+    """Refuse, in one line, a fill of ``size`` bytes that ``directory``'s filesystem cannot hold.
+
+    Example:
+        >>> check_cache_space(Path("/tmp"), 10**18)
+        Traceback (most recent call last):
+        kd_search.errors.CacheSpaceError: teacher-output cache /tmp needs 1000000.0 TB, its filesystem has ... free; ...
+    """
+    free = shutil.disk_usage(directory).free
+    if size > free:
+        raise CacheSpaceError(f"teacher-output cache {directory} needs {human_bytes(size)}, its filesystem has "
+                              f"{human_bytes(free)} free; free space, or point distillation.cache_dir at a larger "
+                              "filesystem (or set distillation.cache_teacher: false)")
 
 
 class CachedTeacher:
@@ -129,7 +186,7 @@ def _zero_masked(scores: torch.Tensor) -> torch.Tensor:
 
 
 def _fill(directory: Path, teacher, data: TaskData, layers: TeacherLayers, batch_size: int, device: torch.device,
-          progress: ProgressCallback | None) -> None:
+          progress: ProgressCallback | None, description: str) -> None:
     use_attention_scores(teacher, bool(layers.scores))
     teacher.eval().to(device)
     max_length = data.train.input_ids.shape[1]
@@ -164,7 +221,7 @@ def _fill(directory: Path, teacher, data: TaskData, layers: TeacherLayers, batch
                     target[start:stop, :length] = v
                 done += 1
                 if progress:
-                    progress("caching teacher outputs", done, total)
+                    progress(description, done, total)
     for values in files.values():
         values.flush()
     use_attention_scores(teacher, False)
@@ -186,7 +243,9 @@ def cached_teacher(cache_root: str | Path, key: str, load_teacher: Callable[[], 
                    progress: ProgressCallback | None = None) -> CachedTeacher:
     """Open the cache entry ``key``, computing it first if no process has yet.
 
-    ``load_teacher`` is only called when the entry must be computed.
+    ``load_teacher`` is only called when the entry must be computed. Before computing,
+    the entry's size (``cache_bytes``) is shown in the progress line and checked against
+    the free space of ``cache_root``'s filesystem (``CacheSpaceError`` when it cannot fit).
 
     Example:
         >>> layers = TeacherLayers(hidden=(0, 2), scores=(2,))
@@ -200,11 +259,18 @@ def cached_teacher(cache_root: str | Path, key: str, load_teacher: Callable[[], 
         return CachedTeacher(directory)
     with _exclusive(root / f"{key}.lock"):
         if not (directory / _COMPLETE).is_file():  # nobody filled it while we waited
+            teacher = load_teacher()
+            config = teacher.config
+            size = cache_bytes(len(data.train), len(data.eval), data.train.input_ids.shape[1], data.num_labels,
+                               config.hidden_size, config.num_attention_heads, layers)
+            check_cache_space(root, size)  # before the teacher's first forward pass
+
             def fill(staging: Path) -> None:
                 staging.mkdir()
-                _fill(staging, load_teacher(), data, layers, batch_size, device or torch.device("cpu"), progress)
+                _fill(staging, teacher, data, layers, batch_size, device or torch.device("cpu"), progress,
+                      f"caching teacher outputs ({human_bytes(size)} in {root})")
                 meta = {"hidden_layers": list(layers.hidden), "score_layers": list(layers.scores),
-                        "value_layers": list(layers.values),
+                        "value_layers": list(layers.values), "bytes": size,
                         "train_rows": len(data.train), "eval_rows": len(data.eval), "train_ids": data.train.ids[:3]}
                 (staging / _COMPLETE).write_text(json.dumps(meta))
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +17,9 @@ from kd_search.cli import main
 from kd_search.engine.data import load_task
 from kd_search.engine.models import build_student, load_classifier, load_tokenizer, width_projection
 from kd_search.engine.spec import FreshStudentConfig, StudentSpec, parse_study
-from kd_search.engine.teacher_cache import TeacherLayers, cached_teacher
+from kd_search.engine.teacher_cache import TeacherLayers, cache_bytes, cached_teacher, human_bytes
 from kd_search.engine.trial import prepare, run_trial
-from kd_search.errors import NonFiniteLossError
+from kd_search.errors import CacheSpaceError, NonFiniteLossError
 
 
 @pytest.fixture(scope="module")
@@ -190,3 +192,53 @@ def test_teacher_can_learn_from_a_superset_of_the_distillation_split(root):
     setup = prepare(parse_study(data), root / "superset", progress=lambda what, done, total: steps.append(total))
     assert len(setup.data.train) == 32
     assert steps[-1] == 2 * 64 // 16  # two epochs over 64 examples, batch 16
+
+
+def test_cache_size_is_what_the_fill_writes(root):
+    study = parse_study(tiny_study(root))
+    teacher_dir = str(tiny_teacher_dir(root))
+    data = load_task(study.task, load_tokenizer(teacher_dir))
+    layers = TeacherLayers(hidden=(0, 1, 2), scores=(1, 2), values=(2,))
+    cache = cached_teacher(root / "sized", "k", lambda: load_classifier(teacher_dir, 2), data, layers)
+    expected = cache_bytes(len(data.train), len(data.eval), data.train.input_ids.shape[1], 2, 32, 2, layers)
+    written = sum(p.stat().st_size for p in cache.directory.glob("*.npy"))
+    assert written == expected == cache.meta["bytes"]
+
+
+@pytest.fixture
+def small_filesystem(tmp_path):
+    """A real 256 kB filesystem (tmpfs), where this machine lets the test mount one."""
+    mount_point = tmp_path / "small"
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount_point)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({mounted.stderr.strip() or 'mount failed'}); CI runs as root")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=True)
+
+
+def test_a_cache_fill_that_cannot_fit_is_refused_before_the_teacher_runs(root, small_filesystem):
+    study = parse_study(tiny_study(root))
+    teacher_dir = str(tiny_teacher_dir(root))
+    data = load_task(study.task, load_tokenizer(teacher_dir))
+    layers = TeacherLayers(hidden=(0, 1, 2), scores=(1, 2))
+    forwards = []
+
+    def load_teacher():
+        teacher = load_classifier(teacher_dir, 2)
+        teacher.register_forward_pre_hook(lambda module, args: forwards.append(1))
+        return teacher
+
+    needed = cache_bytes(len(data.train), len(data.eval), data.train.input_ids.shape[1], 2, 32, 2, layers)
+    free = shutil.disk_usage(small_filesystem).free
+    assert needed > free
+    with pytest.raises(CacheSpaceError) as refused:
+        cached_teacher(small_filesystem / "cache", "k", load_teacher, data, layers)
+    message = str(refused.value)
+    assert "\n" not in message and human_bytes(needed) in message and f"{human_bytes(free)} free" in message
+    assert str(small_filesystem / "cache") in message
+    assert not forwards  # refused before any forward pass
+    assert [p.name for p in (small_filesystem / "cache").iterdir()] == ["k.lock"]  # nothing half-written

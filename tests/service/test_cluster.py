@@ -34,7 +34,7 @@ pytestmark = [pytest.mark.cluster, pytest.mark.ray]
 def local_ray():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
@@ -274,3 +274,23 @@ def test_launch_against_a_stopped_tracking_server_fails_in_one_line(tmp_path):
     assert "unreachable" in result.output and result.output.count("\n") == 1
     assert "mlflow-Secret" not in result.output
     assert not (tmp_path / "work" / "teachers").exists()  # nothing was prepared
+
+
+def test_launch_beside_a_running_ray_head_starts_its_own_ray_unless_told_to_join(tmp_path):
+    """With `ray start --head` running on the machine: without --ray-address a launch runs
+    on a Ray instance of its own (a bare ray.init() would join the head and refuse the CPU
+    count); with it, the trials run on the head's node."""
+    with ray_cluster(tmp_path) as cluster:
+        head = set(node_ids(cluster.address, cluster.env).values())
+        study_file = write_study(tmp_path, search_study(tmp_path, trials=2))
+        nodes = {}
+        for how, extra in (("own", []), ("joined", ["--ray-address", cluster.address])):
+            workdir = tmp_path / how
+            result = subprocess.run([str(BIN / "kd-search"), "launch", str(study_file), "--workdir", str(workdir),
+                                     *extra], capture_output=True, text=True, timeout=600, env=cluster.env)
+            assert result.returncode == 0, result.stderr[-3000:]
+            trials = load_optuna_study("tiny", f"sqlite:///{workdir / 'optuna.db'}").trials
+            assert [t.state.name for t in trials] == ["COMPLETE"] * 2, result.stderr[-3000:]
+            nodes[how] = {node for t in trials for node in t.user_attrs["nodes"]}
+    assert nodes["joined"] == head
+    assert len(nodes["own"]) == 1 and not nodes["own"] & head

@@ -21,7 +21,7 @@ from kd_search.service.search.records import CONFIRMATION_ATTR_PREFIX, confirmat
 def ray_cluster():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 

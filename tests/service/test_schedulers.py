@@ -240,7 +240,7 @@ def run_synthetic(scheduler: TrialScheduler, storage: str) -> dict[str, int]:
 def test_under_ray_tune_mo_asha_stops_the_dominated_and_infeasible_trials(tmp_path):
     import ray
 
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
     try:
         assert run_synthetic(make_scheduler("fifo", "accuracy", 4), str(tmp_path)) == \
             dict.fromkeys(SYNTHETIC, 4)

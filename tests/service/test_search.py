@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,7 +19,7 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
-from tiny import search_study, write_study
+from tiny import search_study, tiny_task_files, write_study
 
 from kd_search.cli import main
 from kd_search.engine.spec import SearchSpec, load_study, parse_study, shipped_studies
@@ -29,6 +30,7 @@ from kd_search.service.search import (
     Locations,
     launch,
     load_optuna_study,
+    read_lease,
     summarize,
 )
 from kd_search.service.search.optuna_study import create_or_resume, make_sampler, startup_trials
@@ -38,7 +40,7 @@ from kd_search.service.search.optuna_study import create_or_resume, make_sampler
 def ray_cluster():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
@@ -145,28 +147,97 @@ def _poll(predicate, timeout: float):
     raise AssertionError("condition not reached in time")
 
 
+def _launch_command(tmp_path, storage: str | None = None, train_rows: int = 64,
+                    **search) -> tuple[list[str], Locations]:
+    """``kd-search launch`` of the tiny study in a subprocess, with epochs long enough (a
+    second or more, one example per step) for a poll to see a trial mid-way."""
+    spec = search_study(tmp_path, trials=4, prediction_epochs=4, **search)
+    spec["distillation"]["batch_size"] = 1
+    tiny_task_files(tmp_path, train_rows=train_rows)
+    workdir = tmp_path / "work"
+    command = [sys.executable, "-m", "kd_search.cli", "launch", str(write_study(tmp_path, spec)),
+               "--workdir", str(workdir), *(["--storage", storage] if storage else [])]
+    return command, Locations.resolve(None, workdir, storage)
+
+
+def _launch_env(**extra: str) -> dict[str, str]:
+    # The study's locations come from the options alone, whatever this process's environment says.
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "KD_SEARCH_STORAGE",
+                                                            "KD_SEARCH_TRACKING_URI", "RAY_ADDRESS",
+                                                            "KD_SEARCH_DRIVER_GRACE")}
+    return env | extra
+
+
+def _stored_trials(storage: str):
+    try:
+        return optuna.load_study(study_name="tiny", storage=storage).trials
+    except Exception:  # the study is not created yet
+        return None
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.cluster)])
+def storage_url(request):
+    if request.param == "sqlite":
+        yield None
+        return
+    from servers import postgres_server
+
+    with postgres_server() as pg:
+        pg.create_database("optuna")
+        yield pg.url("optuna")
+
+
+@pytest.mark.ray
+def test_second_launch_while_the_first_runs_is_refused_and_the_first_finishes(tmp_path, storage_url):
+    # Epochs of several seconds: the first launch outlives the second ones' start-up.
+    command, locations = _launch_command(tmp_path, storage_url, train_rows=400)
+    env = _launch_env()
+    log = (tmp_path / "driver.log").open("w")
+    first = subprocess.Popen(command, start_new_session=True, stdout=log, stderr=log, env=env)
+    try:
+        _poll(lambda: [t for t in _stored_trials(locations.storage) or []
+                       if t.state.name == "RUNNING" and t.user_attrs.get("epoch", 0) >= 1], timeout=240)
+        # At once, while the first trains: a plain relaunch, a budget extension, a short grace
+        # (which still sees a live driver) and a confirmation.
+        attempts = [command, command + ["--trials", "6"], command + ["--driver-grace", "1"],
+                    [*command[:3], "confirm", "tiny", *command[5:]]]
+        seconds = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                   for args in attempts]
+        refusals = [(second.wait(timeout=180), second.communicate()[1]) for second in seconds]
+        assert first.poll() is None, "the first launch ended before the second ones were refused"
+        for returncode, stderr in refusals:
+            assert returncode == 2, stderr[-3000:]
+            lines = stderr.splitlines()
+            assert stderr.count("\n") == 1 and lines[0].startswith("error: study 'tiny' is being run by another driver "), lines
+            assert f"(pid {first.pid} on {socket.gethostname()}, started " in lines[0] and "last seen" in lines[0]
+            assert "status tiny --workdir " in lines[0]
+        assert first.wait(timeout=400) == 0, (tmp_path / "driver.log").read_text()[-3000:]
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+        log.close()
+    trials = load_optuna_study("tiny", locations.storage).trials
+    assert len(trials) == 4 and all(t.state.name in ("COMPLETE", "FAIL") for t in trials)
+    # Nothing adopted, nothing trained twice: every trial ran once, from its first epoch.
+    assert [t.user_attrs.get("resumed_from_epoch") for t in trials] == [0] * 4
+    assert len({t.user_attrs["ray_trial_id"] for t in trials}) == 4
+    assert len(list((locations.study_dir("tiny") / "ray").iterdir())) == 1  # one Tune run: the first launch's
+    _, parents, children = mlflow_runs(locations, "tiny")
+    assert len(parents) == 1 and len(children) == 4
+    assert read_lease(locations.storage, "tiny") is None  # released when the first launch ended
+
+
 @pytest.mark.ray
 @pytest.mark.parametrize("scheduler", ["fifo", "mo_asha"])
-def test_driver_sigkill_and_relaunch_finishes_the_study_without_rerunning(tmp_path, scheduler):
-    spec = search_study(tmp_path, trials=4, prediction_epochs=4, scheduler=scheduler)
-    # One example per step: epochs long enough (a second or more) for the poll below to
-    # see a trial mid-way; tiny batches finish a 5-epoch trial between two polls.
-    spec["distillation"]["batch_size"] = 1
-    study_file = write_study(tmp_path, spec)
-    workdir = tmp_path / "work"
-    locations = Locations.resolve(None, workdir)
-    command = [sys.executable, "-m", "kd_search.cli", "launch", str(study_file), "--workdir", str(workdir)]
-    # The study's locations come from --workdir alone, whatever this process's environment says.
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("MLFLOW_TRACKING_URI", "KD_SEARCH_STORAGE", "KD_SEARCH_TRACKING_URI", "RAY_ADDRESS")}
+def test_driver_sigkill_and_relaunch_finishes_the_study_without_rerunning(tmp_path, scheduler, runner):
+    command, locations = _launch_command(tmp_path, scheduler=scheduler)
+    grace = 20
+    env = _launch_env(KD_SEARCH_DRIVER_GRACE=str(grace))
     log = (tmp_path / "driver.log").open("w")  # a file, not a pipe nobody reads (it would fill and block)
     driver = subprocess.Popen(command, start_new_session=True, stdout=log, stderr=log, env=env)
 
     def one_complete_one_checkpointed():
-        try:
-            trials = optuna.load_study(study_name="tiny", storage=locations.storage).trials
-        except Exception:  # the study is not created yet
-            return None
+        trials = _stored_trials(locations.storage) or []
         complete = [t for t in trials if t.state.name == "COMPLETE"]
         # Mid-way (epoch 1-3 of 5), so it cannot finish in the instant before the kill.
         running = [t for t in trials if t.state.name == "RUNNING" and "checkpoint" in t.user_attrs
@@ -178,10 +249,23 @@ def test_driver_sigkill_and_relaunch_finishes_the_study_without_rerunning(tmp_pa
     finally:
         os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray processes it started
         driver.wait()
+    killed_at = time.monotonic()
     before = {t.number: (t.values, t.datetime_complete) for t in complete}
 
+    # Inside the grace period the dead driver cannot be told from a live one: refused, nothing touched.
+    refused = runner.invoke(main, [*command[3:], "--driver-grace", str(grace)])
+    assert time.monotonic() - killed_at < grace
+    assert refused.exit_code == 2, refused.output
+    assert refused.output.startswith(f"error: study 'tiny' is being run by another driver (pid {driver.pid} on ")
+    assert refused.output.count("\n") == 1
+    assert [t.state.name for t in load_optuna_study("tiny", locations.storage).trials].count("RUNNING") >= 1
+
+    time.sleep(max(0.0, grace + 1 - (time.monotonic() - killed_at)))
     result = subprocess.run(command, capture_output=True, text=True, timeout=400, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
+    said = " ".join(result.stderr.split())  # the live view wraps its lines
+    assert f"the driver pid {driver.pid} on {socket.gethostname()} was last seen " in said
+    assert "is taken as dead: its RUNNING trials are adopted" in said
     trials = load_optuna_study("tiny", locations.storage).trials
     # Exactly the asked number, all finished (a tiny random teacher can leave sigma undefined:
     # FAIL; multi-objective ASHA stops trials at its rungs: PRUNED).

@@ -14,11 +14,15 @@ Gaps in the stock Ray/Optuna glue this package closes:
   searcher like a finished one, with its last, under-trained result);
 - a trial that raises, loses its worker more often than ``search.max_failures`` or has
   a non-finite loss becomes FAIL and the study goes on;
-- no Optuna trial is left RUNNING: a relaunch adopts the trials a killed driver left
-  RUNNING and continues them from their last epoch checkpoint.
+- no Optuna trial is left RUNNING: a relaunch adopts the trials a dead driver left
+  RUNNING and continues them from their last epoch checkpoint;
+- one driver per study: a launch holds a lease on its study in the storage, with a
+  heartbeat, so a second launch while the first lives is refused instead of adopting
+  the live driver's trials.
 
 Modules: ``records`` (trials read back from storage, the front), ``optuna_study``
-(storage, samplers, search space, relaunch checks), ``locations`` (where a study's files
+(storage, samplers, search space, relaunch checks), ``lease`` (which driver runs a
+study, and whether it lives), ``locations`` (where a study's files
 live), ``worker`` (one trial in a Ray worker), ``driver`` (the launch's Optuna and MLflow
 writer behind Ray's searcher), ``ray_runs`` (Ray, the teacher, MLflow and one Tune run,
 as a launch and a confirmation share them), ``_launch`` (``launch`` itself), ``_confirm``
@@ -37,6 +41,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from kd_search.service.search.lease import (
+    DriverRunning,
+    Lease,
+    check_no_live_driver,
+    driver_grace,
+    read_lease,
+)
 from kd_search.service.search.locations import Locations, check_locations, kept_student
 from kd_search.service.search.optuna_study import (
     CONSTRAINT,
@@ -66,9 +77,11 @@ if TYPE_CHECKING:
     from kd_search.service.search._confirm import confirm
     from kd_search.service.search._launch import launch
 
-__all__ = ["CONSTRAINT", "LABELS_ATTR", "RECORDED_METRICS", "SPEC_ATTR", "Locations", "SearchError", "StudySummary", "TrialRecord",
-           "at_kappa", "check_kappa", "check_locations", "confirm", "confirmations", "finished_count", "kappa_curve", "kept_student", "launch",
-           "load_optuna_study", "open_storage", "select_trial", "stored_study", "summarize", "summary_table",
+__all__ = ["CONSTRAINT", "LABELS_ATTR", "RECORDED_METRICS", "SPEC_ATTR", "DriverRunning", "Lease", "Locations",
+           "SearchError", "StudySummary", "TrialRecord", "at_kappa", "check_kappa", "check_locations",
+           "check_no_live_driver", "confirm", "confirmations", "driver_grace", "finished_count", "kappa_curve",
+           "kept_student", "launch", "load_optuna_study", "open_storage", "read_lease", "select_trial",
+           "stored_study", "summarize", "summary_table",
            "verdict_text"]
 
 

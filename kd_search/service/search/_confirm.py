@@ -34,6 +34,7 @@ from kd_search.service.search.driver import (
     trial_hyperparameters,
     trial_outcome,
 )
+from kd_search.service.search.lease import hold_lease
 from kd_search.service.search.locations import Locations, check_locations
 from kd_search.service.search.optuna_study import load_optuna_study
 from kd_search.service.search.ray_runs import init_ray, prepare_teacher, run_trials, study_tracker
@@ -194,11 +195,13 @@ def run_confirmations(study: Study, optuna_study: optuna.Study, tracker: StudyTr
 def confirm(study: Study, *, locations: Locations | None = None, top: int | None = None, seeds: int | None = None,
             progress: ProgressCallback | None = None, on_event: ProgressCallback | None = None,
             ray_address: str | None = None, num_cpus: int | None = None,
-            scheduler: TrialScheduler | None = None) -> list[dict[str, Any]]:
+            scheduler: TrialScheduler | None = None, driver_grace: float | None = None) -> list[dict[str, Any]]:
     """Train a launched study's best trials again with further seeds; return their records.
 
     ``top`` and ``seeds`` default to the study's ``search.confirm``. Confirmations already
     stored COMPLETE are kept, never re-run. ``scheduler`` replaces the FIFO scheduler.
+    Like ``launch``, it holds the study's driver lease: while another driver of the study
+    lives it raises ``DriverRunning`` before any work.
 
     Example:
         >>> records = confirm(load_study("smoke"), top=2, seeds=2)  # doctest: +SKIP
@@ -209,14 +212,21 @@ def confirm(study: Study, *, locations: Locations | None = None, top: int | None
     locations = locations or Locations.resolve(study)
     check_locations(locations)
     optuna_study = load_optuna_study(study.name, locations.storage)
-    num_mapped, _ = prepare_teacher(study, locations, progress)
-    tracker = study_tracker(study, locations, on_event, 0)
-    try:
-        chosen = run_confirmations(study, optuna_study, tracker, locations, num_mapped,
-                                   study.search.confirm.top if top is None else top,
-                                   study.search.confirm.seeds if seeds is None else seeds,
-                                   on_event=on_event, ray_address=ray_address, num_cpus=num_cpus, scheduler=scheduler)
-    finally:
-        tracker.close()
+
+    def tell(message: str) -> None:
+        if on_event:
+            on_event(message, None, 0)
+
+    with hold_lease(locations.storage, study.name, driver_grace, tell):
+        num_mapped, _ = prepare_teacher(study, locations, progress)
+        tracker = study_tracker(study, locations, on_event, 0)
+        try:
+            chosen = run_confirmations(study, optuna_study, tracker, locations, num_mapped,
+                                       study.search.confirm.top if top is None else top,
+                                       study.search.confirm.seeds if seeds is None else seeds,
+                                       on_event=on_event, ray_address=ray_address, num_cpus=num_cpus,
+                                       scheduler=scheduler)
+        finally:
+            tracker.close()
     stored = optuna_study.user_attrs
     return [stored[confirmation_key(number, seed)] for number, seed in chosen if confirmation_key(number, seed) in stored]

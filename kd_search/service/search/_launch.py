@@ -1,6 +1,6 @@
 """One launch of a study: the teacher once, then a Ray Tune run of its trials.
 
-``launch`` prepares the teacher and its output cache in the driver process, creates or
+``launch`` takes the study's driver lease (``lease``), prepares the teacher and its output cache in the driver process, creates or
 resumes the Optuna study, starts (or joins) Ray and runs a ``Tuner`` whose searcher is
 the launch's ``Driver``; with ``search.confirm.top`` it then confirms the best trials
 with further seeds (``confirm``). It closes what the run left open and logs the study's
@@ -24,6 +24,7 @@ from kd_search.service.search.driver import (
     ProgressCallback,
     TrialEvents,
 )
+from kd_search.service.search.lease import Lease, hold_lease
 from kd_search.service.search.locations import Locations, check_locations
 from kd_search.service.search.optuna_study import (
     EPOCH_SCORES_ATTR,
@@ -58,13 +59,18 @@ def _scheduler(study: Study, optuna_study: optuna.Study) -> TrialScheduler:
 
 def launch(study: Study, *, locations: Locations | None = None, trials: int | None = None,
            progress: ProgressCallback | None = None, on_event: ProgressCallback | None = None,
-           ray_address: str | None = None, num_cpus: int | None = None, scheduler: Any = None) -> StudySummary:
+           ray_address: str | None = None, num_cpus: int | None = None, scheduler: Any = None,
+           driver_grace: float | None = None) -> StudySummary:
     """Run (or resume) a study until it has ``trials`` finished trials; return its summary.
 
     Launching a study name that already has trials in storage resumes it: finished
-    trials are kept and never re-run; trials a killed driver left RUNNING continue from
-    their last epoch checkpoint. With ``search.confirm.top`` and the budget reached, the
-    best trials are then confirmed with further seeds (see ``confirm``).
+    trials are kept and never re-run; trials a dead driver left RUNNING continue from
+    their last epoch checkpoint. The launch holds the study's driver lease throughout
+    (see ``lease``): while another driver of the study lives it raises ``DriverRunning``
+    before any work; a driver unseen for ``driver_grace`` seconds (default
+    ``KD_SEARCH_DRIVER_GRACE``, else 60) is dead and its RUNNING trials are adopted.
+    With ``search.confirm.top`` and the budget reached, the best trials are then
+    confirmed with further seeds (see ``confirm``).
     ``progress(description, done, total)`` follows the teacher's preparation,
     ``on_event(message, finished_trials, target)`` the trials. ``scheduler`` replaces the
     study's Ray Tune scheduler (not the confirmations').
@@ -77,8 +83,33 @@ def launch(study: Study, *, locations: Locations | None = None, trials: int | No
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     locations = locations or Locations.resolve(study)
     target = trials or study.search.trials
-
     check_locations(locations)
+
+    def tell(message: str) -> None:
+        if on_event:
+            on_event(message, None, target)
+
+    with hold_lease(locations.storage, study.name, driver_grace, tell) as replaced:
+        if replaced is not None:
+            tell(took_over(replaced))
+        return _run_launch(study, locations, target, progress, on_event, ray_address, num_cpus, scheduler)
+
+
+def took_over(replaced: Lease) -> str:
+    """What a launch says when it takes over a dead driver's lease.
+
+    Example:
+        >>> took_over(Lease("s", "t", "node-1", 4242, 0.0, 75.0, 5.0))
+        'the driver pid 4242 on node-1 was last seen 75 s ago and is taken as dead: its RUNNING trials are adopted'
+    """
+    return (f"the driver pid {replaced.pid} on {replaced.host} was last seen {replaced.age:.0f} s ago and is taken "
+            "as dead: its RUNNING trials are adopted")
+
+
+def _run_launch(study: Study, locations: Locations, target: int, progress: ProgressCallback | None,
+                on_event: ProgressCallback | None, ray_address: str | None, num_cpus: int | None,
+                scheduler: Any) -> StudySummary:
+    """The launch under its lease: the teacher, the study, the Tune run, the confirmations."""
     patience = storage_patience_seconds()
     num_mapped, label_names = prepare_teacher(study, locations, progress)
     optuna_study, resumed = create_or_resume(study, locations.storage, num_mapped, patience_seconds=patience,
@@ -92,6 +123,7 @@ def launch(study: Study, *, locations: Locations | None = None, trials: int | No
         "teacher": study.teacher.model, "student_layers": num_mapped, "storage": display_url(locations.storage)})
 
     remaining = target - finished_count(optuna_study)
+    # Under the lease, every RUNNING trial is a dead driver's: a live one would have refused this launch.
     stale = [t for t in optuna_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
     adopt, abandon = stale[:max(remaining, 0)], stale[max(remaining, 0):]
     for trial in abandon:  # the budget is met without them: close them, never leave RUNNING

@@ -27,7 +27,13 @@ from kd_search.service.tracking import StudyTracker
 
 
 def init_ray(ray_address: str | None, num_cpus: int | None) -> None:
-    """Join the Ray cluster at ``ray_address``, or start a local Ray (once per process).
+    """Join the Ray cluster at ``ray_address`` (else ``RAY_ADDRESS``), or start a local Ray
+    of this process's own (once per process).
+
+    Joining or not is always deliberate: without an address a bare ``ray.init()`` would
+    join whatever cluster ``ray start --head`` left running on this machine (and refuse
+    ``num_cpus``), so the local case asks Ray for ``address="local"``, a new instance. A
+    joined cluster keeps its nodes' own CPU counts: none is passed.
 
     Example:
         >>> init_ray(None, num_cpus=2)  # doctest: +SKIP
@@ -41,12 +47,13 @@ def init_ray(ray_address: str | None, num_cpus: int | None) -> None:
         return
     env = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
            "TRANSFORMERS_VERBOSITY": "error", "PYTHONWARNINGS": "ignore"}
-    if ray_address:
-        ray.init(address=ray_address, runtime_env={"env_vars": env}, log_to_driver=False,
+    address = ray_address or os.environ.get("RAY_ADDRESS")
+    if address and address != "local":
+        ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False,
                  logging_level=logging.ERROR)
     else:
-        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": env}, logging_level=logging.ERROR)
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
+                 log_to_driver=False, runtime_env={"env_vars": env}, logging_level=logging.ERROR)
 
 
 def prepare_teacher(study: Study, locations: Locations,
