@@ -137,14 +137,22 @@ def epochs_scored(stack: ComposeStack, name: str) -> int:
     return sum(len(t.user_attrs.get("epoch_scores", [])) for t in stored(stack, name).trials)
 
 
+def wait_until(check, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"{what} within {timeout:.0f} s"
+        time.sleep(2)
+
+
 def test_the_postgres_container_stopped_and_started_mid_study(stack):
     name = "smoke-postgres-restarted"
     stack.submit("postgres-restarted", "kd-search", "launch", str(study_file(stack, name)))
     wait_for_trial_mid_way(stack, name)
     container = stack.container("postgres")
-    # Long enough that the driver meets the outage: each trial reports every few seconds.
     subprocess.run(["docker", "stop", container], check=True, capture_output=True, timeout=120)
-    time.sleep(20)
+    # Kept down until the driver has met the outage (its next epoch result), well inside
+    # its patience (300 s): the job's logs come from Ray, not from PostgreSQL.
+    wait_until(lambda: "unreachable" in stack.job("postgres-restarted")[1], 240, "the driver met the outage")
     subprocess.run(["docker", "start", container], check=True, capture_output=True, timeout=120)
     logs = stack.wait_for_job("postgres-restarted")
     assert_finished_once(stack, name)
@@ -159,12 +167,12 @@ def test_the_mlflow_container_stopped_and_started_mid_study(stack):
     stack.submit("mlflow-restarted", "kd-search", "launch", str(study_file(stack, name)))
     wait_for_trial_mid_way(stack, name)
     container = stack.container("mlflow")
-    subprocess.run(["docker", "stop", container], check=True, capture_output=True, timeout=120)
     before = epochs_scored(stack, name)
-    time.sleep(20)
-    meanwhile = epochs_scored(stack, name) - before  # each one also logged to MLflow while it was away
+    subprocess.run(["docker", "stop", container], check=True, capture_output=True, timeout=120)
+    # Kept down until an epoch result has been logged meanwhile (it goes to MLflow too).
+    wait_until(lambda: epochs_scored(stack, name) > before, 240, "an epoch result while MLflow was stopped")
+    meanwhile = epochs_scored(stack, name) - before
     subprocess.run(["docker", "start", container], check=True, capture_output=True, timeout=120)
     stack.wait_for_job("mlflow-restarted")
-    assert meanwhile > 0
     assert_finished_once(stack, name)  # and every epoch's metrics arrived, once
     print(f"{meanwhile} epoch results logged while MLflow was stopped")
