@@ -48,9 +48,8 @@ def main() -> None:
         locations = Locations.resolve(base, workdir)
         for seed in range(args.seeds):
             for sampler in args.samplers:
-                study = base.model_copy(update={
-                    "name": f"{base.name}-{sampler}-seed{seed}", "seed": seed,
-                    "search": base.search.model_copy(update={"sampler": sampler, "trials": args.trials})})
+                study = base.with_changes(name=f"{base.name}-{sampler}-seed{seed}", seed=seed,
+                                          search={"sampler": sampler, "trials": args.trials})
                 started = time.perf_counter()
                 summary = launch(study, locations=locations)
                 feasible = [(t.metric, t.sigma) for t in summary.trials if t.feasible]

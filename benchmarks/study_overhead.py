@@ -50,8 +50,7 @@ def main() -> None:
     study = load_study(args.study)
     # The search alone: a confirmation's retrainings would be in the wall time but not in the
     # trials' training sum.
-    study = study.model_copy(update={"search": study.search.model_copy(
-        update={"confirm": study.search.confirm.model_copy(update={"top": 0})})})
+    study = study.with_changes(search={"confirm": {"top": 0}})
     with tempfile.TemporaryDirectory() as workdir:
         locations = Locations.resolve(study, workdir)
         started = time.perf_counter()

@@ -44,7 +44,7 @@ from transformers import Trainer, TrainingArguments
 
 from kd_search.engine.evaluation import evaluate
 from kd_search.engine.models import build_student, load_classifier
-from kd_search.engine.spec import Study, TeacherSpec, load_study
+from kd_search.engine.spec import Study, load_study
 from kd_search.engine.teacher_cache import TeacherLayers
 from kd_search.engine.trial import TrialSetup, prepare, teacher_outputs
 from kd_search.service.pareto import hypervolume
@@ -155,18 +155,14 @@ def seconds_to_reach(timed_points: list[tuple[float, float, float]], target: flo
 
 def scaled(base: Study, args: argparse.Namespace, teacher_path: str, cache_dir: Path, seed: int) -> Study:
     """The study a seed runs: the shared fine-tuned teacher, the scale's limits and budget."""
-    task = base.task.model_copy(update={k: v for k, v in (("train_limit", args.train_limit),
-                                                           ("eval_limit", args.eval_limit)) if v})
-    distillation = base.distillation.model_copy(update={"epochs_total": args.epochs, "cache_dir": str(cache_dir)})
+    task = {k: v for k, v in (("train_limit", args.train_limit), ("eval_limit", args.eval_limit)) if v}
     # The search alone: the Trainer loop has no confirmation, so neither does kd-search here.
-    search = base.search.model_copy(update={"trials": args.trials,
-                                            "confirm": base.search.confirm.model_copy(update={"top": 0})})
-    objectives = base.objectives.model_copy(update={"confidence": base.objectives.confidence.model_copy(
-        update={"kappa": args.kappa})})
-    return Study.model_validate(base.model_copy(update={
-        "name": f"{base.name}-vs-trainer-seed{seed}", "seed": seed, "task": task,
-        "teacher": TeacherSpec(model=teacher_path), "distillation": distillation, "search": search,
-        "objectives": objectives}).model_dump())
+    return base.with_changes(
+        name=f"{base.name}-vs-trainer-seed{seed}", seed=seed, task=task,
+        teacher={"model": teacher_path, "fine_tune": None, "dropout": False},
+        distillation={"epochs_total": args.epochs, "cache_dir": str(cache_dir)},
+        search={"trials": args.trials, "confirm": {"top": 0}},
+        objectives={"confidence": {"kappa": args.kappa}})
 
 
 def summarise(per_seed: list[dict[str, dict[str, float]]]) -> dict[str, Any]:

@@ -127,11 +127,12 @@ def finished_study(root: Path, name: str = "tiny-front"):
     Returns the study, its ``Locations`` and its (closed) ``StudyTracker``."""
     import numpy as np
 
+    from kd_search.engine.hyperparameters import search_distributions
     from kd_search.engine.spec import parse_study
     from kd_search.service.search import Locations
     from kd_search.service.search._launch import _close_launch
     from kd_search.service.search.driver import Driver
-    from kd_search.service.search.optuna_study import create_or_resume, search_distributions
+    from kd_search.service.search.optuna_study import create_or_resume
     from kd_search.service.tracking import StudyTracker
 
     study = parse_study({"name": name, "description": "a tiny study written by the driver",

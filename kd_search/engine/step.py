@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from kd_search.engine.data import TokenizedSplit, batches
+from kd_search.engine.hyperparameters import INTERMEDIATE_STAGES, PREDICTION_STAGES
 from kd_search.engine.losses import (
     SelfAttentionPair,
     intermediate_objective,
@@ -30,9 +31,6 @@ from kd_search.engine.structure_catalog import MINILM_LOSSES, STRUCTURE_LOSSES
 from kd_search.engine.teacher_cache import TeacherBatch
 from kd_search.errors import NonFiniteLossError
 
-# Stages that train on the teacher's intermediate layers, and those on its predictions.
-INTERMEDIATE_STAGES = ("intermediate", "joint")
-PREDICTION_STAGES = ("prediction", "joint")
 # On a GPU the finiteness flag is read every this many steps (reading it syncs the host).
 NONFINITE_CHECK_EVERY_CUDA = 50
 

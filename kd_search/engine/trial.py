@@ -34,6 +34,7 @@ from kd_search.engine.checkpoint import ResumePosition, load_checkpoint, save_ch
 from kd_search.engine.data import TaskData, batches
 from kd_search.engine.data_cache import cached_task
 from kd_search.engine.evaluation import evaluate
+from kd_search.engine.hyperparameters import uses_intermediate_layers, with_overrides
 from kd_search.engine.losses import layer_pairs
 from kd_search.engine.losses.structure import masked_mean
 from kd_search.engine.models import (
@@ -46,8 +47,8 @@ from kd_search.engine.models import (
     width_projection,
 )
 from kd_search.engine.progress import ProgressCallback
-from kd_search.engine.spec import PREDICTION_LOSS_NAMES, Study
-from kd_search.engine.step import INTERMEDIATE_STAGES, StagePlan, plan_stages, train_epoch
+from kd_search.engine.spec import Study
+from kd_search.engine.step import StagePlan, plan_stages, train_epoch
 from kd_search.engine.structure_catalog import MEMORY_LOSSES, MINILM_LOSSES
 from kd_search.engine.teacher import evaluate_classifier, prepare_teacher, teacher_key
 from kd_search.engine.teacher_cache import OnTheFlyTeacher, TeacherLayers, cache_key, cached_teacher
@@ -122,7 +123,7 @@ def prepare(study: Study, workdir: str | Path, progress: ProgressCallback | None
         if fine_tune and fine_tune.train_limit and fine_tune.train_limit > len(data.train):
             # The teacher may learn from more examples than the student distils on (a
             # superset: both are heads of the same seeded shuffle).
-            teacher_data = cached_task(study.task.model_copy(update={"train_limit": fine_tune.train_limit}),
+            teacher_data = cached_task(study.with_changes(task={"train_limit": fine_tune.train_limit}).task,
                                        tokenizer, _cache_root(study, workdir))
     with timer.phase("setup_teacher"):
         teacher_path, info = prepare_teacher(study, teacher_data, workdir, device, progress)
@@ -147,69 +148,20 @@ def _student_depth(study: Study, teacher_config) -> int:
 
 
 def hyperparameters(setup: TrialSetup, overrides: dict[str, float | str] | None = None) -> dict[str, float | str]:
-    """The study's defaults with ``overrides`` applied (numbers, or text such as ``--set``
-    gives); unknown names and values of the wrong kind are an error.
+    """The study's defaults with ``overrides`` applied (see
+    :func:`kd_search.engine.hyperparameters.with_overrides`).
 
     Example:
         >>> hyperparameters(setup, {"alpha": "0.3", "prediction_loss": "kl"})["alpha"]  # doctest: +SKIP
         0.3
     """
-    study = setup.study
-    params = study.default_hyperparameters(len(setup.pairs))
-    overrides = overrides or {}
-    for name, value in overrides.items():
-        if name not in params:
-            raise StudyFileError(f"unknown hyperparameter {name!r} (known: {', '.join(sorted(params))})")
-        params[name] = _hyperparameter_value(name, value)
-    budgeted = study.epoch_budget(params)
-    for name, value in budgeted.items():
-        if name in overrides and value != params[name]:
-            raise StudyFileError(f"{name} = {params[name]:g} disagrees with distillation.epochs_total, which "
-                                 f"leaves it {value:g} epochs: leave it out")
-    params = budgeted
-    if not 0 <= params["alpha"] < 1:
-        raise StudyFileError(f"alpha must be in [0, 1), got {params['alpha']}")
-    if params["temperature"] <= 0:
-        raise StudyFileError(f"temperature must be positive, got {params['temperature']}")
-    return params
-
-
-def _hyperparameter_value(name: str, value: float | str) -> float | str:
-    if name == "prediction_loss":
-        if value not in PREDICTION_LOSS_NAMES:
-            raise StudyFileError(f"prediction_loss must be one of {', '.join(PREDICTION_LOSS_NAMES)}, got {value!r}")
-        return value
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise StudyFileError(f"{name}: {value!r} is not a number") from None
+    return with_overrides(setup.study, len(setup.pairs), overrides)
 
 
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def uses_intermediate_layers(study: Study, params: dict[str, float | str] | None = None) -> bool:
-    """Whether a trial with ``params`` trains a stage that reads the teacher's intermediate
-    layers; without ``params``, whether any trial of the study may.
-
-    Example:
-        >>> from kd_search.engine.spec import parse_study
-        >>> study = parse_study({"name": "s", "student": {"teacher_layers": [2]},
-        ...                      "distillation": {"stages": [{"name": "prediction"}]}})
-        >>> uses_intermediate_layers(study)
-        False
-    """
-    for stage in study.distillation.stages:
-        if stage.name not in INTERMEDIATE_STAGES:
-            continue
-        if params is None and (stage.epochs > 0 or f"epochs_{stage.name}" in study.search.space):
-            return True
-        if params is not None and int(params[f"epochs_{stage.name}"]) > 0:
-            return True
-    return False
 
 
 def teacher_layers(setup: TrialSetup, params: dict[str, float | str] | None = None) -> TeacherLayers:
@@ -416,7 +368,7 @@ def run_trial(study: Study, params: dict[str, float | str] | None = None, report
         timer = PhaseTimer(setup.seconds)
     params = hyperparameters(setup, params)
     dist = study.distillation
-    seed = study.seed if dist.seed is None else dist.seed
+    seed = study.training_seed
     _seed_everything(seed)
     with timer.phase("teacher_outputs"):
         teacher, teacher_train, teacher_eval = teacher_outputs(setup, teacher_layers(setup, params), progress)
