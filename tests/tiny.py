@@ -147,7 +147,7 @@ def finished_study(root: Path, name: str = "tiny-front"):
                            artifact_root=root / "mlartifacts")
     tracker.start_study(study.description, study.model_dump(mode="json"), {"kappa": FINISHED_KAPPA})
     driver = Driver(study, optuna_study, tracker, locations, search_distributions(study, 1),
-                    study.default_hyperparameters(1), [], len(FINISHED_TRIALS), None)
+                    study.default_hyperparameters(1), [], len(FINISHED_TRIALS) + 1, None)
     rng = np.random.default_rng(0)
     for index, (accuracy, sigma) in enumerate([*FINISHED_TRIALS, (0.6, 0.02)]):
         ray_id = f"run_{index:05d}"

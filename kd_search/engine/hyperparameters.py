@@ -342,8 +342,21 @@ def suggest(trial: Trial, study: Study, distributions: Mapping[str, BaseDistribu
     for name, dist in distributions.items():
         if reads(study, params, name):
             params = training_params(study, params, {name: _suggest_value(trial, name, dist)})
-    fixed = trial.system_attrs.get("fixed_params", {})
-    return params, sorted(name for name in fixed if name not in trial.params)
+    return params, sorted(name for name in enqueued_values(trial) if name not in trial.params)
+
+
+def enqueued_values(trial: Trial) -> dict[str, Any]:
+    """The values ``Study.enqueue_trial`` fixed on ``trial`` (empty for a sampler's proposal).
+
+    Example:
+        >>> import optuna
+        >>> study = optuna.create_study()
+        >>> study.enqueue_trial({"alpha": 0.1})
+        >>> enqueued_values(study.ask())
+        {'alpha': 0.1}
+    """
+    # Optuna keeps them in the trial's system attributes, which a Trial no longer exposes.
+    return trial.storage.get_trial(trial._trial_id).system_attrs.get("fixed_params", {})
 
 
 def _rounded(value: float | str) -> float | str:

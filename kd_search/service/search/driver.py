@@ -29,7 +29,13 @@ from ray import tune
 from ray.tune.search import Searcher
 
 from kd_search.engine import analysis
-from kd_search.engine.hyperparameters import config_key, suggest, training_params
+from kd_search.engine.hyperparameters import (
+    config_key,
+    effective,
+    enqueued_values,
+    suggest,
+    training_params,
+)
 from kd_search.engine.spec import Study
 from kd_search.service import figures
 from kd_search.service.search.live import LiveStudy
@@ -112,6 +118,8 @@ class Driver:
         self.trials[ray_trial_id] = trial
         self.live.started(trial.number)
         trial.set_user_attr("ray_trial_id", ray_trial_id)
+        # What the recipe reads: the worker takes the study's defaults for the rest.
+        params = effective(self.study, params)
         self.tracker.start_trial(trial.number, params, ray_trial_id)
         self._show(f"trial {trial.number} started" + (" (resumed)" if resume_from else ""))
         return {"number": trial.number, "params": params, "resume_from": resume_from}
@@ -119,7 +127,7 @@ class Driver:
     def _propose(self) -> tuple[optuna.Trial, dict[str, Any]] | None:
         """A new trial whose effective configuration no COMPLETE or RUNNING trial has, and
         its training parameters; None when recorded duplicates used up the budget."""
-        while True:
+        while self.live.budget_used + len(self.trials) < self.target:
             for attempt in range(MAX_REDRAWS + 1):
                 trial = self.optuna_study.ask()
                 params, dropped = suggest(trial, self.study, self.distributions, self.defaults)
@@ -130,19 +138,18 @@ class Driver:
                 if original is None:
                     return trial, params
                 # An enqueued point is asked for by name: asking the sampler again cannot change it.
-                if "fixed_params" in trial.system_attrs or attempt == MAX_REDRAWS:
+                if enqueued_values(trial) or attempt == MAX_REDRAWS:
                     self._record_duplicate(trial, original, params)
                     break
                 trial.set_user_attr(REDRAWN_ATTR, original)
                 self.optuna_study.tell(trial, state=TrialState.FAIL)
-            if self.live.budget_used + len(self.trials) >= self.target:
-                return None
+        return None
 
     def _record_duplicate(self, trial: optuna.Trial, original: int, params: dict[str, Any]) -> None:
         """Record ``trial`` as a duplicate of ``original`` without training it: PRUNED, linked."""
         trial.set_user_attr(DUPLICATE_ATTR, original)
         self.live.started(trial.number)
-        self.tracker.start_trial(trial.number, params, ray_trial_id="")
+        self.tracker.start_trial(trial.number, effective(self.study, params), ray_trial_id="")
         self.tracker.mark_duplicate(trial.number, original)
         self.optuna_study.tell(trial, state=TrialState.PRUNED)
         self.tracker.finish_trial(trial.number, "PRUNED", {})
