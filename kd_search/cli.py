@@ -37,6 +37,7 @@ from kd_search.engine.spec import (
     is_comparison_file,
     load_comparison,
     load_study,
+    resolve_study_file,
     shipped_studies,
     shipped_study_dir,
     study_json_schema,
@@ -92,13 +93,25 @@ def main() -> None:
 @click.argument("study_file", metavar="STUDY")
 def validate(study_file: str) -> None:
     """Check a study (or comparison) file; print what it holds and exit 0, or one error line and exit 2."""
+    from kd_search.engine.architecture import check_architecture
+
     if is_comparison_file(study_file):
         comparison, studies = load_comparison(study_file)
+        for method, study in studies.items():
+            try:
+                check_architecture(study)
+            except StudyFileError as error:
+                raise StudyFileError(f"{study_file}: methods.{method}: {error}") from None
         click.echo(f"ok: {study_file} (comparison of {len(studies)} methods x {len(comparison.seeds)} seeds "
                    f"on {comparison.study})")
         return
     study = load_study(study_file)
-    click.echo(f"ok: {study_file} (study {study.name!r}, {study.search.trials} trials)")
+    try:
+        architecture = check_architecture(study)
+    except StudyFileError as error:
+        raise StudyFileError(f"{resolve_study_file(study_file)}: {error}") from None
+    click.echo(f"ok: {study_file} (study {study.name!r}, {study.search.trials} trials, "
+               f"{len(architecture.pairs)} mapped layers)")
 
 
 @main.command()

@@ -27,22 +27,20 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import AutoConfig
 
 from kd_search.engine import analysis
+from kd_search.engine.architecture import check_architecture
 from kd_search.engine.checkpoint import ResumePosition, load_checkpoint, save_checkpoint
 from kd_search.engine.data import TaskData, batches
 from kd_search.engine.data_cache import cached_task
 from kd_search.engine.evaluation import evaluate
 from kd_search.engine.hyperparameters import uses_intermediate_layers, with_overrides
-from kd_search.engine.losses import layer_pairs
 from kd_search.engine.losses.structure import masked_mean
 from kd_search.engine.models import (
     StudentMemory,
     build_student,
     load_classifier,
     load_tokenizer,
-    resolve_model,
     use_attention_scores,
     width_projection,
 )
@@ -54,7 +52,6 @@ from kd_search.engine.teacher import evaluate_classifier, prepare_teacher, teach
 from kd_search.engine.teacher_cache import OnTheFlyTeacher, TeacherLayers, cache_key, cached_teacher
 from kd_search.engine.teacher_memory import teacher_memory
 from kd_search.engine.timing import PhaseTimer
-from kd_search.errors import StudyFileError
 
 Report = Callable[[dict[str, Any], str | None], None]
 # Training inputs the layer-similarity analysis (CKA per layer pair) looks at.
@@ -113,6 +110,8 @@ def prepare(study: Study, workdir: str | Path, progress: ProgressCallback | None
     Example:
         >>> setup = prepare(load_study("smoke"), "runs/smoke")  # doctest: +SKIP
     """
+    # Every check on the models' shapes, from their configurations, before any work.
+    pairs = check_architecture(study).pairs
     device = resolve_device(study.device)
     timer = PhaseTimer()
     with timer.phase("setup_data"):
@@ -127,24 +126,8 @@ def prepare(study: Study, workdir: str | Path, progress: ProgressCallback | None
                                        tokenizer, _cache_root(study, workdir))
     with timer.phase("setup_teacher"):
         teacher_path, info = prepare_teacher(study, teacher_data, workdir, device, progress)
-        teacher_config = AutoConfig.from_pretrained(resolve_model(teacher_path))
-    student_layers = _student_depth(study, teacher_config)
-    layer_map = study.distillation.layer_map
-    try:
-        pairs = layer_pairs(layer_map.kind, student_layers, teacher_config.num_hidden_layers, layer_map.pairs)
-    except ValueError as error:
-        raise StudyFileError(f"distillation.layer_map: {error}") from None
     return TrialSetup(study, data, tokenizer, teacher_path, info, teacher_key(study, teacher_data), pairs, device,
                       Path(workdir), timer.seconds)
-
-
-def _student_depth(study: Study, teacher_config) -> int:
-    spec = study.student
-    if spec.teacher_layers is not None:
-        return len(spec.teacher_layers)
-    if spec.config is not None:
-        return spec.config.layers
-    return AutoConfig.from_pretrained(resolve_model(spec.model)).num_hidden_layers
 
 
 def hyperparameters(setup: TrialSetup, overrides: dict[str, float | str] | None = None) -> dict[str, float | str]:

@@ -56,8 +56,10 @@ def prepare_teacher(study: Study, locations: Locations, progress: ProgressCallba
         >>> prepare_teacher(study, Locations.resolve(study), None)  # doctest: +SKIP
         4
     """
+    from kd_search.engine.architecture import check_architecture
     from kd_search.engine.trial import prepare, teacher_layers, teacher_outputs
 
+    check_architecture(study)  # a study the models cannot run is refused before any work
     locations.study_dir(study.name).mkdir(parents=True, exist_ok=True)
     setup = prepare(study, locations.workdir, progress)
     teacher_outputs(setup, teacher_layers(setup), progress)
