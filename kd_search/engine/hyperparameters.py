@@ -30,12 +30,19 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from kd_search.engine.structure_catalog import MINILM_LOSSES, STRUCTURE_LOSS_NEEDS, STRUCTURE_LOSSES
+from kd_search.engine.hyperparameter_names import (  # noqa: F401 (re-exported with the rest of the namespace)
+    INTERMEDIATE_STAGES,
+    PREDICTION_LOSS_NAMES,
+    PREDICTION_STAGES,
+    SPACE_NAME,
+    SPACE_NAMES_HELP,
+    STAGE_NAMES,
+)
+from kd_search.engine.structure_catalog import MINILM_LOSSES, STRUCTURE_LOSS_NEEDS
 from kd_search.errors import StudyFileError
 
 if TYPE_CHECKING:
@@ -45,24 +52,9 @@ if TYPE_CHECKING:
     from kd_search.engine.spec import ParameterRange, Study
 
 Params = dict[str, float | str]
-# The prediction-layer losses by name (the losses themselves: kd_search.engine.losses.PREDICTION_LOSSES).
-PREDICTION_LOSS_NAMES = ("soft_ce", "kl")
-# Stages that train on the teacher's intermediate layers, and those on its predictions.
-INTERMEDIATE_STAGES = ("intermediate", "joint")
-PREDICTION_STAGES = ("prediction", "joint")
-STAGE_NAMES = ("intermediate", "prediction", "joint")
 # Two values closer than this, relative, train the same student as far as training can show.
 KEY_RELATIVE_PRECISION = 1e-6
 KEY_DIGITS = round(-math.log10(KEY_RELATIVE_PRECISION))
-SPACE_NAME = re.compile(
-    r"^(alpha|beta|gamma|temperature|weight_decay|prediction_loss|layer_weight(_[1-9][0-9]*)?"
-    rf"|weight_({'|'.join(STRUCTURE_LOSSES)})"
-    rf"|(learning_rate|epochs)_({'|'.join(STAGE_NAMES)}))$"
-)
-SPACE_NAMES_HELP = ("alpha, beta, gamma, temperature, weight_decay, prediction_loss, layer_weight, "
-                    "layer_weight_<m>, learning_rate_<stage>, epochs_<stage>, weight_<structure loss>")
-
-
 @dataclass(frozen=True)
 class Reader:
     """One part of training that reads hyperparameters: it runs in the stages of

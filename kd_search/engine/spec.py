@@ -37,12 +37,10 @@ from pydantic import (
     model_validator,
 )
 
-from kd_search.engine.hyperparameters import (
+from kd_search.engine.hyperparameter_names import (
     PREDICTION_LOSS_NAMES,
     SPACE_NAME,
     SPACE_NAMES_HELP,
-    default_hyperparameters,
-    epoch_budget,
 )
 from kd_search.engine.structure_catalog import STRUCTURE_LOSS_NEEDS, STRUCTURE_LOSSES
 from kd_search.errors import StudyFileError
@@ -464,6 +462,9 @@ class Study(_Strict):
             >>> study.epoch_budget({"epochs_intermediate": 0, "epochs_prediction": 1})
             {'epochs_intermediate': 0, 'epochs_prediction': 2}
         """
+        # Imported when used: that module reads studies, so this one cannot import it at the top.
+        from kd_search.engine.hyperparameters import epoch_budget
+
         return epoch_budget(self, params)
 
     def default_hyperparameters(self, num_mapped_layers: int) -> dict[str, float | str]:
@@ -474,6 +475,8 @@ class Study(_Strict):
             >>> study.default_hyperparameters(3)["layer_weight_2"]
             1.0
         """
+        from kd_search.engine.hyperparameters import default_hyperparameters
+
         return default_hyperparameters(self, num_mapped_layers)
 
     @property
