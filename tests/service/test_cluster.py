@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 
 import optuna
 import pytest
@@ -47,15 +48,22 @@ def study_runs(tracking_uri: str, name: str):
         [r for r in runs if r.data.tags["kd_search_role"] == "trial"]
 
 
-def test_study_on_postgresql_waits_out_a_server_restart(tmp_path, local_ray, monkeypatch):
+@contextmanager
+def postgres_study(tmp_path, monkeypatch, patience_seconds: int):
+    """A 4-trial tiny study on a PostgreSQL server (Optuna and MLflow databases), the password
+    from the environment as on a cluster (the URLs carry none), the driver's storage patience set."""
     with postgres_server() as pg:
         pg.create_database("optuna")
         pg.create_database("mlflow")
         monkeypatch.setenv("PGPASSWORD", PG_PASSWORD)
-        monkeypatch.setenv("KD_SEARCH_STORAGE_PATIENCE", "120")
+        monkeypatch.setenv("KD_SEARCH_STORAGE_PATIENCE", str(patience_seconds))
         locations = Locations.resolve(workdir=tmp_path / "work", storage=pg.url("optuna", password=False),
                                       tracking_uri=pg.url("mlflow", password=False))
-        study = parse_study(search_study(tmp_path, trials=4))
+        yield pg, locations, parse_study(search_study(tmp_path, trials=4))
+
+
+def test_study_on_postgresql_waits_out_a_server_restart(tmp_path, local_ray, monkeypatch):
+    with postgres_study(tmp_path, monkeypatch, patience_seconds=120) as (pg, locations, study):
         events: list[str] = []
         restarted = threading.Event()
 
@@ -77,16 +85,8 @@ def test_study_on_postgresql_waits_out_a_server_restart(tmp_path, local_ray, mon
 
 
 def test_study_on_postgresql_survives_a_server_stop(tmp_path, local_ray, monkeypatch):
-    with postgres_server() as pg:
-        pg.create_database("optuna")
-        pg.create_database("mlflow")
-        # The password comes from the environment, as on a cluster; the URLs carry none.
-        monkeypatch.setenv("PGPASSWORD", PG_PASSWORD)
-        # A driver that does not wait: the launch ends at the outage, the relaunch goes on.
-        monkeypatch.setenv("KD_SEARCH_STORAGE_PATIENCE", "0")
-        locations = Locations.resolve(workdir=tmp_path / "work", storage=pg.url("optuna", password=False),
-                                      tracking_uri=pg.url("mlflow", password=False))
-        study = parse_study(search_study(tmp_path, trials=4))
+    # A driver that does not wait: the launch ends at the outage, the relaunch goes on.
+    with postgres_study(tmp_path, monkeypatch, patience_seconds=0) as (pg, locations, study):
         events: list[str] = []
 
         def stop_after_first_trial(message: str, finished: int | None, target: int) -> None:
