@@ -11,6 +11,7 @@ trials finished, nothing lost and nothing trained twice to completion.
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import time
 from collections.abc import Iterator
@@ -45,10 +46,17 @@ def study_file(stack: ComposeStack, name: str) -> Path:
     return path
 
 
+@functools.cache
+def storage(url: str) -> optuna.storages.RDBStorage:
+    """One storage (one connection pool) for the whole module: the tests poll the study
+    every few seconds, and a storage per poll held a connection each until garbage
+    collection, up to PostgreSQL's 100 clients."""
+    return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+
+
 def stored(stack: ComposeStack, name: str) -> optuna.Study:
-    storage = optuna.storages.RDBStorage(stack.host_env["KD_SEARCH_STORAGE"].replace(
-        "kd@", f"kd:{stack.settings['POSTGRES_PASSWORD']}@"))
-    return optuna.load_study(study_name=name, storage=storage)
+    url = stack.host_env["KD_SEARCH_STORAGE"].replace("kd@", f"kd:{stack.settings['POSTGRES_PASSWORD']}@")
+    return optuna.load_study(study_name=name, storage=storage(url))
 
 
 def tracked_runs(stack: ComposeStack, name: str):

@@ -150,6 +150,17 @@ def _engine(storage: str) -> sa.Engine:
     return open_storage(storage).engine  # type: ignore[attr-defined]
 
 
+@contextmanager
+def _connected(storage: str) -> Iterator[sa.Engine]:
+    """An engine for one lease operation, its connections closed after it (a long study's
+    driver and every `status` would otherwise keep pooled connections open on the server)."""
+    engine = _engine(storage)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
 def _read(engine: sa.Engine, study: str) -> Lease | None:
     if not sa.inspect(engine).has_table(LEASES.name):
         return None
@@ -170,7 +181,8 @@ def read_lease(storage: str, study: str) -> Lease | None:
         True
     """
     try:
-        return _read(_engine(storage), study)
+        with _connected(storage) as engine:
+            return _read(engine, study)
     except sa.exc.SQLAlchemyError as error:
         raise storage_error(storage, error, "cannot read the driver lease") from None
 
@@ -221,16 +233,17 @@ def acquire(storage: str, study: str, grace: float) -> tuple[str, Lease | None]:
     Example:
         >>> token, replaced = acquire("sqlite:////tmp/kd-search-doc.db", "demo", grace=60)  # doctest: +SKIP
     """
-    engine, token = _engine(storage), secrets.token_hex(16)
+    token = secrets.token_hex(16)
     _HELD.add(token)  # before it is stored: another thread here must not take it for a dead one's
     try:
-        _create_table(engine)
-        for _ in range(3):  # each miss means another driver took or freed it in between
-            current = _read(engine, study)
-            if current is not None and not current.is_dead(grace):
-                raise DriverRunning(current, grace)
-            if _take(engine, study, token, heartbeat_interval(grace), current):
-                return token, current
+        with _connected(storage) as engine:
+            _create_table(engine)
+            for _ in range(3):  # each miss means another driver took or freed it in between
+                current = _read(engine, study)
+                if current is not None and not current.is_dead(grace):
+                    raise DriverRunning(current, grace)
+                if _take(engine, study, token, heartbeat_interval(grace), current):
+                    return token, current
     except sa.exc.SQLAlchemyError as error:
         _HELD.discard(token)
         raise storage_error(storage, error, "cannot take the driver lease") from None
@@ -279,6 +292,7 @@ class Heartbeat:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=self.interval + 10)
+        self.engine.dispose()
 
 
 def release(storage: str, study: str, token: str) -> bool:
@@ -291,7 +305,7 @@ def release(storage: str, study: str, token: str) -> bool:
     """
     _HELD.discard(token)
     try:
-        with _engine(storage).begin() as connection:
+        with _connected(storage) as engine, engine.begin() as connection:
             connection.execute(sa.delete(LEASES).where(LEASES.c.study_name == study, LEASES.c.token == token))
     except (sa.exc.SQLAlchemyError, SearchError):
         return False
