@@ -3,8 +3,9 @@
 - ``mean_sd`` is kd-search's own rule (``kd_search.service.seed_stats``): the sample
   standard deviation over seeds, ``None`` for a single seed (one value says nothing about
   the spread), so a benchmark and ``kd-search pareto`` never disagree on it.
-- ``study_copy`` changes fields of a study, nested ones by ``__``, and validates the copy
-  again (pydantic's ``model_copy`` would not); ``search_only`` turns the confirmation off.
+- ``study_copy`` changes fields of a study, nested ones by ``__``, through the package's
+  one rule, :meth:`~kd_search.engine.spec.Study.with_changes` (mappings merged key by key,
+  the copy validated again as a study file); ``search_only`` turns the confirmation off.
 - ``json_line`` prints the last line a benchmark writes: one JSON object, strict JSON
   (NaN and infinities become ``null``), which the README's figures are read from.
 
@@ -18,7 +19,7 @@ import json
 import math
 from typing import Any
 
-from kd_search.engine.spec import Study, parse_study
+from kd_search.engine.spec import Study, merge_fields
 from kd_search.service.seed_stats import mean_sd
 
 __all__ = ["format_mean_sd", "json_line", "mean_sd", "search_only", "study_copy", "strict_json"]
@@ -41,7 +42,8 @@ def format_mean_sd(mean: float | None, sd: float | None, digits: int = 4) -> str
 
 
 def study_copy(study: Study, **changes: Any) -> Study:
-    """``study`` with ``changes`` applied (``search__trials=8`` sets ``search.trials``), validated.
+    """``study`` with ``changes`` applied (``search__trials=8`` sets ``search.trials``) by
+    :meth:`Study.with_changes`: mappings merge key by key, and the copy is validated.
 
     Example:
         >>> from kd_search.engine.spec import load_study
@@ -49,14 +51,14 @@ def study_copy(study: Study, **changes: Any) -> Study:
         >>> copy.name, copy.seed, copy.search.trials
         ('smoke-seed1', 1, 2)
     """
-    data = study.model_dump(mode="json")
+    nested: dict[str, Any] = {}
     for key, value in changes.items():
         *parents, leaf = key.split("__")
-        node = data
+        node = nested
         for parent in parents:
-            node = node[parent]
-        node[leaf] = value
-    return parse_study(data, f"{study.name} (a benchmark's copy)")
+            node = node.setdefault(parent, {})
+        node[leaf] = merge_fields(node[leaf], value) if isinstance(node.get(leaf), dict) else value
+    return study.with_changes(**nested)
 
 
 def search_only(study: Study, **changes: Any) -> Study:

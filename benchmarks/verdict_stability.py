@@ -35,10 +35,10 @@ from pathlib import Path
 import optuna
 from _common import json_line, study_copy
 
+from kd_search.engine.hyperparameters import training_params
 from kd_search.engine.spec import Study, load_study
 from kd_search.engine.trial import prepare, run_trial
 from kd_search.service.search import Locations, launch, load_optuna_study
-from kd_search.service.search.driver import trial_hyperparameters
 from kd_search.service.search.optuna_study import stored_study
 from kd_search.service.search.records import TrialRecord, summarize
 
@@ -47,7 +47,7 @@ FRESH_SEED_OFFSET = 100_000  # confirmation uses search seed + 1000 k: never rea
 
 def fresh_seeds(study: Study, n: int) -> list[int]:
     """Training seeds no search or confirmation of ``study`` uses."""
-    search_seed = study.seed if study.distillation.seed is None else study.distillation.seed
+    search_seed = study.training_seed
     return [search_seed + FRESH_SEED_OFFSET + k for k in range(n)]
 
 
@@ -63,7 +63,7 @@ def retrain(study: Study, setup, record: TrialRecord, seed: int) -> dict:
     seeded = study_copy(study, distillation__seed=seed)
     defaults = study.default_hyperparameters(len(setup.pairs))
     started = time.perf_counter()
-    result = run_trial(seeded, trial_hyperparameters(study, defaults, record.params), setup=setup)
+    result = run_trial(seeded, training_params(study, defaults, record.params), setup=setup)
     metric = study.objectives.task_metric
     return {"trial": record.number, "seed": seed, "sigma": float(result.metrics["sigma"]),
             metric: float(result.metrics[metric]), "seconds": round(time.perf_counter() - started, 1)}

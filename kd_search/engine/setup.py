@@ -14,18 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoConfig
 
 from kd_search.engine.compatibility import check_models
 from kd_search.engine.data import TaskData
 from kd_search.engine.data_cache import cached_task
-from kd_search.engine.losses import layer_pairs
-from kd_search.engine.models import load_tokenizer, resolve_model
+from kd_search.engine.models import load_tokenizer
 from kd_search.engine.progress import ProgressCallback
 from kd_search.engine.spec import Study
 from kd_search.engine.teacher import prepare_teacher, teacher_key
 from kd_search.engine.timing import PhaseTimer
-from kd_search.errors import StudyFileError
 
 
 @dataclass
@@ -57,8 +54,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def prepare(study: Study, workdir: str | Path, progress: ProgressCallback | None = None) -> TrialSetup:
-    """Check the models go together (:func:`~kd_search.engine.compatibility.check_models`),
-    load data, prepare (fine-tune once) the teacher and fix the layer map.
+    """Check the study against its models (:func:`~kd_search.engine.compatibility.check_models`,
+    before any work), load data, prepare (fine-tune once) the teacher and fix the layer map.
 
     Example:
         >>> setup = prepare(load_study("smoke"), "runs/smoke")  # doctest: +SKIP
@@ -67,35 +64,20 @@ def prepare(study: Study, workdir: str | Path, progress: ProgressCallback | None
     timer = PhaseTimer()
     with timer.phase("setup_data"):
         tokenizer = load_tokenizer(study.teacher.model)
-        check_models(study, tokenizer)
+        # Every check on the models, from their configurations, before the data or teacher.
+        pairs = check_models(study, teacher_tokenizer=tokenizer).pairs
         data = cached_task(study.task, tokenizer, cache_root(study, workdir))
         teacher_data = data
         fine_tune = study.teacher.fine_tune
         if fine_tune and fine_tune.train_limit and fine_tune.train_limit > len(data.train):
             # The teacher may learn from more examples than the student distils on (a
             # superset: both are heads of the same seeded shuffle).
-            teacher_data = cached_task(study.task.model_copy(update={"train_limit": fine_tune.train_limit}),
+            teacher_data = cached_task(study.with_changes(task={"train_limit": fine_tune.train_limit}).task,
                                        tokenizer, cache_root(study, workdir))
     with timer.phase("setup_teacher"):
         teacher_path, info = prepare_teacher(study, teacher_data, workdir, device, progress)
-        teacher_config = AutoConfig.from_pretrained(resolve_model(teacher_path))
-    student_layers = _student_depth(study, teacher_config)
-    layer_map = study.distillation.layer_map
-    try:
-        pairs = layer_pairs(layer_map.kind, student_layers, teacher_config.num_hidden_layers, layer_map.pairs)
-    except ValueError as error:
-        raise StudyFileError(f"distillation.layer_map: {error}") from None
     return TrialSetup(study, data, tokenizer, teacher_path, info, teacher_key(study, teacher_data), pairs, device,
                       Path(workdir), timer.seconds)
-
-
-def _student_depth(study: Study, teacher_config) -> int:
-    spec = study.student
-    if spec.teacher_layers is not None:
-        return len(spec.teacher_layers)
-    if spec.config is not None:
-        return spec.config.layers
-    return AutoConfig.from_pretrained(resolve_model(spec.model)).num_hidden_layers
 
 
 def cache_root(study: Study, workdir: str | Path) -> Path:

@@ -7,10 +7,8 @@ ignored setting. :func:`load_study` turns any problem into a :class:`StudyFileEr
 whose message is one line naming the file and the field.
 
 Hyperparameters form one flat namespace shared by the study defaults, ``--set`` on the
-command line, the search space and the MLflow parameters: ``alpha``, ``beta``,
-``gamma``, ``temperature``, ``layer_weight_<m>`` (m = 1..M over the layer map),
-``learning_rate_<stage>``, ``epochs_<stage>``, ``weight_decay`` and ``prediction_loss``
-(a name, ``soft_ce`` or ``kl``; every other value is a number).
+command line, the search space and the MLflow parameters; its names, defaults, valid
+values and which recipe reads each live in :mod:`kd_search.engine.hyperparameters`.
 
 The package ships studies (``studies/`` at the top of the repository, installed as
 ``kd_search/studies/``): wherever a study file is expected, the name of a shipped one
@@ -25,7 +23,6 @@ Example:
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -40,6 +37,11 @@ from pydantic import (
     model_validator,
 )
 
+from kd_search.engine.hyperparameter_names import (
+    PREDICTION_LOSS_NAMES,
+    SPACE_NAME,
+    SPACE_NAMES_HELP,
+)
 from kd_search.engine.structure_catalog import STRUCTURE_LOSS_NEEDS, STRUCTURE_LOSSES
 from kd_search.errors import StudyFileError
 from kd_search.urls import has_password
@@ -61,8 +63,6 @@ GLUE_COLUMNS: dict[str, tuple[str, str | None, str]] = {
 GLUE_TASKS = tuple(GLUE_COLUMNS)
 TASK_METRICS = ("accuracy", "f1", "mcc")
 PREDICTION_FILE_SUFFIXES = (".csv", ".jsonl", ".json", ".parquet")
-# The prediction-layer losses by name (the losses themselves: kd_search.engine.losses.PREDICTION_LOSSES).
-PREDICTION_LOSS_NAMES = ("soft_ce", "kl")
 
 
 class _Strict(BaseModel):
@@ -396,13 +396,6 @@ class TrackingSpec(_Strict):
         return url
 
 
-_SPACE_NAME = re.compile(
-    r"^(alpha|beta|gamma|temperature|weight_decay|prediction_loss|layer_weight(_[1-9][0-9]*)?"
-    rf"|weight_({'|'.join(STRUCTURE_LOSSES)})"
-    r"|(learning_rate|epochs)_(intermediate|prediction|joint))$"
-)
-
-
 class Study(_Strict):
     """A whole study file."""
 
@@ -422,12 +415,8 @@ class Study(_Strict):
     def _space_names(self) -> Study:
         stage_names = {s.name for s in self.distillation.stages}
         for name, rng in self.search.space.items():
-            if not _SPACE_NAME.match(name):
-                raise ValueError(
-                    f"search.space: unknown hyperparameter {name!r} (known: alpha, beta, gamma, "
-                    "temperature, weight_decay, prediction_loss, layer_weight, layer_weight_<m>, "
-                    "learning_rate_<stage>, epochs_<stage>, weight_<structure loss>)"
-                )
+            if not SPACE_NAME.match(name):
+                raise ValueError(f"search.space: unknown hyperparameter {name!r} (known: {SPACE_NAMES_HELP})")
             stage = name.rsplit("_", 1)[-1]
             if name.startswith(("learning_rate_", "epochs_")) and stage not in stage_names:
                 raise ValueError(f"search.space.{name}: the study has no stage {stage!r}")
@@ -465,8 +454,7 @@ class Study(_Strict):
                              f"before {stages[-1].name!r} may train")
 
     def epoch_budget(self, params: dict[str, float | str]) -> dict[str, float | str]:
-        """``params`` with the last stage's epochs set to what ``distillation.epochs_total``
-        leaves after the earlier stages (``params`` itself when the study sets no total).
+        """See :func:`kd_search.engine.hyperparameters.epoch_budget`.
 
         Example:
             >>> study = parse_study({"name": "s", "student": {"teacher_layers": [2]},
@@ -474,44 +462,47 @@ class Study(_Strict):
             >>> study.epoch_budget({"epochs_intermediate": 0, "epochs_prediction": 1})
             {'epochs_intermediate': 0, 'epochs_prediction': 2}
         """
-        total, stages = self.distillation.epochs_total, self.distillation.stages
-        if total is None:
-            return params
-        earlier = sum(int(params[f"epochs_{stage.name}"]) for stage in stages[:-1])
-        if earlier > total:
-            raise StudyFileError(f"the stages before {stages[-1].name!r} train {earlier} epochs, "
-                                 f"more than distillation.epochs_total ({total})")
-        return params | {f"epochs_{stages[-1].name}": total - earlier}
+        # Imported when used: that module reads studies, so this one cannot import it at the top.
+        from kd_search.engine.hyperparameters import epoch_budget
+
+        return epoch_budget(self, params)
 
     def default_hyperparameters(self, num_mapped_layers: int) -> dict[str, float | str]:
-        """The study's own hyperparameters in the flat namespace (see module docstring).
+        """See :func:`kd_search.engine.hyperparameters.default_hyperparameters`.
 
         Example:
             >>> study = parse_study({"name": "s", "student": {"teacher_layers": [2, 4, 6]}})
             >>> study.default_hyperparameters(3)["layer_weight_2"]
             1.0
         """
-        d = self.distillation
-        weights = d.layer_weights or [1.0] * num_mapped_layers
-        if len(weights) != num_mapped_layers:
-            raise StudyFileError(
-                f"distillation.layer_weights: {len(weights)} weights given for "
-                f"{num_mapped_layers} mapped layers"
-            )
-        params: dict[str, float | str] = {
-            "prediction_loss": d.prediction_loss,
-            "alpha": d.alpha,
-            "beta": d.beta,
-            "gamma": d.gamma,
-            "temperature": d.temperature,
-            "weight_decay": d.weight_decay,
-        }
-        params.update({f"weight_{name}": float(w) for name, w in d.structure.model_dump().items()})
-        params.update({f"layer_weight_{m + 1}": float(w) for m, w in enumerate(weights)})
-        for stage in d.stages:
-            params[f"learning_rate_{stage.name}"] = stage.learning_rate
-            params[f"epochs_{stage.name}"] = stage.epochs
-        return self.epoch_budget(params)
+        from kd_search.engine.hyperparameters import default_hyperparameters
+
+        return default_hyperparameters(self, num_mapped_layers)
+
+    @property
+    def training_seed(self) -> int:
+        """The seed of the student's training: ``distillation.seed``, else the study's seed
+        (which also fixes the teacher and the data).
+
+        Example:
+            >>> parse_study({"name": "s", "seed": 3, "student": {"teacher_layers": [2]}}).training_seed
+            3
+        """
+        return self.seed if self.distillation.seed is None else self.distillation.seed
+
+    def with_changes(self, **changes: Any) -> Study:
+        """This study with some fields changed (mappings merged key by key, as a
+        comparison's ``common`` and ``methods`` are), validated again like a study file.
+
+        Example:
+            >>> study = parse_study({"name": "s", "student": {"teacher_layers": [2]}})
+            >>> study.with_changes(distillation={"seed": 7}).training_seed
+            7
+            >>> study.with_changes(distillation={"alpha": 2})
+            Traceback (most recent call last):
+            kd_search.errors.StudyFileError: study 's': distillation.alpha: Input should be less than 1
+        """
+        return parse_study(merge_fields(self.model_dump(mode="json"), changes), f"study {self.name!r}")
 
 
 def _check_enqueued(where: str, value: float | int | str, rng: ParameterRange | None) -> None:
@@ -522,27 +513,6 @@ def _check_enqueued(where: str, value: float | int | str, rng: ParameterRange | 
             raise ValueError(f"{where}: {value!r} is not one of the choices {rng.choices}")
     elif isinstance(value, str) or not rng.low <= value <= rng.high:
         raise ValueError(f"{where}: {value!r} is outside the range [{rng.low}, {rng.high}]")
-
-
-def expand_search_space(space: dict[str, ParameterRange], num_mapped_layers: int) -> dict[str, ParameterRange]:
-    """Expand the shorthand ``layer_weight`` into ``layer_weight_1..M``.
-
-    Example:
-        >>> sorted(expand_search_space({"layer_weight": ParameterRange(low=0, high=1)}, 2))
-        ['layer_weight_1', 'layer_weight_2']
-    """
-    expanded: dict[str, ParameterRange] = {}
-    for name, rng in space.items():
-        if name == "layer_weight":
-            for m in range(1, num_mapped_layers + 1):
-                expanded.setdefault(f"layer_weight_{m}", rng)
-        else:
-            if name.startswith("layer_weight_") and int(name.rsplit("_", 1)[1]) > num_mapped_layers:
-                raise StudyFileError(
-                    f"search.space.{name}: the layer map has only {num_mapped_layers} layers"
-                )
-            expanded[name] = rng
-    return expanded
 
 
 _UNION_TAGS = {"int", "float", "str", "bool"}

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from kd_search.engine.data import TokenizedSplit, batches
+from kd_search.engine.hyperparameters import INTERMEDIATE_STAGES, PREDICTION_STAGES
 from kd_search.engine.losses import (
     SelfAttentionPair,
     intermediate_objective,
@@ -30,9 +31,6 @@ from kd_search.engine.structure_catalog import MINILM_LOSSES, STRUCTURE_LOSSES
 from kd_search.engine.teacher_cache import TeacherBatch
 from kd_search.errors import NonFiniteLossError
 
-# Stages that train on the teacher's intermediate layers, and those on its predictions.
-INTERMEDIATE_STAGES = ("intermediate", "joint")
-PREDICTION_STAGES = ("prediction", "joint")
 # On a GPU the finiteness flag is read every this many steps (reading it syncs the host).
 NONFINITE_CHECK_EVERY_CUDA = 50
 
@@ -207,48 +205,3 @@ def train_epoch(plan: StagePlan, student: torch.nn.Module, teacher, split: Token
         raise NonFiniteLossError(f"non-finite loss in stage {plan.name!r}, epoch {epoch + 1}")
     return float(loss_sum) / steps
 
-
-def uses_intermediate_layers(study: Study, params: dict[str, float | str] | None = None) -> bool:
-    """Whether a trial with ``params`` trains a stage that reads the teacher's intermediate
-    layers; without ``params``, whether any trial of the study may.
-
-    Example:
-        >>> from kd_search.engine.spec import parse_study
-        >>> study = parse_study({"name": "s", "student": {"teacher_layers": [2]},
-        ...                      "distillation": {"stages": [{"name": "prediction"}]}})
-        >>> uses_intermediate_layers(study)
-        False
-    """
-    for stage in study.distillation.stages:
-        if stage.name not in INTERMEDIATE_STAGES:
-            continue
-        if params is None and (stage.epochs > 0 or f"epochs_{stage.name}" in study.search.space):
-            return True
-        if params is not None and int(params[f"epochs_{stage.name}"]) > 0:
-            return True
-    return False
-
-
-def may_use_attention_scores(study: Study) -> bool:
-    """Whether TinyBERT's attention loss may be on in a trial of the study (gamma > 0 or searched).
-
-    Example:
-        >>> from kd_search.engine.spec import parse_study
-        >>> may_use_attention_scores(parse_study({"name": "s", "student": {"teacher_layers": [2]}}))
-        True
-    """
-    # Attention scores are distilled unless gamma is fixed at 0 and not searched.
-    return study.distillation.gamma > 0 or "gamma" in study.search.space
-
-
-def may_use_minilm(study: Study) -> bool:
-    """Whether a MiniLM loss (attention distributions, value relations) may be on in a trial.
-
-    Example:
-        >>> from kd_search.engine.spec import parse_study
-        >>> may_use_minilm(parse_study({"name": "s", "student": {"teacher_layers": [2]}}))
-        False
-    """
-    # MiniLM's losses are on unless both weights are fixed at 0 and not searched.
-    weights = study.distillation.structure
-    return any(getattr(weights, name) > 0 or f"weight_{name}" in study.search.space for name in MINILM_LOSSES)

@@ -32,6 +32,12 @@ from kd_search.engine import analysis
 from kd_search.engine.checkpoint import ResumePosition, load_checkpoint, save_checkpoint
 from kd_search.engine.data import batches
 from kd_search.engine.evaluation import evaluate
+from kd_search.engine.hyperparameters import (
+    may_use_attention_scores,
+    may_use_minilm,
+    uses_intermediate_layers,
+    with_overrides,
+)
 from kd_search.engine.losses.structure import masked_mean
 from kd_search.engine.models import (
     StudentMemory,
@@ -43,21 +49,13 @@ from kd_search.engine.models import (
 from kd_search.engine.progress import ProgressCallback
 from kd_search.engine.setup import TrialSetup, prepare, resolve_device  # noqa: F401 (re-exported for callers)
 from kd_search.engine.setup import cache_root as _cache_root
-from kd_search.engine.spec import PREDICTION_LOSS_NAMES, Study
-from kd_search.engine.step import (
-    StagePlan,
-    may_use_attention_scores,
-    may_use_minilm,
-    plan_stages,
-    train_epoch,
-    uses_intermediate_layers,
-)
+from kd_search.engine.spec import Study
+from kd_search.engine.step import StagePlan, plan_stages, train_epoch
 from kd_search.engine.structure_catalog import MEMORY_LOSSES, MINILM_LOSSES
 from kd_search.engine.teacher import evaluate_classifier
 from kd_search.engine.teacher_cache import OnTheFlyTeacher, TeacherLayers, cache_key, cached_teacher
 from kd_search.engine.teacher_memory import teacher_memory
 from kd_search.engine.timing import PhaseTimer
-from kd_search.errors import StudyFileError
 
 Report = Callable[[dict[str, Any], str | None], None]
 # Training inputs the layer-similarity analysis (CKA per layer pair) looks at.
@@ -83,42 +81,14 @@ class TrialResult:
 
 
 def hyperparameters(setup: TrialSetup, overrides: dict[str, float | str] | None = None) -> dict[str, float | str]:
-    """The study's defaults with ``overrides`` applied (numbers, or text such as ``--set``
-    gives); unknown names and values of the wrong kind are an error.
+    """The study's defaults with ``overrides`` applied (see
+    :func:`kd_search.engine.hyperparameters.with_overrides`).
 
     Example:
         >>> hyperparameters(setup, {"alpha": "0.3", "prediction_loss": "kl"})["alpha"]  # doctest: +SKIP
         0.3
     """
-    study = setup.study
-    params = study.default_hyperparameters(len(setup.pairs))
-    overrides = overrides or {}
-    for name, value in overrides.items():
-        if name not in params:
-            raise StudyFileError(f"unknown hyperparameter {name!r} (known: {', '.join(sorted(params))})")
-        params[name] = _hyperparameter_value(name, value)
-    budgeted = study.epoch_budget(params)
-    for name, value in budgeted.items():
-        if name in overrides and value != params[name]:
-            raise StudyFileError(f"{name} = {params[name]:g} disagrees with distillation.epochs_total, which "
-                                 f"leaves it {value:g} epochs: leave it out")
-    params = budgeted
-    if not 0 <= params["alpha"] < 1:
-        raise StudyFileError(f"alpha must be in [0, 1), got {params['alpha']}")
-    if params["temperature"] <= 0:
-        raise StudyFileError(f"temperature must be positive, got {params['temperature']}")
-    return params
-
-
-def _hyperparameter_value(name: str, value: float | str) -> float | str:
-    if name == "prediction_loss":
-        if value not in PREDICTION_LOSS_NAMES:
-            raise StudyFileError(f"prediction_loss must be one of {', '.join(PREDICTION_LOSS_NAMES)}, got {value!r}")
-        return value
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise StudyFileError(f"{name}: {value!r} is not a number") from None
+    return with_overrides(setup.study, len(setup.pairs), overrides)
 
 
 def _seed_everything(seed: int) -> None:
@@ -316,7 +286,7 @@ def run_trial(study: Study, params: dict[str, float | str] | None = None, report
         timer = PhaseTimer(setup.seconds)
     params = hyperparameters(setup, params)
     dist = study.distillation
-    seed = study.seed if dist.seed is None else dist.seed
+    seed = study.training_seed
     _seed_everything(seed)
     with timer.phase("teacher_outputs"):
         teacher, teacher_train, teacher_eval = teacher_outputs(setup, teacher_layers(setup, params), progress)

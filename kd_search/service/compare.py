@@ -71,7 +71,7 @@ def run_comparison(comparison: Comparison, studies: dict[str, Study], workdir: s
     for method, study in studies.items():
         setup = prepare(study, workdir, progress)
         for seed in comparison.seeds:
-            seeded = study.model_copy(update={"distillation": study.distillation.model_copy(update={"seed": seed})})
+            seeded = study.with_changes(distillation={"seed": seed})
             number, params = len(runs), hyperparameters(setup)
             if tracker:
                 tracker.start_trial(number, {"method": method, "seed": seed} | params, ray_trial_id="",

@@ -423,6 +423,14 @@ class StudyTracker:
                 self.client.set_tag(run_id, "phi_cnf", verdict)
                 self._verdicts[number] = verdict
 
+    @_buffered
+    def mark_duplicate(self, number: int, original: int) -> None:
+        """Tag trial ``number``'s run ``kd_search_duplicate_of=<original>``: never trained,
+        it shares trial ``original``'s student (and is never on the front)."""
+        run_id = self._children.get(number)
+        if run_id is not None:
+            self.client.set_tag(run_id, "kd_search_duplicate_of", str(original))
+
     def trial_run_id(self, number: int) -> str | None:
         return self._children.get(number)
 

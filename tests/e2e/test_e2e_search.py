@@ -17,6 +17,12 @@ from kd_search.service.search import CONSTRAINT, Locations
 SMOKE = "smoke"  # the shipped study, by name
 SEARCHED = {"alpha", "beta", "gamma", "temperature", "layer_weight_1", "layer_weight_2", "layer_weight_3",
             "learning_rate_prediction", "prediction_loss", "epochs_intermediate"}
+# What a prediction-only recipe (epochs_intermediate 0) does not read, so never suggests.
+INTERMEDIATE_ONLY = {"beta", "gamma", "layer_weight_1", "layer_weight_2", "layer_weight_3"}
+
+
+def read_by(epochs_intermediate: float) -> set[str]:
+    return SEARCHED if float(epochs_intermediate) > 0 else SEARCHED - INTERMEDIATE_ONLY
 
 
 @pytest.mark.e2e
@@ -41,7 +47,7 @@ def test_launch_smoke_study_then_pareto_export_report(tmp_path, runner):
     trials = stored.trials
     assert len(trials) == 4 and all(t.state.name == "COMPLETE" for t in trials)
     for t in trials:
-        assert len(t.values) == 2 and set(t.params) == SEARCHED
+        assert len(t.values) == 2 and set(t.params) == read_by(t.params["epochs_intermediate"])
         assert t.constraints[CONSTRAINT] == pytest.approx(t.values[1] - t.user_attrs["kappa"])
     assert trials[0].user_attrs.get("kd_search_baseline")  # the TinyBERT defaults ran first
 
@@ -60,7 +66,9 @@ def test_launch_smoke_study_then_pareto_export_report(tmp_path, runner):
         assert tags["mlflow.parentRunId"] == parent.info.run_id
         assert tags["state"] == "COMPLETE" and tags["ray_trial_id"]
         assert tags["pareto"] == ("true" if int(tags["optuna_trial_number"]) in front_numbers else "false")
-        assert SEARCHED <= set(child.data.params)
+        assert read_by(child.data.params["epochs_intermediate"]) <= set(child.data.params)
+        if float(child.data.params["epochs_intermediate"]) == 0:
+            assert not INTERMEDIATE_ONLY & set(child.data.params)
         assert {"accuracy", "sigma", "kappa", "phi_cnf", "ece", "agreement", "train_seconds"} <= set(child.data.metrics)
         history = client.get_metric_history(child.info.run_id, "accuracy")
         assert sorted(m.step for m in history) == [1, 2]

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from kd_search.engine.hyperparameters import SPACE_NAME
 from kd_search.engine.losses import structure_objective
 from kd_search.engine.losses.registry import STRUCTURE_TERMS, register_structure_loss
 from kd_search.engine.losses.structure import pkd_loss
-from kd_search.engine.spec import _SPACE_NAME, StructureWeights, parse_study
+from kd_search.engine.spec import StructureWeights, parse_study
 from kd_search.engine.step import plan_stages
 from kd_search.engine.structure_catalog import STRUCTURE_LOSS_NEEDS, STRUCTURE_LOSSES
 from kd_search.engine.trial import TrialSetup, teacher_layers
@@ -24,8 +25,8 @@ PAIRS = [(1, 2), (2, 4)]
 def test_registry_study_fields_and_search_space_follow_the_catalog():
     assert tuple(STRUCTURE_TERMS) == STRUCTURE_LOSSES == tuple(StructureWeights.model_fields)
     assert StructureWeights().model_dump() == dict.fromkeys(STRUCTURE_LOSSES, 0.0)
-    assert all(_SPACE_NAME.match(f"weight_{name}") for name in STRUCTURE_LOSSES)
-    assert not _SPACE_NAME.match("weight_fsd") and not _SPACE_NAME.match("weight_minilm")
+    assert all(SPACE_NAME.match(f"weight_{name}") for name in STRUCTURE_LOSSES)
+    assert not SPACE_NAME.match("weight_fsd") and not SPACE_NAME.match("weight_minilm")
     study = parse_study({"name": "s", "student": {"teacher_layers": [2]},
                          "search": {"space": {f"weight_{name}": {"low": 0.0, "high": 1.0} for name in STRUCTURE_LOSSES}}})
     assert {f"weight_{name}" for name in STRUCTURE_LOSSES} <= set(study.default_hyperparameters(1))

@@ -8,9 +8,9 @@ import pytest
 import yaml
 
 from kd_search.cli import main
+from kd_search.engine.hyperparameters import expand_search_space
 from kd_search.engine.spec import (
     ParameterRange,
-    expand_search_space,
     load_comparison,
     load_study,
     parse_study,

@@ -58,7 +58,7 @@ def test_tokenised_data_cache_hit_is_identical_and_keyed_by_max_length(root, mon
             for name in ("input_ids", "token_type_ids", "attention_mask", "labels"):
                 assert torch.equal(getattr(ours, name), getattr(theirs, name)), (split, name)
                 assert getattr(ours, name).dtype == getattr(theirs, name).dtype
-    longer = study.task.model_copy(update={"max_length": 24})
+    longer = study.with_changes(task={"max_length": 24}).task
     assert data_cache.data_cache_key(longer, tokenizer) != data_cache.data_cache_key(study.task, tokenizer)
     with pytest.raises(AssertionError, match="cache hit"):  # a different entry: computed, not read
         cached_task(longer, tokenizer, root / "data-cache")

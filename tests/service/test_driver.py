@@ -12,10 +12,11 @@ import pytest
 import sqlalchemy
 from mlflow import MlflowClient
 
+from kd_search.engine.hyperparameters import search_distributions
 from kd_search.engine.spec import parse_study
 from kd_search.service.search.driver import Driver
 from kd_search.service.search.locations import Locations
-from kd_search.service.search.optuna_study import create_or_resume, search_distributions
+from kd_search.service.search.optuna_study import create_or_resume
 from kd_search.service.tracking import StudyTracker
 
 KAPPA = 0.2

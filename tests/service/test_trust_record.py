@@ -13,12 +13,13 @@ from tiny import tiny_study
 
 from kd_search.cli import main
 from kd_search.engine import confidence, trust
+from kd_search.engine.hyperparameters import search_distributions
 from kd_search.engine.spec import parse_study
 from kd_search.engine.trial import run_trial
 from kd_search.service.export import model_card, save_student
 from kd_search.service.search.driver import Driver
 from kd_search.service.search.locations import Locations
-from kd_search.service.search.optuna_study import create_or_resume, search_distributions
+from kd_search.service.search.optuna_study import create_or_resume
 from kd_search.service.tracking import StudyTracker
 
 MEASURES = ("sigma_train", "sigma_eval", *trust.TRUST_METRICS)

@@ -26,12 +26,12 @@ from ray import tune
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
+from kd_search.engine.hyperparameters import training_params
 from kd_search.engine.spec import Study
 from kd_search.service.search.driver import (
     ProgressCallback,
     epoch_metrics,
     error_message,
-    trial_hyperparameters,
     trial_outcome,
 )
 from kd_search.service.search.lease import hold_lease
@@ -175,7 +175,7 @@ def run_confirmations(study: Study, optuna_study: optuna.Study, tracker: StudyTr
               for seed in confirmation_seeds(study, seeds)]
     stored = optuna_study.user_attrs
     defaults = study.default_hyperparameters(num_mapped)
-    configs = [{"number": t.number, "seed": seed, "params": trial_hyperparameters(study, defaults, t.params)}
+    configs = [{"number": t.number, "seed": seed, "params": training_params(study, defaults, t.params)}
                for t, seed in chosen if stored.get(confirmation_key(t.number, seed), {}).get("state") != "COMPLETE"]
     recorder = ConfirmationRecorder(optuna_study, tracker, study.objectives.task_metric, on_event, target)
     recorder.show(f"confirmations: {len(configs)} to run, {len(chosen) - len(configs)} already stored")

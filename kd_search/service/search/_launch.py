@@ -15,6 +15,7 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.schedulers import TrialScheduler
 
+from kd_search.engine.hyperparameters import search_distributions
 from kd_search.engine.spec import Study
 from kd_search.service.search._confirm import run_confirmations
 from kd_search.service.search._patient_storage import is_storage_outage, storage_patience_seconds
@@ -31,7 +32,6 @@ from kd_search.service.search.optuna_study import (
     INTERRUPTED_ATTR,
     LABELS_ATTR,
     create_or_resume,
-    search_distributions,
     storage_error,
 )
 from kd_search.service.search.ray_runs import (

@@ -4,6 +4,12 @@ One ``Driver`` holds the state of one launch. Ray calls it through
 ``ConstrainedOptunaSearcher`` (Optuna's ask/tell behind Ray's Searcher API) and
 ``TrialEvents`` (trial starts and checkpoints); it is the only writer of the Optuna
 storage and of MLflow, so workers never contend for either.
+
+No student is trained twice: each new trial suggests only the parameters its recipe reads
+(:func:`kd_search.engine.hyperparameters.suggest`), and a proposal whose effective
+configuration a COMPLETE or RUNNING trial already has is set aside and the sampler asked
+again, up to ``MAX_REDRAWS`` times; an enqueued point, or a proposal the sampler keeps
+making, becomes a duplicate of that trial (``DUPLICATE_ATTR``), recorded without training.
 """
 
 from __future__ import annotations
@@ -23,11 +29,24 @@ from ray import tune
 from ray.tune.search import Searcher
 
 from kd_search.engine import analysis
+from kd_search.engine.hyperparameters import (
+    config_key,
+    effective,
+    enqueued_values,
+    suggest,
+    training_params,
+)
 from kd_search.engine.spec import Study
 from kd_search.service import figures
 from kd_search.service.search.live import LiveStudy
 from kd_search.service.search.locations import Locations, trial_dir
-from kd_search.service.search.optuna_study import CONSTRAINT, EPOCH_SCORES_ATTR, FRONT_ATTR
+from kd_search.service.search.optuna_study import (
+    CONSTRAINT,
+    DUPLICATE_ATTR,
+    EPOCH_SCORES_ATTR,
+    FRONT_ATTR,
+    REDRAWN_ATTR,
+)
 from kd_search.service.search.records import (
     StudySummary,
     TrialRecord,
@@ -46,6 +65,8 @@ NODE_ID_CHARS = 8
 RAY_RESULT_KEYS = {"done", "pid", "timestamp", "training_iteration", "time_this_iter_s", "time_total_s",
                    "time_since_restore", "iterations_since_restore", "should_checkpoint", "date", "hostname",
                    "node_ip", "trial_id", "experiment_tag", "checkpoint_dir_name", "node_id"}
+# How often the sampler is asked again when it proposes a student that a trial already trains.
+MAX_REDRAWS = 3
 
 
 class Driver:
@@ -64,25 +85,78 @@ class Driver:
         self.epoch_scores: dict[int, list[dict[str, float]]] = {}  # trial number -> EPOCH_SCORES_ATTR
         self.gauges: StudyGauges | None = None  # Prometheus, once Ray is up
         self.live: LiveStudy
-        self.refresh_front()  # the launch's one full read; each event then updates self.live
+        summary = self.refresh_front()  # the launch's one full read; each event then updates self.live
+        # Effective configuration -> the trial that trains (RUNNING) or trained (COMPLETE) it.
+        self.configs: dict[str, int] = {}
+        self.config_of: dict[int, str] = {}  # trial number -> its effective configuration
+        for record in summary.trials:
+            if record.state in ("COMPLETE", "RUNNING") and record.duplicate_of is None:
+                self._claim(record.number, training_params(study, defaults, record.params))
 
-    def suggest(self, ray_trial_id: str) -> dict[str, Any]:
+    def _claim(self, number: int, params: dict[str, Any]) -> None:
+        key = config_key(self.study, params)
+        self.configs.setdefault(key, number)
+        self.config_of[number] = key
+
+    def suggest(self, ray_trial_id: str) -> dict[str, Any] | str:
+        """The next trial for Ray: an adopted one, or a new one whose student no trial has;
+        ``Searcher.FINISHED`` when duplicates used up what was left of the budget."""
         if self.adopt:
             frozen = self.adopt.pop(0)
             trial = optuna.Trial(self.optuna_study, frozen._trial_id)
             resume_from = frozen.user_attrs.get("checkpoint")
             self.epoch_scores[trial.number] = list(frozen.user_attrs.get(EPOCH_SCORES_ATTR, []))
+            params = training_params(self.study, self.defaults, trial.params)
         else:
-            trial = self.optuna_study.ask(self.distributions)
+            proposal = self._propose()
+            if proposal is None:
+                return Searcher.FINISHED
+            trial, params = proposal
             resume_from = None
             self.epoch_scores[trial.number] = []
+        self._claim(trial.number, params)
         self.trials[ray_trial_id] = trial
         self.live.started(trial.number)
         trial.set_user_attr("ray_trial_id", ray_trial_id)
-        params = trial_hyperparameters(self.study, self.defaults, trial.params)
+        # What the recipe reads: the worker takes the study's defaults for the rest.
+        params = effective(self.study, params)
         self.tracker.start_trial(trial.number, params, ray_trial_id)
         self._show(f"trial {trial.number} started" + (" (resumed)" if resume_from else ""))
         return {"number": trial.number, "params": params, "resume_from": resume_from}
+
+    def _propose(self) -> tuple[optuna.Trial, dict[str, Any]] | None:
+        """A new trial whose effective configuration no COMPLETE or RUNNING trial has, and
+        its training parameters; None when recorded duplicates used up the budget."""
+        while self.live.budget_used + len(self.trials) < self.target:
+            for attempt in range(MAX_REDRAWS + 1):
+                trial = self.optuna_study.ask()
+                params, dropped = suggest(trial, self.study, self.distributions, self.defaults)
+                if dropped:
+                    self._show(f"trial {trial.number}: enqueued {', '.join(dropped)} dropped "
+                               "(its recipe does not read them)")
+                original = self.configs.get(config_key(self.study, params))
+                if original is None:
+                    return trial, params
+                # An enqueued point is asked for by name: asking the sampler again cannot change it.
+                if enqueued_values(trial) or attempt == MAX_REDRAWS:
+                    self._record_duplicate(trial, original, params)
+                    break
+                trial.set_user_attr(REDRAWN_ATTR, original)
+                self.optuna_study.tell(trial, state=TrialState.FAIL)
+        return None
+
+    def _record_duplicate(self, trial: optuna.Trial, original: int, params: dict[str, Any]) -> None:
+        """Record ``trial`` as a duplicate of ``original`` without training it: PRUNED, linked."""
+        trial.set_user_attr(DUPLICATE_ATTR, original)
+        self.live.started(trial.number)
+        self.tracker.start_trial(trial.number, effective(self.study, params), ray_trial_id="")
+        self.tracker.mark_duplicate(trial.number, original)
+        self.optuna_study.tell(trial, state=TrialState.PRUNED)
+        self.tracker.finish_trial(trial.number, "PRUNED", {})
+        self._update_front(TrialRecord(trial.number, "PRUNED", None, None, None, params={},
+                                       attrs={DUPLICATE_ATTR: original}, metric_name=self.metric_name))
+        self._show(f"trial {trial.number} is trial {original}'s student again (same effective configuration): "
+                   "not trained")
 
     def on_result(self, ray_trial_id: str, result: dict[str, Any]) -> None:
         trial = self.trials.get(ray_trial_id)
@@ -135,6 +209,8 @@ class Driver:
             self._store_epoch_scores(trial, result)
         if reason:
             trial.set_user_attr("failure", reason)
+        if state != TrialState.COMPLETE and self.configs.get(self.config_of.get(trial.number)) == trial.number:
+            del self.configs[self.config_of[trial.number]]  # not trained to the end: may be proposed again
         if state == TrialState.COMPLETE:
             constraint = float(result["sigma"]) - float(result["kappa"])
             trial.set_constraint(CONSTRAINT, constraint)
@@ -206,20 +282,6 @@ class Driver:
             self.gauges.set_counts(self.live.counts)
         if self.progress:
             self.progress(message, self.live.budget_used, self.target)
-
-
-def trial_hyperparameters(study: Study, defaults: dict[str, float | str], params: dict[str, Any]) -> dict[str, Any]:
-    """What a worker trains a trial with: its Optuna parameters over the study's defaults,
-    the last stage's epochs from ``distillation.epochs_total`` when the study sets it.
-
-    Example:
-        >>> from kd_search.engine.spec import parse_study
-        >>> study = parse_study({"name": "s", "student": {"teacher_layers": [2]}})
-        >>> trial_hyperparameters(study, {"alpha": 0.5, "beta": 1.0}, {"alpha": 1})
-        {'alpha': 1.0, 'beta': 1.0}
-    """
-    return study.epoch_budget(defaults | {k: (float(v) if isinstance(v, (int, float)) else v)
-                                          for k, v in params.items()})
 
 
 def epoch_metrics(result: dict[str, Any]) -> dict[str, Any]:

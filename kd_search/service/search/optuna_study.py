@@ -1,4 +1,16 @@
-"""The Optuna side of a search: SQL storage, samplers, the search space and relaunch checks.
+"""The Optuna side of a search: SQL storage, samplers, starting points and relaunch checks.
+
+The search space itself (names, distributions, which recipe reads each) lives in
+:mod:`kd_search.engine.hyperparameters`; a trial suggests only what its recipe reads.
+
+How the samplers meet that conditional space (read in Optuna 5.0's code): ``GPSampler``
+models the intersection of the parameters of every COMPLETE trial
+(``IntersectionSearchSpace``), so once one prediction-only trial has finished, beta, gamma
+and the layer weights leave the GP and are drawn by its independent sampler (random)
+whenever a two-stage recipe reads them; the GP keeps modelling the recipe choice and the
+parameters every recipe reads. Multivariate TPE supports a dynamic space only with
+``group=True`` (one model per group of parameters that occur together), so kd-search
+turns that on. Neither warns per parameter here: the space is conditional by design.
 
 The driver is the only writer of the storage; readers (``status``, ``pareto``, ``export``,
 ``report``) open it here too. Nothing here needs Ray.
@@ -13,14 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.distributions import (
-    BaseDistribution,
-    CategoricalDistribution,
-    FloatDistribution,
-    IntDistribution,
-)
 
-from kd_search.engine.spec import ParameterRange, Study, expand_search_space, parse_study
+from kd_search.engine.hyperparameters import effective, search_distributions
+from kd_search.engine.spec import Study, parse_study
 from kd_search.errors import SearchError
 from kd_search.service.search._patient_storage import PatientRDBStorage
 from kd_search.urls import display_url, error_reason
@@ -42,6 +49,14 @@ FRONT_ATTR = "kd_search_front"
 EPOCH_SCORES_ATTR = "epoch_scores"
 # Trials a killed driver left RUNNING and a later launch could not continue (budget met).
 INTERRUPTED_ATTR = "kd_search_interrupted"
+# A trial whose effective configuration (kd_search.engine.hyperparameters.config_key) an
+# earlier trial already trains or trained: never trained, recorded PRUNED with the number
+# of that trial, whose result it shares. PRUNED keeps it out of every front, Optuna's
+# best_trials (optuna-dashboard's included) and the confirmations.
+DUPLICATE_ATTR = "kd_search_duplicate_of"
+# A sampler proposal set aside because an earlier trial trains its student, and the sampler
+# asked again: told FAIL, never counted against the budget, never shown as a trial.
+REDRAWN_ATTR = "kd_search_redrawn"
 # Study-file fields that may change between launches of one study.
 RELAUNCH_MUTABLE = {("search", "trials"), ("search", "concurrency"), ("search", "max_failures"),
                     ("search", "resources"), ("search", "scheduler"), ("search", "confirm"), ("tracking",), ("description",),
@@ -124,10 +139,12 @@ def make_sampler(kind: str, seed: int, startup_trials: int) -> optuna.samplers.B
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if kind == "tpe":
             # constant_liar: concurrent trials do not all get the same proposal.
-            return optuna.samplers.TPESampler(n_startup_trials=startup_trials, multivariate=True,
+            # group: one multivariate model per set of parameters that recipes read together.
+            return optuna.samplers.TPESampler(n_startup_trials=startup_trials, multivariate=True, group=True,
                                               constant_liar=True, seed=seed)
         if kind == "gp":
-            return optuna.samplers.GPSampler(n_startup_trials=startup_trials, seed=seed)
+            return optuna.samplers.GPSampler(n_startup_trials=startup_trials, seed=seed,
+                                             warn_independent_sampling=False)
         if kind == "nsga2":
             return optuna.samplers.NSGAIISampler(population_size=max(2, startup_trials), seed=seed)
         if kind == "random":
@@ -138,25 +155,6 @@ def make_sampler(kind: str, seed: int, startup_trials: int) -> optuna.samplers.B
 def startup_trials(study: Study) -> int:
     """The study's ``search.startup_trials``, or a quarter of its budget (at least 2)."""
     return study.search.startup_trials or max(2, study.search.trials // 4)
-
-
-def distribution(name: str, rng: ParameterRange) -> BaseDistribution:
-    """The Optuna distribution of one search-space entry (``epochs_*`` are integers).
-
-    Example:
-        >>> distribution("alpha", ParameterRange(low=0.0, high=0.5))
-        FloatDistribution(high=0.5, log=False, low=0.0, step=None)
-    """
-    if rng.choices is not None:
-        return CategoricalDistribution(rng.choices)
-    if name.startswith("epochs_"):
-        return IntDistribution(int(rng.low), int(rng.high), log=rng.log, step=int(rng.step or 1))
-    return FloatDistribution(rng.low, rng.high, log=rng.log, step=rng.step)
-
-
-def search_distributions(study: Study, num_mapped_layers: int) -> dict[str, BaseDistribution]:
-    return {name: distribution(name, rng)
-            for name, rng in expand_search_space(study.search.space, num_mapped_layers).items()}
 
 
 def _relaunch_view(spec: dict[str, Any]) -> dict[str, Any]:
@@ -208,7 +206,8 @@ def create_or_resume(study: Study, storage: str, num_mapped_layers: int, *, pati
         created.set_metric_names([study.objectives.task_metric, "sigma"])
     created.set_user_attr(SPEC_ATTR, spec)
     if study.search.enqueue_defaults:
-        defaults = study.default_hyperparameters(num_mapped_layers)
+        # The values the defaults' recipe reads: a prediction-only default names no beta.
+        defaults = effective(study, study.default_hyperparameters(num_mapped_layers))
         searched = search_distributions(study, num_mapped_layers)
         created.enqueue_trial({name: defaults[name] for name in searched if name in defaults},
                               user_attrs={"kd_search_baseline": True})

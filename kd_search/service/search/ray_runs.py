@@ -67,8 +67,10 @@ def prepare_teacher(study: Study, locations: Locations,
         >>> prepare_teacher(study, Locations.resolve(study), None)  # doctest: +SKIP
         (4, ('rotten', 'fresh'))
     """
+    from kd_search.engine.compatibility import check_models
     from kd_search.engine.trial import prepare, teacher_layers, teacher_outputs
 
+    check_models(study)  # a study the models cannot run is refused before any work
     locations.study_dir(study.name).mkdir(parents=True, exist_ok=True)
     setup = prepare(study, locations.workdir, progress)
     teacher_outputs(setup, teacher_layers(setup), progress)

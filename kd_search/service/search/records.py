@@ -21,7 +21,7 @@ from kd_search.engine.spec import Study
 from kd_search.engine.trust import SIGMA_CLASS_PREFIX, TRUST_METRICS
 from kd_search.errors import OptionsError, SearchError
 from kd_search.service import figures, pareto
-from kd_search.service.search.optuna_study import INTERRUPTED_ATTR
+from kd_search.service.search.optuna_study import DUPLICATE_ATTR, INTERRUPTED_ATTR, REDRAWN_ATTR
 from kd_search.service.seed_stats import mean_sd
 
 # The metrics a trial's result leaves on its Optuna trial (user attributes), for readers
@@ -86,6 +86,11 @@ class TrialRecord:
     attrs: dict[str, Any]
     confirmations: list[dict[str, Any]] = field(default_factory=list)
     metric_name: str = "accuracy"
+
+    @property
+    def duplicate_of(self) -> int | None:
+        """The trial whose student this one shares (its effective configuration), or None."""
+        return self.attrs.get(DUPLICATE_ATTR)
 
     @property
     def counts_against_budget(self) -> bool:
@@ -197,6 +202,8 @@ def verdict_text(record: TrialRecord) -> str:
         'certified'
     """
     verdict = record.verdict
+    if record.duplicate_of is not None:
+        return f"duplicate of trial {record.duplicate_of}"
     if verdict is None:
         return "-"
     if verdict.verdict == Verdict.UNCONFIRMED:
@@ -308,7 +315,8 @@ def trial_record(trial: FrozenTrial, confirmed: list[dict[str, Any]] | None = No
 
 def summarize(optuna_study: optuna.Study) -> StudySummary:
     """Every trial with its confirmations and the feasible Pareto front, recomputed from
-    the stored values (the search's own: confirmations do not move the front).
+    the stored values (the search's own: confirmations do not move the front). Proposals
+    the driver set aside unrun (``REDRAWN_ATTR``) are no trials of the study here.
 
     Example:
         >>> summarize(load_optuna_study("demo", "sqlite:///runs/optuna.db")).front  # doctest: +SKIP
@@ -316,7 +324,7 @@ def summarize(optuna_study: optuna.Study) -> StudySummary:
     metric_name = (optuna_study.metric_names or ["accuracy", "sigma"])[0]
     confirmed = confirmations_in(optuna_study.user_attrs)  # one storage read for every trial
     records = [trial_record(t, confirmed.get(t.number), metric_name)
-               for t in optuna_study.get_trials(deepcopy=False)]
+               for t in optuna_study.get_trials(deepcopy=False) if REDRAWN_ATTR not in t.user_attrs]
     return _with_front(optuna_study.study_name, metric_name, records)
 
 
@@ -423,6 +431,8 @@ def uses_budget(state: str, attrs: dict[str, Any]) -> bool:
         >>> uses_budget("FAIL", {INTERRUPTED_ATTR: True})
         False
     """
+    if REDRAWN_ATTR in attrs:  # a proposal set aside unrun
+        return False
     return state in ("COMPLETE", "PRUNED") or (state == "FAIL" and not attrs.get(INTERRUPTED_ATTR))
 
 
@@ -471,7 +481,8 @@ def summary_table(summary: StudySummary) -> pd.DataFrame:
              "sigma_ci_low": t.sigma_ci_low, "sigma_ci_high": t.sigma_ci_high, "kappa": t.kappa,
              "phi_cnf": t.feasible, "pareto": t.number in front, "seeds": t.seeds, "sigma_mean": t.sigma_mean,
              "sigma_std": t.sigma_std, f"{summary.metric_name}_mean": t.metric_mean,
-             f"{summary.metric_name}_std": t.metric_std, "verdict": verdict_text(t), **t.params}
+             f"{summary.metric_name}_std": t.metric_std, "verdict": verdict_text(t),
+             "duplicate_of": t.duplicate_of, **t.params}
             for t in summary.trials]
     return pd.DataFrame(rows)
 
@@ -483,8 +494,7 @@ def confirmation_seeds(study: Study, n: int) -> list[int]:
         >>> confirmation_seeds(Study(name="demo", seed=7, student={"teacher_layers": [2]}), 2)
         [1007, 2007]
     """
-    search_seed = study.seed if study.distillation.seed is None else study.distillation.seed
-    return [search_seed + 1000 * (k + 1) for k in range(n)]
+    return [study.training_seed + 1000 * (k + 1) for k in range(n)]
 
 
 def confirmation_key(trial_number: int, seed: int) -> str:

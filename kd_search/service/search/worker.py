@@ -79,7 +79,7 @@ def distillation_trainable(config: dict[str, Any], *, spec: dict[str, Any], work
     study = parse_study(spec)
     number, seed = config["number"], config.get("seed")
     if seed is not None:  # the teacher and data stay: the study's seed fixes them
-        study = study.model_copy(update={"distillation": study.distillation.model_copy(update={"seed": seed})})
+        study = study.with_changes(distillation={"seed": seed})
     torch.set_num_threads(max(1, int(study.search.resources.cpu or 1)))
     # On a cluster the node's IP need not tell nodes apart (several per host); its id does.
     node_id = ray.get_runtime_context().get_node_id()
