@@ -37,45 +37,47 @@ ARCHITECTURES = ("bert", "roberta", "distilbert", "deberta-v2", "modernbert")
 
 
 def tiny_config(architecture: str, vocab_size: int, layers: int = 3, hidden: int = 32, heads: int = 2,
-                num_labels: int = 2):
-    """A random config of one encoder family, sized like :func:`tiny_teacher_dir`'s BERT;
-    special token ids follow the word-level tokenizer ([PAD] 0, [CLS] 2, [SEP] 3)."""
+                num_labels: int = 2, positions: int = 64):
+    """A random config of one encoder family, sized like :func:`tiny_teacher_dir`'s BERT
+    (``positions`` tokens at most); special token ids follow the word-level tokenizer
+    ([PAD] 0, [CLS] 2, [SEP] 3)."""
     import transformers
 
     special = {"pad_token_id": 0}
     if architecture == "distilbert":
         return transformers.DistilBertConfig(vocab_size=vocab_size, dim=hidden, n_layers=layers, n_heads=heads,
-                                             hidden_dim=hidden * 2, max_position_embeddings=64,
+                                             hidden_dim=hidden * 2, max_position_embeddings=positions,
                                              num_labels=num_labels, **special)
     if architecture == "modernbert":
         # Every third layer global, the others local over 8 tokens: subsets keep each layer's kind.
         return transformers.ModernBertConfig(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers,
                                              num_attention_heads=heads, intermediate_size=hidden * 2,
-                                             max_position_embeddings=64, local_attention=8, num_labels=num_labels,
+                                             max_position_embeddings=positions, local_attention=8, num_labels=num_labels,
                                              bos_token_id=2, eos_token_id=3, cls_token_id=2, sep_token_id=3, **special)
     classes = {"bert": transformers.BertConfig, "roberta": transformers.RobertaConfig,
                "deberta-v2": transformers.DebertaV2Config}
     # RoBERTa numbers positions from pad_token_id + 1: two more positions than BERT.
     return classes[architecture](vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers,
                                  num_attention_heads=heads, intermediate_size=hidden * 2,
-                                 max_position_embeddings=66, num_labels=num_labels, **special)
+                                 max_position_embeddings=positions + 2, num_labels=num_labels, **special)
 
 
 def tiny_encoder_dir(root: Path, architecture: str, layers: int = 3, hidden: int = 32, heads: int = 2,
-                     seed: int = 0, words: list[str] | None = None) -> Path:
+                     seed: int = 0, words: list[str] | None = None, positions: int = 64) -> Path:
     """A random classifier of one encoder family (see ``ARCHITECTURES``) saved with a
     word-level tokenizer, as a teacher (or pretrained student) directory."""
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    directory = root / (f"{architecture}-{layers}x{hidden}" + ("" if words is None else f"-{len(words)}words"))
+    directory = root / (f"{architecture}-{layers}x{hidden}" + ("" if words is None else f"-{len(words)}words")
+                        + ("" if positions == 64 else f"-{positions}positions"))
     if (directory / "config.json").is_file():
         return directory
     directory.mkdir(parents=True)
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *(words or WORDS)]
     tokenizer = BertTokenizerFast(vocab={word: i for i, word in enumerate(vocab)}, do_lower_case=True)
     torch.manual_seed(seed)
-    config = tiny_config(architecture, len(vocab), layers, hidden, heads)
+    config = tiny_config(architecture, len(vocab), layers, hidden, heads, positions=positions)
     AutoModelForSequenceClassification.from_config(config).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory

@@ -10,7 +10,9 @@ caller asks), then calls ``report(metrics, checkpoint_dir)``. The tokenised task
 from a cache beside the teacher's outputs (:mod:`kd_search.engine.data_cache`).
 
 Metric names: those of :mod:`kd_search.engine.evaluation`, and ``train_loss``,
-``train_seconds``, ``epoch``, ``total_epochs``, ``stage``, ``resumed_from_epoch``; after
+``train_seconds``, ``epoch``, ``total_epochs``, ``stage``, ``prediction_epoch`` (the epochs
+trained so far in stages on predictions: 0 while only intermediate layers have learnt, the
+clock early stopping judges by), ``resumed_from_epoch``; after
 training, when the student learnt from intermediate layers, ``cka_diagonal`` and
 ``relation_*`` (see :func:`structure_analysis`).
 """
@@ -256,6 +258,10 @@ def _analyse_structure(setup: TrialSetup, student, teacher, learnt_from_layers: 
     return {"cka_matrix": matrix} | {name: np.array(value) for name, value in relations.items()}
 
 
+def _prediction_epochs(plans: list[StagePlan]) -> int:
+    return sum(plan.epochs for plan in plans if plan.prediction)
+
+
 def run_trial(study: Study, params: dict[str, float | str] | None = None, report: Report | None = None, *,
               workdir: str | Path = "runs", setup: TrialSetup | None = None, resume_from: str | Path | None = None,
               progress: ProgressCallback | None = None, analyse_structure: bool = False,
@@ -313,6 +319,7 @@ def run_trial(study: Study, params: dict[str, float | str] | None = None, report
             metrics, outputs = _measure(setup, student, params, (teacher_train, teacher_eval), timer, plan,
                                         with_train_split=full_evaluation_every_epoch or last_epoch)
             metrics |= {"epoch": position.global_epoch, "total_epochs": total_epochs, "stage": plan.name,
+                        "prediction_epoch": _prediction_epochs(plans[:stage]) + (epoch + 1 if plan.prediction else 0),
                         "train_loss": train_loss, "train_seconds": position.train_seconds,
                         "resumed_from_epoch": resumed_from_epoch}
             if report is not None:
@@ -321,7 +328,8 @@ def run_trial(study: Study, params: dict[str, float | str] | None = None, report
     if not metrics:  # resumed from a checkpoint taken after the last epoch: measure it
         metrics, outputs = _measure(setup, student, params, (teacher_train, teacher_eval), timer)
         metrics |= {"epoch": position.global_epoch, "total_epochs": total_epochs,
-                    "stage": plans[-1].name if plans else "", "train_seconds": position.train_seconds,
+                    "stage": plans[-1].name if plans else "", "prediction_epoch": _prediction_epochs(plans),
+                    "train_seconds": position.train_seconds,
                     "resumed_from_epoch": resumed_from_epoch}
         if report is not None:  # the search waits for this result (its driver died before reading it)
             report(dict(metrics), None)

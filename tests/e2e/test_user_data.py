@@ -134,7 +134,7 @@ def fine_tuned_teacher(root: Path, train_file: Path, eval_file: Path) -> Path:
     from kd_search.engine.spec import parse_study
     from kd_search.engine.teacher import prepare_teacher
 
-    base = tiny_encoder_dir(root / "base", "bert", layers=6)
+    base = tiny_encoder_dir(root / "base", "bert", layers=6, positions=128)  # the example's max_length
     study = parse_study({"name": "t", "student": {"teacher_layers": [2]}, "device": "cpu", "task": {
         "source": "files", "train_file": str(train_file), "eval_file": str(eval_file), "text_column": "review",
         "label_column": "sentiment", "max_length": 16}, "teacher": {"model": str(base), "fine_tune": {

@@ -95,8 +95,10 @@ def trial(trial_id: str) -> Trial:
     return Trial("synthetic", trial_id=trial_id, stub=True)
 
 
-def result(epoch: int, accuracy: float, sigma: float) -> dict:
-    return {"epoch": epoch, "total_epochs": 4, "accuracy": accuracy, "sigma": sigma, "kappa": KAPPA}
+def result(epoch: int, accuracy: float, sigma: float, intermediate_epochs: int = 0) -> dict:
+    """A trial's result at ``epoch``, after ``intermediate_epochs`` on intermediate layers."""
+    return {"epoch": epoch, "prediction_epoch": max(0, epoch - intermediate_epochs), "total_epochs": 4,
+            "accuracy": accuracy, "sigma": sigma, "kappa": KAPPA}
 
 
 def test_the_scheduler_stops_dominated_and_infeasible_trials_asynchronously():
@@ -129,6 +131,21 @@ def test_the_scheduler_stops_dominated_and_infeasible_trials_asynchronously():
     assert asha.on_trial_result(None, trials["b"], result(1, 0.80, 0.02)) == CONTINUE
     assert asha.on_trial_result(None, trials["c"], result(1, 0.90, 0.20)) == CONTINUE
     assert "num_stopped=3" in scheduler.debug_string()
+
+
+def test_a_two_stage_trial_is_judged_only_once_its_predictions_have_trained():
+    # Its intermediate epochs measure an untrained head: never judged there, and at each
+    # rung it meets the trials with as many epochs of prediction training.
+    for kind in ("mo_asha", "asha"):
+        scheduler = make_scheduler(kind, "accuracy", total_epochs=4)
+        one_stage, two_stage = trial("one-stage"), trial("two-stage")
+        for t in (one_stage, two_stage):
+            scheduler.on_trial_add(None, t)
+        assert scheduler.on_trial_result(None, one_stage, result(1, 0.80, 0.02)) == CONTINUE
+        for epoch in (1, 2):  # dominated by far, on intermediate layers still
+            assert scheduler.on_trial_result(None, two_stage, result(epoch, 0.50, 0.30, 2)) == CONTINUE, kind
+        # Its first prediction epoch is judged at rung 1 against the other's: dominated, stopped.
+        assert scheduler.on_trial_result(None, two_stage, result(3, 0.50, 0.30, 2)) == STOP, kind
 
 
 def test_a_resumed_trial_is_neither_recorded_nor_judged_twice():
@@ -223,7 +240,7 @@ def run_synthetic(scheduler: TrialScheduler, storage: str) -> dict[str, int]:
         # Nested, so Ray pickles it by value: its workers cannot import this test module.
         accuracy, sigma = synthetic[config["name"]]
         for epoch in range(1, 5):
-            tune.report({"epoch": epoch, "total_epochs": 4, "accuracy": accuracy + 0.01 * epoch,
+            tune.report({"epoch": epoch, "prediction_epoch": epoch, "total_epochs": 4, "accuracy": accuracy + 0.01 * epoch,
                          "sigma": sigma, "kappa": kappa})
 
     tuner = tune.Tuner(

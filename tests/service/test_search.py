@@ -236,9 +236,13 @@ def test_driver_sigkill_and_relaunch_finishes_the_study_without_rerunning(tmp_pa
     log = (tmp_path / "driver.log").open("w")  # a file, not a pipe nobody reads (it would fill and block)
     driver = subprocess.Popen(command, start_new_session=True, stdout=log, stderr=log, env=env)
 
+    # Multi-objective ASHA may stop every trial but one at a rung: a stopped (PRUNED) trial
+    # has ended too, and must be kept as it is.
+    finished = ("COMPLETE", "PRUNED") if scheduler == "mo_asha" else ("COMPLETE",)
+
     def one_complete_one_checkpointed():
         trials = _stored_trials(locations.storage) or []
-        complete = [t for t in trials if t.state.name == "COMPLETE"]
+        complete = [t for t in trials if t.state.name in finished]
         # Mid-way (epoch 1-3 of 5), so it cannot finish in the instant before the kill.
         running = [t for t in trials if t.state.name == "RUNNING" and "checkpoint" in t.user_attrs
                    and t.user_attrs.get("epoch", 0) <= 3]

@@ -54,6 +54,7 @@ from kd_search.service.search.records import (
     summarize,
     verdict_text,
 )
+from kd_search.service.search.schedulers import RUNG_CLOCK
 from kd_search.service.telemetry import StudyGauges
 from kd_search.service.tracking import StudyTracker
 
@@ -179,7 +180,7 @@ class Driver:
         names = ("epoch", self.metric_name, "sigma", "kappa")
         if any(result.get(name) is None for name in names):
             return  # an epoch measured on the eval split only, or no epoch at all
-        score = {name: float(result[name]) for name in names}
+        score = {name: float(result[name]) for name in (*names, RUNG_CLOCK) if result.get(name) is not None}
         if self.epoch_scores[trial.number][-1:] == [score]:
             return  # the last epoch's result, seen by on_result, again in on_complete
         # A trial resumed from an earlier checkpoint reports its later epochs again: replace them.

@@ -19,6 +19,7 @@ The driver is the only writer of the storage; readers (``status``, ``pareto``, `
 from __future__ import annotations
 
 import json
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -84,13 +85,28 @@ def open_storage(url: str, *, patience_seconds: float = 0.0,
         engine_options = {"pool_pre_ping": True, "pool_recycle": 1800}
         if url.startswith("postgresql"):
             engine_options["connect_args"] = {"connect_timeout": 10}
-    try:
-        if patience_seconds > 0 and engine_options is not None:
-            return PatientRDBStorage(url, engine_kwargs=engine_options, patience_seconds=patience_seconds,
-                                     notify=notify or warnings.warn)
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_options)
-    except Exception as error:  # SQLAlchemy raises many types; users need the URL and the reason
-        raise storage_error(url, error, "cannot open") from None
+    tries_left = 3
+    while True:
+        try:
+            if patience_seconds > 0 and engine_options is not None:
+                return PatientRDBStorage(url, engine_kwargs=engine_options, patience_seconds=patience_seconds,
+                                         notify=notify or warnings.warn)
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_options)
+        except Exception as error:  # SQLAlchemy raises many types; users need the URL and the reason
+            tries_left -= 1
+            if tries_left and _lost_table_creation_race(error):
+                time.sleep(0.2)  # let the other process (a launch, a `status`) finish creating them
+                continue
+            raise storage_error(url, error, "cannot open") from None
+
+
+def _lost_table_creation_race(error: BaseException) -> bool:
+    """Whether opening a new database failed because another process created Optuna's
+    tables or stamped their schema version between this one's check and its write (SQLite:
+    "table ... already exists", a duplicate alembic_version row; PostgreSQL: a duplicate
+    type name)."""
+    text = str(error)
+    return any(sign in text for sign in ("already exists", "alembic_version", "pg_type_typname_nsp_index"))
 
 
 def storage_error(url: str, error: BaseException, what: str) -> SearchError:
@@ -198,6 +214,10 @@ def create_or_resume(study: Study, storage: str, num_mapped_layers: int, *, pati
             if changed:
                 raise SearchError(f"study {study.name!r} in {display_url(storage)} was launched with a different study file "
                                   f"(changed: {', '.join(changed[:5])}); give this one a new name")
+        # A relaunch seeded as the first launch would replay its random start-up proposals,
+        # points already trained; offset by the stored trials, it stays reproducible.
+        existing.sampler = make_sampler(study.search.sampler, study.seed + len(existing.get_trials(deepcopy=False)),
+                                        startup_trials(study))
         return existing, True
     created = optuna.create_study(study_name=study.name, storage=store, sampler=sampler,
                                   directions=["maximize", "minimize"])

@@ -292,11 +292,17 @@ def _trial_key(trial: Any) -> str:
     return trial.trial_id if number is None else f"trial {number}"
 
 
+# The clock both ASHAs judge by: epochs trained in stages on predictions. A two-stage trial
+# is not judged while only its intermediate layers have learnt (its predictions are still
+# the untrained head's), and trials meet at a rung with the same prediction training.
+RUNG_CLOCK = "prediction_epoch"
+
+
 def make_scheduler(kind: str, task_metric: str, total_epochs: int) -> TrialScheduler:
     """The Ray Tune scheduler for ``search.scheduler``: ``fifo``, ``asha`` or ``mo_asha``.
 
-    Both ASHAs judge trials at epochs 1, 2, 4, ... below ``max(total_epochs, 2)`` and keep
-    the top half at each rung.
+    Both ASHAs judge trials at prediction-stage epochs 1, 2, 4, ... (``RUNG_CLOCK``) below
+    ``max(total_epochs, 2)`` and keep the top half at each rung.
 
     Example:
         >>> type(make_scheduler("mo_asha", "accuracy", total_epochs=4)).__name__
@@ -306,10 +312,10 @@ def make_scheduler(kind: str, task_metric: str, total_epochs: int) -> TrialSched
     """
     max_t = max(total_epochs, 2)
     if kind == "asha":
-        return ASHAScheduler(time_attr="epoch", metric=task_metric, mode="max", max_t=max_t,
+        return ASHAScheduler(time_attr=RUNG_CLOCK, metric=task_metric, mode="max", max_t=max_t,
                              grace_period=1, reduction_factor=2)
     if kind == "mo_asha":
-        return MultiObjectiveASHA(task_metric, max_t=max_t, grace_period=1, reduction_factor=2)
+        return MultiObjectiveASHA(task_metric, max_t=max_t, time_attr=RUNG_CLOCK, grace_period=1, reduction_factor=2)
     if kind == "fifo":
         return FIFOScheduler()
     raise ValueError(f"unknown scheduler {kind!r}: choose one of {', '.join(SCHEDULER_KINDS)}")
