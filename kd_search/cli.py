@@ -43,6 +43,7 @@ from kd_search.engine.spec import (
     study_json_schema,
 )
 from kd_search.errors import KdSearchError, OptionsError, SearchError, StudyFileError, TrackingError
+from kd_search.terminal_tables import word_table
 from kd_search.urls import display_url
 
 if TYPE_CHECKING:
@@ -131,9 +132,7 @@ def _check_models(study, where: str) -> str:
 @main.command()
 def studies() -> None:
     """List the studies shipped with kd-search: any command taking a STUDY accepts these names."""
-    table = Table(title=f"shipped studies (files in {shipped_study_dir()})")
-    for column in ("name", "trials", "description"):
-        table.add_column(column, justify="right" if column == "trials" else "left")
+    rows = []
     for name in shipped_studies():
         if is_comparison_file(name):
             comparison, methods = load_comparison(name)
@@ -141,8 +140,9 @@ def studies() -> None:
         else:
             study = load_study(name)
             size, description = str(study.search.trials), study.description
-        table.add_row(name, size, description.strip().split("\n")[0])
-    Console().print(table)
+        rows.append((name, size, description.strip().split("\n")[0]))
+    Console().print(word_table(f"shipped studies (files in {shipped_study_dir()})", ("name", "trials", "description"),
+                               rows, left=("name", "description")))
 
 
 @main.command()
@@ -369,21 +369,22 @@ def _spread(mean: float | None, std: float | None) -> str:
     return f"{mean:.4f} ± {std:.4f}" if mean is not None and std is not None else "-"
 
 
-def _front_table(summary, title: str) -> Table:
+def _print_front(summary, title: str) -> None:
+    """The front as a table, then each front trial's parameters on lines of their own: in
+    a table column they were cut to a few letters on an 80-column terminal."""
     from kd_search.service.search import verdict_text
 
-    table = Table(title=title)
-    mean_sd = f"{summary.metric_name} / sigma mean ± sd"
-    for column in ("trial", summary.metric_name, "sigma [95% CI]", "kappa", "seeds", mean_sd, "verdict",
-                   "parameters"):
-        table.add_column(column, justify="left" if column in ("verdict", "parameters") else "right")
+    columns = ("trial", summary.metric_name, "sigma [95% CI]", "kappa", "seeds",
+               f"{summary.metric_name} / sigma mean ± sd", "verdict")
+    rows = [(str(t.number), f"{t.metric:.4f}", _interval(t.sigma, t.sigma_ci_low, t.sigma_ci_high), f"{t.kappa:g}",
+             str(t.seeds), "-" if t.seeds < 2 else
+             f"{_spread(t.metric_mean, t.metric_std)} / {_spread(t.sigma_mean, t.sigma_std)}", verdict_text(t))
+            for t in summary.front]
+    console = Console()
+    console.print(word_table(title, columns, rows, left=("verdict",), console=console))
     for t in summary.front:
         params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(t.params.items()))
-        spread = "-" if t.seeds < 2 else \
-            f"{_spread(t.metric_mean, t.metric_std)} / {_spread(t.sigma_mean, t.sigma_std)}"
-        table.add_row(str(t.number), f"{t.metric:.4f}", _interval(t.sigma, t.sigma_ci_low, t.sigma_ci_high),
-                      f"{t.kappa:g}", str(t.seeds), spread, verdict_text(t), params)
-    return table
+        console.print(f"trial {t.number}: {params}", markup=False, highlight=False)
 
 
 def driver_grace_option(function):
@@ -469,14 +470,11 @@ def confirm(name: str, top: int | None, seeds: int | None, ray_address: str | No
         click.echo("no trial to confirm (none satisfies sigma <= kappa)")
         return
     metric_name = study.objectives.task_metric
-    table = Table(title=f"{name}: confirmations")
-    for column in ("trial", "seed", "state", metric_name, "sigma", "kappa"):
-        table.add_column(column, justify="right")
-    for record in records:
-        values = [record.get(key) for key in (metric_name, "sigma", "kappa")]
-        table.add_row(str(record["trial"]), str(record["seed"]), record["state"],
-                      *("-" if value is None else _format(value) for value in values))
-    Console().print(table)
+    rows = [(str(record["trial"]), str(record["seed"]), record["state"],
+             *("-" if record.get(key) is None else _format(record[key]) for key in (metric_name, "sigma", "kappa")))
+            for record in records]
+    Console().print(word_table(f"{name}: confirmations", ("trial", "seed", "state", metric_name, "sigma", "kappa"),
+                               rows))
     for record in records:
         if record["state"] == "FAIL":
             click.echo(f"trial {record['trial']} seed {record['seed']} failed: {record.get('failure', '')}")
@@ -510,7 +508,7 @@ def _location_args(locations: Locations, storage: bool = True) -> str:
 
 def _print_launch_summary(summary, locations: Locations) -> None:
     counts = ", ".join(f"{n} {state}" for state, n in sorted(summary.counts().items()))
-    Console().print(_front_table(summary, f"{summary.name}: feasible Pareto front ({counts})"))
+    _print_front(summary, f"{summary.name}: feasible Pareto front ({counts})")
     if not summary.front:
         click.echo("no trial satisfies phi_cnf (sigma <= kappa) yet")
     if summary.tracking_backlog:
@@ -551,11 +549,9 @@ def status(name: str | None, workdir: str | None, storage: str | None, tracking_
     if not names:
         click.echo(f"no studies in {display_url(locations.storage)}")
         return
-    table = Table(title=f"studies in {display_url(locations.storage)}")
-    for column in ("study", "trials", "complete", "pruned", "fail", "running", "front", "certified / unconfirmed / fails",
-                   "best certified", "best feasible", "driver"):
-        table.add_column(column, justify="left" if column in ("study", "best certified", "best feasible", "driver")
-                         else "right")
+    columns = ("study", "trials", "complete", "pruned", "fail", "running", "front", "certified / unconfirmed / fails",
+               "best certified", "best feasible", "driver")
+    rows = []
     for study_name in names:
         summary = search.summarize(search.load_optuna_study(study_name, locations.storage))
         counts, verdicts = summary.counts(), summary.verdict_counts()
@@ -564,11 +560,12 @@ def status(name: str | None, workdir: str | None, storage: str | None, tracking_
         certified = summary.best_certified()
         certified_text = (f"trial {certified.number}: {summary.metric_name} {certified.metric_mean:.4f}, "
                           f"sigma {certified.sigma_mean:.4f} over {certified.seeds} seeds") if certified else "-"
-        table.add_row(study_name, str(len(summary.trials)), *(str(counts.get(s, 0)) for s in
-                      ("COMPLETE", "PRUNED", "FAIL", "RUNNING")), str(len(summary.front)),
-                      " / ".join(str(verdicts.get(v, 0)) for v in ("certified", "unconfirmed", "fails")),
-                      certified_text, best_text, _driver_text(search.read_lease(locations.storage, study_name)))
-    Console().print(table)
+        rows.append((study_name, str(len(summary.trials)), *(str(counts.get(s, 0)) for s in
+                     ("COMPLETE", "PRUNED", "FAIL", "RUNNING")), str(len(summary.front)),
+                     " / ".join(str(verdicts.get(v, 0)) for v in ("certified", "unconfirmed", "fails")),
+                     certified_text, best_text, _driver_text(search.read_lease(locations.storage, study_name))))
+    Console().print(word_table(f"studies in {display_url(locations.storage)}", columns, rows,
+                               left=("study", "best certified", "best feasible", "driver")))
 
 
 def kappa_option(function):
@@ -612,7 +609,7 @@ def pareto(name: str, as_json: bool, kappa: str | None, workdir: str | None, sto
         click.echo(json.dumps([t.as_dict(summary.metric_name) for t in summary.front]))
         return
     at = "" if threshold is None else f" at kappa {threshold:g}"
-    Console().print(_front_table(summary, f"{name}: feasible Pareto front{at}"))
+    _print_front(summary, f"{name}: feasible Pareto front{at}")
 
 
 def _registry_alias(chosen, best: bool) -> str:

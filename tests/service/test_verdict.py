@@ -132,6 +132,18 @@ def test_pareto_shows_intervals_seeds_and_verdicts(stored, runner):
     assert "1 / 2 / 1" in result.output and "trial 0: accuracy 0.8000, sigma 0.0300 over 3 seeds" in result.output
 
 
+def test_pareto_fits_an_80_column_terminal_without_cutting_words(stored, runner):
+    _, locations = stored
+    result = runner.invoke(main, ["pareto", NAME, "--workdir", str(locations.workdir)], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert max(len(line) for line in lines) <= 80 and "…" not in result.output, result.output
+    text = " ".join(" ".join(lines).split())  # a parameter line may wrap, between parameters
+    for number, trial in enumerate(stored[0].trials[:2]):  # the front: trials 0 and 1
+        params = ", ".join(f"{k}={v:.3g}" for k, v in sorted(trial.params.items()))
+        assert f"trial {number}: {params}" in text
+
+
 @pytest.fixture(scope="module")
 def tiny_student_dir(tmp_path_factory):
     teacher_dir = tiny_teacher_dir(tmp_path_factory.mktemp("teacher"))
