@@ -41,25 +41,25 @@ def test_help_lists_the_commands(runner):
 
 
 def test_printed_commands_repeat_the_locations_that_are_not_default(tmp_path, monkeypatch):
-    from kd_search.cli import _location_args
+    from kd_search.cli._options import location_args
     from kd_search.service.search import Locations
 
     monkeypatch.chdir(tmp_path)
     work = (tmp_path / "w").resolve()
-    assert _location_args(Locations.resolve()) == ""
-    assert _location_args(Locations.resolve(workdir=work)) == f" --workdir {work}"
+    assert location_args(Locations.resolve()) == ""
+    assert location_args(Locations.resolve(workdir=work)) == f" --workdir {work}"
     custom = Locations.resolve(workdir=work, storage="postgresql+psycopg://kd:pw@db/optuna",
                                tracking_uri="http://mlflow:5000")
-    assert _location_args(custom, storage=False) == f" --workdir {work} --tracking-uri http://mlflow:5000"
-    assert " --storage 'postgresql+psycopg://kd:***@db/optuna' " in _location_args(custom)
+    assert location_args(custom, storage=False) == f" --workdir {work} --tracking-uri http://mlflow:5000"
+    assert " --storage 'postgresql+psycopg://kd:***@db/optuna' " in location_args(custom)
 
 
 def test_printed_kd_search_command_runs_from_any_directory(tmp_path):
     import shlex
 
-    from kd_search.cli import _self_command
+    from kd_search.cli._options import self_command
 
-    command = shlex.split(_self_command())
+    command = shlex.split(self_command())
     result = subprocess.run([*command, "--version"], cwd=tmp_path, capture_output=True, text=True,
                             env=os.environ | {"PYTHONPATH": str(ROOT)})
     assert result.returncode == 0 and "version" in result.stdout, result
