@@ -59,16 +59,17 @@ def launch(study_file: str, trials: int | None, ray_address: str | None, workdir
     where that driver runs; a driver unseen for --driver-grace seconds is taken as dead
     and its RUNNING trials are adopted.
     """
+    from kd_search import api
     from kd_search.engine.compatibility import check_models
 
     study = load_study(study_file)
     check_models(study)  # before Ray or MLflow is imported: refused at once
     from kd_search.service import search
 
-    locations = search.Locations.resolve(study, workdir, storage, tracking_uri)
-    search.check_locations(locations)  # before the live view, so a bad URL is one plain line
-    with following(study.name, locations):
-        search.check_no_live_driver(locations.storage, study.name, driver_grace)  # one plain line, before the live view
+    with following(study.name, search.Locations.resolve(study, workdir, storage, tracking_uri)):
+        # Every refusal before the live view, as one plain line.
+        locations = api.check_launch(study, workdir=workdir, storage=storage, tracking_uri=tracking_uri,
+                                     driver_grace=driver_grace)
         with progress_bar() as progress, trial_events(console) as on_event:
             summary = search.launch(study, locations=locations, trials=trials, progress=progress, on_event=on_event,
                                     ray_address=ray_address, driver_grace=driver_grace)
@@ -93,11 +94,10 @@ def confirm(name: str, top: int | None, seeds: int | None, ray_address: str | No
     Also confirms every finished trial whose sigma interval straddles kappa. The study file
     is the one stored with the study; confirmations already stored are kept.
     """
+    from kd_search import api
     from kd_search.service import search
 
-    found_in = search.Locations.resolve(None, workdir, storage, tracking_uri)
-    study = search.stored_study(search.load_optuna_study(name, found_in.storage))
-    locations = search.Locations.resolve(study, workdir, found_in.storage, tracking_uri)
+    study, locations = api.stored_study_locations(name, workdir, storage, tracking_uri)
     search.check_locations(locations)
     with following(name, locations):
         search.check_no_live_driver(locations.storage, name, driver_grace)
@@ -165,25 +165,14 @@ def pareto(name: str, as_json: bool, kappa: str | None, workdir: str | None, sto
 
     --kappa K recomputes each trial's phi_cnf, verdict over its seeds and the front at K.
     """
-    from kd_search.service import search
+    from kd_search import api
 
-    threshold = None if kappa is None else search.check_kappa(kappa)
-    locations = search.Locations.resolve(None, workdir, storage, tracking_uri)
-    summary = search.summarize(search.load_optuna_study(name, locations.storage))
-    if threshold is not None:
-        summary = search.at_kappa(summary, threshold)
+    summary = api.summary(name, kappa=kappa, workdir=workdir, storage=storage)
     if as_json:
         click.echo(json.dumps([t.as_dict(summary.metric_name) for t in summary.front]))
         return
-    at = "" if threshold is None else f" at kappa {threshold:g}"
+    at = "" if kappa is None else f" at kappa {float(kappa):g}"
     print_front(summary, f"{name}: feasible Pareto front{at}")
-
-
-def _registry_alias(chosen, best: bool) -> str:
-    # @certified only ever points at a certified student; an uncertified --best pick says so.
-    if chosen.certified:
-        return "certified"
-    return "best-unconfirmed" if best else f"trial-{chosen.number}"
 
 
 @main.command()
@@ -206,42 +195,17 @@ def export(name: str, number: int | None, best: bool, allow_unconfirmed: bool, o
     (exit 2, nothing written) and says why, unless --allow-unconfirmed. With --kappa K the
     verdicts (and the card) are those at K.
     """
-    from kd_search.service import search, tracking
-    from kd_search.service.export import export_student, exported_metrics, model_card
+    from kd_search import api
 
-    if (number is None) == (not best):
-        raise SearchError("give exactly one of --trial N and --best")
-    threshold = None if kappa is None else search.check_kappa(kappa)
-    locations = search.Locations.resolve(None, workdir, storage, tracking_uri)
-    optuna_study = search.load_optuna_study(name, locations.storage)
-    summary = search.summarize(optuna_study)
-    if threshold is not None:
-        summary = search.at_kappa(summary, threshold)
-    chosen = search.select_trial(summary, number, best, allow_unconfirmed)
-    source = search.kept_student(locations, name, chosen.number)
-    spec = optuna_study.user_attrs.get(search.SPEC_ATTR, {"name": name})
-    search_seed = spec.get("distillation", {}).get("seed")
-    metrics = exported_metrics(chosen, spec.get("seed") if search_seed is None else search_seed)
-    out = export_student(source, out_dir, model_card(spec, chosen.params, metrics),
-                         metrics | {"params": chosen.params, "study": name},
-                         optuna_study.user_attrs.get(search.LABELS_ATTR))
-    if best:
-        why = "the most accurate certified trial" if chosen.certified else \
-            f"NOT certified: {search.verdict_text(chosen)}; the most accurate with sigma <= kappa on its search seed"
-    else:
-        why = search.verdict_text(chosen)
-    if threshold is not None:
-        why += f", at kappa {threshold:g}"
-    click.echo(f"exported trial {chosen.number} ({summary.metric_name} {chosen.metric:.4f}, "
-               f"sigma {interval_text(chosen.sigma, chosen.sigma_ci_low, chosen.sigma_ci_high)}, {why}) to {out}")
-    if model_name:
-        tracker = tracking.StudyTracker(locations.tracking_uri, locations.experiment, name, create=False)
-        run_id = tracker.trial_run_id(chosen.number)
-        if run_id is None:
-            raise TrackingError(f"{locations.tracking_uri}: no MLflow run for trial {chosen.number} of {name!r}")
-        alias = _registry_alias(chosen, best)
-        version = tracking.register_student(locations.tracking_uri, run_id, out, model_name, alias)
-        click.echo(f"registered {model_name} version {version} (alias @{alias})")
+    exported = api.export(name, out_dir, trial=number, best=best, allow_unconfirmed=allow_unconfirmed, kappa=kappa,
+                          register=model_name, workdir=workdir, storage=storage, tracking_uri=tracking_uri)
+    chosen = exported.record
+    click.echo(f"exported trial {chosen.number} ({chosen.metric_name} {chosen.metric:.4f}, "
+               f"sigma {interval_text(chosen.sigma, chosen.sigma_ci_low, chosen.sigma_ci_high)}, {exported.why}) "
+               f"to {exported.path}")
+    if exported.registered:
+        model, version, alias = exported.registered
+        click.echo(f"registered {model} version {version} (alias @{alias})")
 
 
 @main.command()

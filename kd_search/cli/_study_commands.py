@@ -28,7 +28,7 @@ from kd_search.engine.spec import (
     shipped_study_dir,
     study_json_schema,
 )
-from kd_search.errors import OptionsError, StudyFileError
+from kd_search.errors import StudyFileError
 from kd_search.urls import display_url
 
 if TYPE_CHECKING:
@@ -119,24 +119,15 @@ def audit(teacher_file: str | None, student_file: str | None, teacher_model: str
           resamples: int | None, seed: int | None, as_json: bool) -> None:
     """Does a student preserve its teacher's confidence? Audit two prediction files, or run two models
     on a study's confidence split."""
-    files, models = (teacher_file, student_file), (teacher_model, student_model, study_file)
-    if not (all(files) and not any(models) or all(models) and not any(files)):
-        raise OptionsError(
-            "give either --teacher and --student (prediction files) or --teacher-model, --student-model and --study")
-    bootstrap = {name: value for name, value in (("level", level), ("resamples", resamples), ("seed", seed))
-                 if value is not None}
-    from kd_search.engine import audit as audit_module
+    from kd_search import api
 
-    if all(models):
-        from kd_search.engine.model_audit import audit_models
-
-        report = audit_models(teacher_model, student_model, load_study(study_file), kappa, convention,  # type: ignore[arg-type]
-                              **bootstrap)
+    report = api.audit(teacher_file=teacher_file, student_file=student_file, teacher_model=teacher_model,
+                       student_model=student_model, study=study_file, kappa=kappa, convention=convention,
+                       level=level, resamples=resamples, seed=seed)
+    if teacher_model:
         title = f"Confidence audit: {student_model} vs teacher {teacher_model} ({report['split']} split)"
     else:
-        report = audit_module.audit_predictions(teacher_file, student_file, kappa, convention or "auto",  # type: ignore[arg-type]
-                                                **bootstrap)
-        title = f"Confidence audit: {Path(student_file).name} vs teacher {Path(teacher_file).name}"
+        title = f"Confidence audit: {Path(student_file).name} vs teacher {Path(teacher_file).name}"  # type: ignore[arg-type]
     if as_json:
         click.echo(json.dumps(report))
         return
@@ -173,20 +164,12 @@ def teacher(study_file: str, workdir: str | None) -> None:
 @workdir_option
 def distill(study_file: str, overrides: tuple[str, ...], out_dir: str | None, as_json: bool, workdir: str | None) -> None:
     """Run one distillation trial with the study's default (or overridden) hyperparameters."""
-    from kd_search.engine.trial import hyperparameters, prepare, run_trial
-    from kd_search.service.export import model_card, save_student
-    from kd_search.service.search import Locations
+    from kd_search import api
 
     study = load_study(study_file)
-    root = Locations.resolve(study, workdir).workdir
     with progress_bar() as progress:
-        setup = prepare(study, root, progress)
-        params = hyperparameters(setup, parse_overrides(overrides))
-        result = run_trial(study, params, setup=setup, progress=progress)
-    metrics = result.metrics
-    out = Path(out_dir) if out_dir else root / "distill" / study.name / "student"
-    card = model_card(study.model_dump(mode="json"), params, metrics)
-    save_student(result.student, result.tokenizer, out, card, metrics | {"params": params})
+        distilled = api.distill(study, parse_overrides(overrides), out_dir=out_dir, workdir=workdir, progress=progress)
+    metrics, out = distilled.metrics, distilled.student_dir
     metric = study.objectives.task_metric
     shown = dict.fromkeys(("accuracy", metric, f"{metric}_ci_low", f"{metric}_ci_high", "teacher_accuracy", "sigma",
                            "sigma_ci_low", "sigma_ci_high", "kappa", "phi_cnf", "ece", "agreement", "train_seconds"))

@@ -6,6 +6,7 @@ scheduler stops a trial, and the driver itself is SIGKILLed and relaunched.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -168,10 +169,17 @@ def _launch_env(**extra: str) -> dict[str, str]:
     return env | extra
 
 
+@functools.cache
+def _polling_storage(url: str) -> optuna.storages.RDBStorage:
+    # One storage (one connection pool) per database for the polls: a storage per poll held
+    # a connection each until garbage collection, up to PostgreSQL's 100 clients.
+    return optuna.storages.RDBStorage(url)
+
+
 def _stored_trials(storage: str):
     try:
-        return optuna.load_study(study_name="tiny", storage=storage).trials
-    except Exception:  # the study is not created yet
+        return optuna.load_study(study_name="tiny", storage=_polling_storage(storage)).trials
+    except Exception:  # the study (or the database) is not created yet
         return None
 
 
@@ -189,8 +197,8 @@ def storage_url(request):
 
 @pytest.mark.ray
 def test_second_launch_while_the_first_runs_is_refused_and_the_first_finishes(tmp_path, storage_url):
-    # Epochs of several seconds: the first launch outlives the second ones' start-up.
-    command, locations = _launch_command(tmp_path, storage_url, train_rows=400)
+    # Epochs of several seconds (1,200 steps): the first launch outlives the second ones' start-up.
+    command, locations = _launch_command(tmp_path, storage_url, train_rows=1200)
     env = _launch_env()
     log = (tmp_path / "driver.log").open("w")
     first = subprocess.Popen(command, start_new_session=True, stdout=log, stderr=log, env=env)
