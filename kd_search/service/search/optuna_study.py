@@ -45,7 +45,7 @@ LABELS_ATTR = "kd_search_labels"
 # only the pre-5.0 ``constraints`` system attribute, which no public Optuna 5 API writes)
 # see the front here, and each trial's feasibility in its ``phi_cnf`` and CONSTRAINT user attrs.
 FRONT_ATTR = "kd_search_front"
-# Each trial's per-epoch (epoch, task metric, sigma, kappa), where the worker measured sigma:
+# Each trial's per-epoch (epoch, task metric, sigma, kappa, prediction epoch), where the worker measured sigma:
 # a relaunched driver replays them into the multi-objective scheduler's rungs.
 EPOCH_SCORES_ATTR = "epoch_scores"
 # Trials a killed driver left RUNNING and a later launch could not continue (budget met).
