@@ -46,7 +46,7 @@ def study_copy(study: Study, **changes: Any) -> Study:
     :meth:`Study.with_changes`: mappings merge key by key, and the copy is validated.
 
     Example:
-        >>> from kd_search.engine.spec import load_study
+        >>> from kd_search.study_file import load_study
         >>> copy = study_copy(load_study("smoke"), name="smoke-seed1", seed=1, search__trials=2)
         >>> copy.name, copy.seed, copy.search.trials
         ('smoke-seed1', 1, 2)
@@ -65,7 +65,7 @@ def search_only(study: Study, **changes: Any) -> Study:
     """``study_copy`` with no confirmation: the search alone, whose wall time a benchmark times.
 
     Example:
-        >>> from kd_search.engine.spec import load_study
+        >>> from kd_search.study_file import load_study
         >>> search_only(load_study("smoke"), search__trials=3).search.confirm.top
         0
     """

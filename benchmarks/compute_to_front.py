@@ -35,9 +35,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from _common import format_mean_sd, json_line, mean_sd, study_copy  # noqa: E402
 
-from kd_search.engine.spec import load_study  # noqa: E402
 from kd_search.service.pareto import hypervolume  # noqa: E402
 from kd_search.service.search import Locations, launch, load_optuna_study  # noqa: E402
+from kd_search.study_file import load_study  # noqa: E402
 
 # (label, scheduler, sampler or None for the study's own)
 CONFIGURATIONS = (("fifo+random", "fifo", "random"), ("fifo+default", "fifo", None),

@@ -62,12 +62,13 @@ from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
 from kd_search.engine.hyperparameters import search_distributions
-from kd_search.engine.spec import Study, resolve_study_file
+from kd_search.engine.spec import Study
 from kd_search.service.search.driver import Driver
 from kd_search.service.search.locations import Locations, trial_dir
 from kd_search.service.search.optuna_study import create_or_resume
 from kd_search.service.search.records import RECORDED_METRICS, summarize
 from kd_search.service.tracking import StudyTracker
+from kd_search.study_file import resolve_study_file
 
 NUM_MAPPED = 3  # smoke.yaml maps three teacher layers
 KAPPA = 0.2

@@ -30,9 +30,9 @@ from pathlib import Path
 
 from _common import json_line, search_only
 
-from kd_search.engine.spec import load_study
 from kd_search.engine.trial import prepare, teacher_layers, teacher_outputs
 from kd_search.service.search import Locations, launch, load_optuna_study
+from kd_search.study_file import load_study
 
 
 def slot_phases(trial, trial_dir: Path) -> dict[str, float]:

@@ -36,11 +36,12 @@ import optuna
 from _common import json_line, study_copy
 
 from kd_search.engine.hyperparameters import training_params
-from kd_search.engine.spec import Study, load_study
+from kd_search.engine.spec import Study
 from kd_search.engine.trial import prepare, run_trial
 from kd_search.service.search import Locations, launch, load_optuna_study
 from kd_search.service.search.optuna_study import stored_study
 from kd_search.service.search.records import TrialRecord, summarize
+from kd_search.study_file import load_study
 
 FRESH_SEED_OFFSET = 100_000  # confirmation uses search seed + 1000 k: never reaches it for k < 100
 

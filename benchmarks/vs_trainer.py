@@ -44,11 +44,12 @@ from transformers import Trainer, TrainingArguments
 
 from kd_search.engine.evaluation import evaluate
 from kd_search.engine.models import build_student, load_classifier
-from kd_search.engine.spec import Study, load_study
+from kd_search.engine.spec import Study
 from kd_search.engine.teacher_cache import TeacherLayers
 from kd_search.engine.trial import TrialSetup, prepare, teacher_outputs
 from kd_search.service.pareto import hypervolume
 from kd_search.service.search import Locations, launch, load_optuna_study
+from kd_search.study_file import load_study
 
 SCALES = {"demo": {"train_limit": None, "eval_limit": None, "trials": None},
           "small": {"train_limit": 800, "eval_limit": 400, "trials": 6}}

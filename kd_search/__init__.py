@@ -12,7 +12,8 @@ Example:
 """
 
 from kd_search.api import audit, confirm, distill, export, launch, pareto, summary
-from kd_search.engine.spec import Study, load_study
+from kd_search.engine.spec import Study
+from kd_search.study_file import load_study
 
 __all__ = ["Study", "audit", "confirm", "distill", "export", "launch", "load_study", "pareto", "summary",
            "__version__"]

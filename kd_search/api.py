@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kd_search.engine.spec import Study, load_study
+from kd_search.engine.spec import Study
 from kd_search.errors import OptionsError, SearchError, TrackingError
+from kd_search.study_file import load_study
 
 if TYPE_CHECKING:
     from kd_search.service.search import Locations, StudySummary, TrialRecord

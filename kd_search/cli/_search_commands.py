@@ -33,10 +33,8 @@ from kd_search.cli._render import (
     trial_events,
     word_table,
 )
-from kd_search.engine.spec import (
-    load_study,
-)
 from kd_search.errors import SearchError, TrackingError
+from kd_search.study_file import load_study
 from kd_search.urls import display_url
 
 if TYPE_CHECKING:

@@ -19,7 +19,8 @@ from kd_search.cli._options import (
     workdir_option,
 )
 from kd_search.cli._render import print_metrics, word_table
-from kd_search.engine.spec import (
+from kd_search.errors import StudyFileError
+from kd_search.study_file import (
     is_comparison_file,
     load_comparison,
     load_study,
@@ -28,7 +29,6 @@ from kd_search.engine.spec import (
     shipped_study_dir,
     study_json_schema,
 )
-from kd_search.errors import StudyFileError
 from kd_search.urls import display_url
 
 if TYPE_CHECKING:

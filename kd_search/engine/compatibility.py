@@ -17,7 +17,7 @@ the field, so ``kd-search validate``, the start of ``launch`` and
 per-architecture adapters themselves live in :mod:`kd_search.engine.architectures`.
 
 Example:
-    >>> from kd_search.engine.spec import load_study
+    >>> from kd_search.study_file import load_study
     >>> check_models(load_study("demo")).pairs
     [(1, 2), (2, 4), (3, 6)]
 """

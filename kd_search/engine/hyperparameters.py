@@ -19,7 +19,7 @@ recipe chosen so far reads it (:func:`suggest`, Optuna's define-by-run), and
 Nothing here imports torch or Optuna at module level: validating a study stays fast.
 
 Example:
-    >>> from kd_search.engine.spec import load_study
+    >>> from kd_search.study_file import load_study
     >>> study = load_study("demo")
     >>> params = default_hyperparameters(study, 3) | {"epochs_intermediate": 0, "epochs_prediction": 2}
     >>> sorted(effective(study, params))[:4]
@@ -101,7 +101,7 @@ def reads(study: Study, params: Mapping[str, Any], name: str) -> bool:
     reads the hyperparameter ``name``.
 
     Example:
-        >>> from kd_search.engine.spec import load_study
+        >>> from kd_search.study_file import load_study
         >>> study = load_study("demo")
         >>> params = default_hyperparameters(study, 3)
         >>> reads(study, params, "gamma"), reads(study, params | {"epochs_intermediate": 0}, "gamma")
@@ -123,7 +123,7 @@ def effective(study: Study, params: Mapping[str, Any]) -> Params:
     """The part of ``params`` (every name) that the trial's recipe reads.
 
     Example:
-        >>> from kd_search.engine.spec import load_study
+        >>> from kd_search.study_file import load_study
         >>> study = load_study("demo")
         >>> "beta" in effective(study, default_hyperparameters(study, 3) | {"epochs_intermediate": 0})
         False
@@ -250,7 +250,7 @@ def with_overrides(study: Study, num_mapped_layers: int, overrides: Mapping[str,
     unknown names and values of the wrong kind are an error.
 
     Example:
-        >>> from kd_search.engine.spec import load_study
+        >>> from kd_search.study_file import load_study
         >>> with_overrides(load_study("demo"), 3, {"alpha": "0.3"})["alpha"]
         0.3
     """
@@ -324,7 +324,7 @@ def search_distributions(study: Study, num_mapped_layers: int) -> dict[str, Base
     order :func:`suggest` asks for them: stage epochs, then the weights that gate others.
 
     Example:
-        >>> from kd_search.engine.spec import load_study
+        >>> from kd_search.study_file import load_study
         >>> list(search_distributions(load_study("demo"), 3))[:3]
         ['epochs_intermediate', 'beta', 'gamma']
     """
@@ -385,14 +385,19 @@ def _rounded(value: float | str) -> float | str:
 
 def config_key(study: Study, params: Mapping[str, Any]) -> str:
     """The effective configuration of a trial: its recipe and the values it reads, rounded
-    at relative 1e-6. Two trials with one key train the same student.
+    at relative 1e-6, the prediction losses taken as one at temperature 1. Two trials with
+    one key train the same student.
 
     Example:
-        >>> from kd_search.engine.spec import load_study
+        >>> from kd_search.study_file import load_study
         >>> study = load_study("demo")
         >>> hinton = default_hyperparameters(study, 3) | {"epochs_intermediate": 0, "epochs_prediction": 2}
         >>> config_key(study, hinton) == config_key(study, hinton | {"gamma": 0.35, "temperature": 1.0000001})
         True
     """
-    return json.dumps({name: _rounded(value) for name, value in sorted(effective(study, params).items())},
-                      separators=(",", ":"))
+    values = {name: _rounded(value) for name, value in sorted(effective(study, params).items())}
+    if values.get("temperature") == 1.0 and "prediction_loss" in values:
+        # KL(p_T || p_S) = CE(p_T, p_S) - H(p_T), and T^2 = 1: at T = 1 the two prediction
+        # losses differ by a constant of the teacher's and train the same student.
+        values["prediction_loss"] = "soft_ce"
+    return json.dumps(values, separators=(",", ":"))

@@ -84,7 +84,7 @@ def cache_root(study: Study, workdir: str | Path) -> Path:
     """Where a study's caches live: ``distillation.cache_dir``, else ``<workdir>/cache``.
 
     Example:
-        >>> from kd_search.engine.spec import load_study
+        >>> from kd_search.study_file import load_study
         >>> cache_root(load_study("smoke"), "/tmp/runs").as_posix()
         '/tmp/runs/cache'
     """

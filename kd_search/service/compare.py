@@ -24,9 +24,10 @@ from typing import Any
 
 import pandas as pd
 
-from kd_search.engine.spec import Comparison, Study
+from kd_search.engine.spec import Study
 from kd_search.service import figures
 from kd_search.service.tracking import StudyTracker
+from kd_search.study_file import Comparison
 
 COLUMNS = ("accuracy", "sigma", "cka_diagonal")
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from _common import format_mean_sd, json_line, mean_sd, search_only, study_copy
 
-from kd_search.engine.spec import load_study
 from kd_search.errors import StudyFileError
 from kd_search.service.search.records import TrialRecord
+from kd_search.study_file import load_study
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 

@@ -91,7 +91,9 @@ def test_kappa_bound_reads_alpha_even_without_a_prediction_stage():
     ({"gamma": 0.35, "layer_weight_1": 2.0}, True),  # not read by a prediction-only recipe
     ({"temperature": 4.0 * (1 + 1e-8)}, True),  # below what training can show
     ({"temperature": 4.0 * (1 + 1e-4)}, False),
-    ({"prediction_loss": "soft_ce"}, False),
+    ({"prediction_loss": "soft_ce"}, False),  # KL carries T^2 = 16
+    ({"temperature": 1.0}, False),
+    ({"temperature": 1.0, "prediction_loss": "soft_ce"}, False),
 ])
 def test_the_effective_configuration_key(change, same):
     study = demo_like()
@@ -99,6 +101,16 @@ def test_the_effective_configuration_key(change, same):
                                                   "temperature": 4.0, "prediction_loss": "kl"}
     assert (config_key(study, hinton) == config_key(study, hinton | change)) is same
     assert "gamma" not in effective(study, hinton)
+
+
+def test_at_temperature_one_kl_and_soft_cross_entropy_are_one_student():
+    # The demo trained trials 3 and 6 (alpha 0, T 1, lr 3e-4; kl vs soft_ce) to the same
+    # student: sigma 0.05499375 and 0.05499372. KL = CE - H(teacher) and T^2 = 1.
+    study = demo_like()
+    at_one = default_hyperparameters(study, 3) | {"epochs_intermediate": 0, "temperature": 1.0, "alpha": 0.0}
+    assert config_key(study, at_one | {"prediction_loss": "kl"}) == config_key(study, at_one | {"prediction_loss": "soft_ce"})
+    at_two = at_one | {"temperature": 2.0}
+    assert config_key(study, at_two | {"prediction_loss": "kl"}) != config_key(study, at_two | {"prediction_loss": "soft_ce"})
 
 
 def test_with_changes_validates_and_keeps_the_rest():

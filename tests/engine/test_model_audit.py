@@ -16,8 +16,9 @@ from transformers import BertTokenizerFast
 from kd_search.cli import main
 from kd_search.engine.data import load_task
 from kd_search.engine.models import load_classifier, load_tokenizer
-from kd_search.engine.spec import load_study, parse_study
+from kd_search.engine.spec import parse_study
 from kd_search.engine.teacher import evaluate_classifier, prepare_teacher
+from kd_search.study_file import load_study
 
 
 @pytest.fixture(scope="module")

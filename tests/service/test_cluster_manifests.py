@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kd_search.engine.spec import resolve_study_file
+from kd_search.study_file import resolve_study_file
 
 ROOT = Path(__file__).resolve().parents[2]
 RAYJOB = ROOT / "docker" / "kuberay" / "rayjob.yaml"

@@ -23,7 +23,7 @@ import yaml
 from docker_host import ComposeStack, compose_stack
 from mlflow import MlflowClient
 
-from kd_search.engine.spec import resolve_study_file
+from kd_search.study_file import resolve_study_file
 
 pytestmark = [pytest.mark.docker, pytest.mark.cluster]
 

@@ -23,7 +23,7 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from tiny import search_study, tiny_task_files, write_study
 
 from kd_search.cli import main
-from kd_search.engine.spec import SearchSpec, load_study, parse_study, shipped_studies
+from kd_search.engine.spec import SearchSpec, parse_study
 from kd_search.errors import SearchError
 from kd_search.service import pareto
 from kd_search.service.search import (
@@ -35,6 +35,7 @@ from kd_search.service.search import (
     summarize,
 )
 from kd_search.service.search.optuna_study import create_or_resume, make_sampler, startup_trials
+from kd_search.study_file import load_study, shipped_studies
 
 
 @pytest.fixture(scope="module")
