@@ -6,16 +6,12 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 from rich.console import Console
 
 from kd_search.errors import KdSearchError
-
-if TYPE_CHECKING:
-    pass
-
 
 console = Console(stderr=True, log_path=False)
 

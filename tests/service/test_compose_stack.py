@@ -158,10 +158,12 @@ def test_the_postgres_container_stopped_and_started_mid_study(stack):
     wait_for_trial_mid_way(stack, name)
     container = stack.container("postgres")
     subprocess.run(["docker", "stop", container], check=True, capture_output=True, timeout=120)
-    # Kept down until the driver has met the outage (its next epoch result), well inside
-    # its patience (300 s): the job's logs come from Ray, not from PostgreSQL.
-    wait_until(lambda: "unreachable" in stack.job("postgres-restarted")[1], 240, "the driver met the outage")
-    subprocess.run(["docker", "start", container], check=True, capture_output=True, timeout=120)
+    try:
+        # Kept down until the driver has met the outage (its next epoch result), well inside
+        # its patience (300 s): the job's logs come from Ray, not from PostgreSQL.
+        wait_until(lambda: "unreachable" in stack.job("postgres-restarted")[1], 240, "the driver met the outage")
+    finally:  # whatever happens, the next tests get their database back
+        subprocess.run(["docker", "start", container], check=True, capture_output=True, timeout=120)
     logs = stack.wait_for_job("postgres-restarted")
     assert_finished_once(stack, name)
     waited = [line for line in logs.splitlines() if "storage postgresql" in line]
@@ -177,10 +179,12 @@ def test_the_mlflow_container_stopped_and_started_mid_study(stack):
     container = stack.container("mlflow")
     before = epochs_scored(stack, name)
     subprocess.run(["docker", "stop", container], check=True, capture_output=True, timeout=120)
-    # Kept down until an epoch result has been logged meanwhile (it goes to MLflow too).
-    wait_until(lambda: epochs_scored(stack, name) > before, 240, "an epoch result while MLflow was stopped")
-    meanwhile = epochs_scored(stack, name) - before
-    subprocess.run(["docker", "start", container], check=True, capture_output=True, timeout=120)
+    try:
+        # Kept down until an epoch result has been logged meanwhile (it goes to MLflow too).
+        wait_until(lambda: epochs_scored(stack, name) > before, 240, "an epoch result while MLflow was stopped")
+        meanwhile = epochs_scored(stack, name) - before
+    finally:
+        subprocess.run(["docker", "start", container], check=True, capture_output=True, timeout=120)
     stack.wait_for_job("mlflow-restarted")
     assert_finished_once(stack, name)  # and every epoch's metrics arrived, once
     print(f"{meanwhile} epoch results logged while MLflow was stopped")

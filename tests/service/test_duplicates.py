@@ -23,9 +23,10 @@ SAME_STUDENT = HINTON | {"gamma": 3.0}
 
 
 def _driver(root, space, enqueue, trials):
+    # Temperature 2: at 1, kl and soft_ce would be one student (config_key).
     study = parse_study({"name": "dup", "student": {"teacher_layers": [2, 4]},
                          "distillation": {"stages": [{"name": "intermediate"}, {"name": "prediction"}],
-                                          "epochs_total": 2},
+                                          "epochs_total": 2, "temperature": 2.0},
                          "objectives": {"confidence": {"kappa": KAPPA}},
                          "search": {"sampler": "random", "trials": trials, "enqueue_defaults": False,
                                     "space": space, "enqueue": enqueue},

@@ -84,7 +84,10 @@ def open_storage(url: str, *, patience_seconds: float = 0.0,
     if not url.startswith("sqlite"):
         engine_options = {"pool_pre_ping": True, "pool_recycle": 1800}
         if url.startswith("postgresql"):
-            engine_options["connect_args"] = {"connect_timeout": 10}
+            # TCP keepalives: a server whose node died without closing its connections is
+            # found out in about 25 s instead of the kernel's two hours.
+            engine_options["connect_args"] = {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 10,
+                                              "keepalives_interval": 5, "keepalives_count": 3}
     tries_left = 3
     while True:
         try:
