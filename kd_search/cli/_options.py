@@ -55,6 +55,12 @@ def driver_grace_option(function):
                              "adopts its RUNNING trials [default: 60; env KD_SEARCH_DRIVER_GRACE].")(function)
 
 
+def ray_address_option(function):
+    return click.option("--ray-address", envvar="RAY_ADDRESS", default=None,
+                        help="Join a running Ray cluster (e.g. auto) [default: start a local one of its own, even "
+                             "beside a running cluster; env RAY_ADDRESS].")(function)
+
+
 def kappa_option(function):
     # Text, parsed by check_kappa: a bad value is one line and exit 2, not click's usage block.
     return click.option("--kappa", "kappa", default=None, metavar="K",

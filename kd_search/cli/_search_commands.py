@@ -7,7 +7,6 @@ import json
 import shlex
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
@@ -20,6 +19,7 @@ from kd_search.cli._options import (
     location_args,
     location_options,
     progress_bar,
+    ray_address_option,
     self_command,
     tracking_uri_option,
     workdir_option,
@@ -37,16 +37,11 @@ from kd_search.errors import SearchError, TrackingError
 from kd_search.study_file import load_study
 from kd_search.urls import display_url
 
-if TYPE_CHECKING:
-    pass
-
 
 @main.command()
 @click.argument("study_file", metavar="STUDY")
 @click.option("--trials", type=click.IntRange(min=1), default=None, help="Finished trials wanted [default: search.trials].")
-@click.option("--ray-address", envvar="RAY_ADDRESS", default=None,
-              help="Join a running Ray cluster (e.g. auto) [default: start a local one of its own, even beside a "
-                   "running cluster; env RAY_ADDRESS].")
+@ray_address_option
 @driver_grace_option
 @location_options
 def launch(study_file: str, trials: int | None, ray_address: str | None, workdir: str | None, storage: str | None,
@@ -80,9 +75,7 @@ def launch(study_file: str, trials: int | None, ray_address: str | None, workdir
               help="Confirm the K most accurate trials with sigma <= kappa [default: the study's search.confirm.top].")
 @click.option("--seeds", type=click.IntRange(min=1), default=None,
               help="Further training seeds per trial [default: the study's search.confirm.seeds].")
-@click.option("--ray-address", envvar="RAY_ADDRESS", default=None,
-              help="Join a running Ray cluster (e.g. auto) [default: start a local one of its own, even beside a "
-                   "running cluster; env RAY_ADDRESS].")
+@ray_address_option
 @driver_grace_option
 @location_options
 def confirm(name: str, top: int | None, seeds: int | None, ray_address: str | None, workdir: str | None,

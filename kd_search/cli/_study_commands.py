@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
@@ -30,9 +29,6 @@ from kd_search.study_file import (
     study_json_schema,
 )
 from kd_search.urls import display_url
-
-if TYPE_CHECKING:
-    pass
 
 
 @main.command()
