@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from kd_search.files import write_directory
-from kd_search.service.search.records import TrialRecord, trust_fields, verdict_text
+from kd_search.service.search.presenting import verdict_text
+from kd_search.service.search.records import TrialRecord, trust_fields
 
 CARD_METRICS = ("trial", "accuracy", "teacher_accuracy", "sigma", "kappa", "phi_cnf", "ece", "agreement",
                 "train_seconds", "verdict_text", "seeds")

@@ -26,7 +26,9 @@ from kd_search.engine import trust
 from kd_search.engine.confidence import Convention
 from kd_search.service import figures
 from kd_search.service.search.locations import Locations
-from kd_search.service.search.records import StudySummary, kappa_curve, summary_table, trust_fields
+from kd_search.service.search.presenting import summary_table
+from kd_search.service.search.records import StudySummary, trust_fields
+from kd_search.service.search.selection import kappa_curve
 
 TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "templates"
 TEMPLATE = "study_report.html.j2"

@@ -14,7 +14,8 @@ from tiny import search_study
 
 from kd_search.engine.spec import parse_study
 from kd_search.service.search import Locations, confirm, launch, load_optuna_study
-from kd_search.service.search.records import CONFIRMATION_ATTR_PREFIX, confirmation_key
+from kd_search.service.search._confirm import confirmation_key
+from kd_search.service.search.records import CONFIRMATION_ATTR_PREFIX
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,8 @@ from kd_search.service.search._confirm import trials_to_confirm
 from kd_search.service.search.driver import Driver
 from kd_search.service.search.locations import Locations
 from kd_search.service.search.optuna_study import DUPLICATE_ATTR, create_or_resume
-from kd_search.service.search.records import finished_count, summarize, summary_table
+from kd_search.service.search.presenting import summary_table
+from kd_search.service.search.records import finished_count, summarize
 from kd_search.service.tracking import StudyTracker
 
 KAPPA = 0.05

@@ -20,7 +20,9 @@ Gaps in the stock Ray/Optuna glue this package closes:
   heartbeat, so a second launch while the first lives is refused instead of adopting
   the live driver's trials.
 
-Modules: ``records`` (trials read back from storage, the front), ``optuna_study``
+Modules: ``records`` (trials read back from storage, the front), ``presenting`` (the
+verdict in words, the summary table), ``selection`` (the trial to export, the study at
+another kappa), ``optuna_study``
 (storage, samplers, search space, relaunch checks), ``lease`` (which driver runs a
 study, and whether it lives), ``locations`` (where a study's files
 live), ``worker`` (one trial in a Ray worker), ``driver`` (the launch's Optuna and MLflow
@@ -58,20 +60,16 @@ from kd_search.service.search.optuna_study import (
     open_storage,
     stored_study,
 )
+from kd_search.service.search.presenting import summary_table, verdict_text
 from kd_search.service.search.records import (
     RECORDED_METRICS,
     StudySummary,
     TrialRecord,
-    at_kappa,
-    check_kappa,
     confirmations,
     finished_count,
-    kappa_curve,
-    select_trial,
     summarize,
-    summary_table,
-    verdict_text,
 )
+from kd_search.service.search.selection import at_kappa, check_kappa, kappa_curve, select_trial
 
 if TYPE_CHECKING:
     from kd_search.service.search._confirm import confirm

@@ -8,11 +8,13 @@ seeds (``confirmation_seeds``): the same hyperparameters, teacher and data, anot
 
 Confirmations run as Ray Tune trials exactly like the search's (same worker, resources,
 concurrency, epoch checkpoints and retries) from a fixed list of configurations
-(``ConfigList``) under a FIFO scheduler: they never count against the search's budget and the Optuna sampler
-never sees them. The driver process records each finished one as a study user attribute
-(``record_confirmation``) and as an MLflow run nested under the study's run. A relaunch
-skips the (trial, seed) pairs stored COMPLETE and runs the FAIL ones again: a failure
-after Ray's retries is usually a lost worker or an interrupted run, worth another try.
+(``ConfigList``) under a FIFO scheduler: they never count against the search's budget and
+the Optuna sampler never sees them. The driver process records each finished one as a
+study user attribute (``record_confirmation``, under ``confirmation_key``; the readers'
+``records.confirmations`` reads them back) and as an MLflow run nested under the study's
+run. A relaunch skips the (trial, seed) pairs stored COMPLETE and runs the FAIL ones
+again: a failure after Ray's retries is usually a lost worker or an interrupted run,
+worth another try.
 """
 
 from __future__ import annotations
@@ -39,15 +41,48 @@ from kd_search.service.search.locations import Locations, check_locations
 from kd_search.service.search.optuna_study import load_optuna_study
 from kd_search.service.search.ray_runs import init_ray, prepare_teacher, run_trials, study_tracker
 from kd_search.service.search.records import (
+    CONFIRMATION_ATTR_PREFIX,
     StudySummary,
     TrialRecord,
-    confirmation_key,
-    confirmation_seeds,
-    record_confirmation,
     recorded_metrics,
     summarize,
 )
 from kd_search.service.tracking import StudyTracker
+
+
+def confirmation_seeds(study: Study, n: int) -> list[int]:
+    """The ``n`` training seeds that confirm a trial: never the search's seed nor the study's.
+
+    Example:
+        >>> confirmation_seeds(Study(name="demo", seed=7, student={"teacher_layers": [2]}), 2)
+        [1007, 2007]
+    """
+    return [study.training_seed + 1000 * (k + 1) for k in range(n)]
+
+
+def confirmation_key(trial_number: int, seed: int) -> str:
+    """The study user attribute holding trial ``trial_number``'s confirmation with ``seed``.
+
+    Example:
+        >>> confirmation_key(3, 1000)
+        'kd_search_confirmation:3:1000'
+    """
+    return f"{CONFIRMATION_ATTR_PREFIX}{trial_number}:{seed}"
+
+
+def record_confirmation(optuna_study: optuna.Study, trial_number: int, seed: int, payload: dict[str, Any]) -> None:
+    """Store a finished confirmation: ``payload`` holds its ``state`` (COMPLETE or FAIL),
+    ``failure`` (FAIL only) and its recorded metrics. Only the driver calls this.
+
+    Example:
+        >>> study = optuna.create_study(directions=["maximize", "minimize"])
+        >>> record_confirmation(study, 3, 1000, {"state": "COMPLETE", "accuracy": 0.8, "sigma": 0.04})
+        >>> study.user_attrs["kd_search_confirmation:3:1000"]["seed"]
+        1000
+    """
+    if payload.get("state") not in ("COMPLETE", "FAIL"):
+        raise ValueError(f"a confirmation is COMPLETE or FAIL, not {payload.get('state')!r}")
+    optuna_study.set_user_attr(confirmation_key(trial_number, seed), payload | {"seed": seed, "trial": trial_number})
 
 
 def trials_to_confirm(summary: StudySummary, top: int) -> list[TrialRecord]:

@@ -34,6 +34,7 @@ from kd_search.service.search.optuna_study import (
     create_or_resume,
     storage_error,
 )
+from kd_search.service.search.presenting import summary_table
 from kd_search.service.search.ray_runs import (
     init_ray,
     outage_notifier,
@@ -41,7 +42,7 @@ from kd_search.service.search.ray_runs import (
     run_trials,
     study_tracker,
 )
-from kd_search.service.search.records import StudySummary, finished_count, summary_table
+from kd_search.service.search.records import StudySummary, finished_count
 from kd_search.service.search.schedulers import MultiObjectiveASHA, make_scheduler
 from kd_search.service.telemetry import StudyGauges
 from kd_search.service.tracking import StudyTracker

@@ -47,13 +47,8 @@ from kd_search.service.search.optuna_study import (
     FRONT_ATTR,
     REDRAWN_ATTR,
 )
-from kd_search.service.search.records import (
-    StudySummary,
-    TrialRecord,
-    recorded_metrics,
-    summarize,
-    verdict_text,
-)
+from kd_search.service.search.presenting import verdict_text
+from kd_search.service.search.records import StudySummary, TrialRecord, recorded_metrics, summarize
 from kd_search.service.search.schedulers import RUNG_CLOCK
 from kd_search.service.telemetry import StudyGauges
 from kd_search.service.tracking import StudyTracker

@@ -1,25 +1,23 @@
-"""A study's trials as the CLI and the report read them back from Optuna storage.
+"""A study's trials read back from Optuna storage.
 
 What ``status``, ``pareto``, ``export`` and ``report`` need, and what a launch returns: one
-record per trial, the feasible Pareto front recomputed from the stored values, the trials
-that count against the budget. Nothing here needs Ray.
+record per trial with its confirmations, the feasible Pareto front recomputed from the
+stored values, the trials that count against the budget. Nothing here writes to the
+storage or needs Ray; ``presenting`` shows these records to people, ``selection`` chooses
+among them, and ``_confirm`` stores the confirmations read here.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
-import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
 from kd_search.engine.confidence import Certification, Verdict, certify
-from kd_search.engine.spec import Study
 from kd_search.engine.trust import SIGMA_CLASS_PREFIX, TRUST_METRICS
-from kd_search.errors import OptionsError, SearchError
 from kd_search.service import figures, pareto
 from kd_search.service.search.optuna_study import DUPLICATE_ATTR, INTERRUPTED_ATTR, REDRAWN_ATTR
 from kd_search.service.seed_stats import mean_sd
@@ -188,30 +186,6 @@ class TrialRecord:
                 "sigma_upper_bound": verdict.upper_bound if verdict else None, **trust_fields(self.attrs)}
 
 
-def verdict_text(record: TrialRecord) -> str:
-    """A trial's verdict for people: "certified", "holds on one seed (unconfirmed)",
-    "holds on N seeds, not certified", "fails", or "-" without a finished run.
-
-    Example:
-        >>> record = TrialRecord(3, "COMPLETE", 0.81, 0.04, 0.05, {}, {})
-        >>> verdict_text(record)
-        'holds on one seed (unconfirmed)'
-        >>> record.confirmations = [{"state": "COMPLETE", "seed": 1000, "sigma": 0.041, "accuracy": 0.8},
-        ...                         {"state": "COMPLETE", "seed": 2000, "sigma": 0.039, "accuracy": 0.8}]
-        >>> verdict_text(record)
-        'certified'
-    """
-    verdict = record.verdict
-    if record.duplicate_of is not None:
-        return f"duplicate of trial {record.duplicate_of}"
-    if verdict is None:
-        return "-"
-    if verdict.verdict == Verdict.UNCONFIRMED:
-        return "holds on one seed (unconfirmed)" if verdict.seeds == 1 else \
-            f"holds on {verdict.seeds} seeds, not certified"
-    return verdict.verdict.value
-
-
 @dataclass
 class StudySummary:
     """The state of a study after a launch (or as read from storage)."""
@@ -325,93 +299,24 @@ def summarize(optuna_study: optuna.Study) -> StudySummary:
     confirmed = confirmations_in(optuna_study.user_attrs)  # one storage read for every trial
     records = [trial_record(t, confirmed.get(t.number), metric_name)
                for t in optuna_study.get_trials(deepcopy=False) if REDRAWN_ATTR not in t.user_attrs]
-    return _with_front(optuna_study.study_name, metric_name, records)
+    return with_front(optuna_study.study_name, metric_name, records)
 
 
-def _with_front(name: str, metric_name: str, records: list[TrialRecord]) -> StudySummary:
+def with_front(name: str, metric_name: str, records: list[TrialRecord]) -> StudySummary:
+    """Study ``name``'s summary of ``records``: their feasible Pareto front recomputed from
+    the search's own values, most accurate first.
+
+    Example:
+        >>> records = [TrialRecord(0, "COMPLETE", 0.8, 0.04, 0.05, {}, {}),
+        ...            TrialRecord(1, "COMPLETE", 0.7, 0.03, 0.05, {}, {}),
+        ...            TrialRecord(2, "COMPLETE", 0.6, 0.05, 0.05, {}, {})]
+        >>> [t.number for t in with_front("demo", "accuracy", records).front]
+        [0, 1]
+    """
     complete = [r for r in records if r.state == "COMPLETE"]
     front = [complete[i] for i in pareto.pareto_front([(r.metric, r.sigma) for r in complete],
                                                       [r.feasible for r in complete])]
     return StudySummary(name, metric_name, records, sorted(front, key=lambda r: -r.metric))
-
-
-def check_kappa(kappa: str | float) -> float:
-    """``kappa`` (a number, or its text as given on the command line) as a threshold on
-    sigma; raises :class:`OptionsError` unless it is a finite number > 0.
-
-    Example:
-        >>> check_kappa("0.06")
-        0.06
-        >>> check_kappa("-1")
-        Traceback (most recent call last):
-        kd_search.errors.OptionsError: --kappa: expected a finite number > 0, got '-1'
-    """
-    try:
-        value = float(kappa)
-    except (TypeError, ValueError):
-        value = math.nan
-    if isinstance(kappa, bool) or not math.isfinite(value) or value <= 0:
-        raise OptionsError(f"--kappa: expected a finite number > 0, got {str(kappa)!r}")
-    return value
-
-
-def at_kappa(summary: StudySummary, kappa: float) -> StudySummary:
-    """The study as it would read with sigma <= ``kappa`` as the constraint, from its stored
-    trials (nothing is trained again): every trial's kappa, feasibility and verdict over
-    its seeds recomputed at ``kappa``, the feasible front recomputed from them.
-
-    Each trial compares with the same ``kappa``, also in a study with ``kappa: bound``
-    (whose trials each stored their own bound). A trial's upper bound U does not depend on
-    kappa, so its verdict at ``kappa`` is the one :func:`~kd_search.engine.confidence.certify`
-    gives with it.
-
-    Example:
-        >>> record = TrialRecord(0, "COMPLETE", 0.8, 0.04, 0.05, {}, {})
-        >>> [t.feasible for t in at_kappa(StudySummary("s", "accuracy", [record]), 0.03).trials]
-        [False]
-    """
-    kappa = check_kappa(kappa)
-    records = [dataclasses.replace(t, kappa=kappa, attrs=t.attrs | {"kappa": kappa}) for t in summary.trials]
-    return _with_front(summary.name, summary.metric_name, records)
-
-
-@dataclass(frozen=True)
-class KappaCurve:
-    """The best task metric a study offers at each kappa (see :func:`kappa_curve`): the
-    best ``certified`` (mean over seeds) and the best ``feasible`` on the search seed
-    (sigma <= kappa), None where no trial qualifies."""
-
-    kappas: list[float]
-    certified: list[float | None]
-    feasible: list[float | None]
-
-
-def kappa_curve(summary: StudySummary, points: int = 200) -> KappaCurve:
-    """The best certified and best feasible task metric against kappa, over the range the
-    trials span: from the lowest sigma of a finished trial to 10% past the highest upper
-    bound U of a trial with two seeds or more (or the highest sigma), so the last step shows.
-
-    A trial with k >= 2 seeds is certified at kappa exactly when its U <= kappa (U does
-    not depend on kappa), so the certified curve is a staircase rising at the trials' U.
-
-    Example:
-        >>> record = TrialRecord(0, "COMPLETE", 0.8, 0.04, 0.05, {}, {"sigma_se": 0.001},
-        ...                      [{"state": "COMPLETE", "sigma": 0.041, "accuracy": 0.82}])
-        >>> curve = kappa_curve(StudySummary("s", "accuracy", [record]), points=3)
-        >>> [round(k, 4) for k in curve.kappas], curve.certified, curve.feasible
-        ([0.04, 0.0457, 0.0515], [None, None, 0.81], [0.8, 0.8, 0.8])
-    """
-    complete = [t for t in summary.trials if t.state == "COMPLETE" and t.sigma is not None]
-    if not complete:
-        return KappaCurve([], [], [])
-    bounds = [(v.upper_bound, t.metric_mean) for t in complete
-              if t.seeds >= 2 and (v := dataclasses.replace(t, kappa=1.0).verdict) is not None]
-    low = min(t.sigma for t in complete)
-    high = max([u for u, _ in bounds] + [t.sigma for t in complete]) * 1.1 + 1e-9
-    kappas = [low + (high - low) * i / (points - 1) for i in range(points)]
-    certified = [max((m for u, m in bounds if u <= k and m is not None), default=None) for k in kappas]
-    feasible = [max((t.metric for t in complete if t.sigma <= k), default=None) for k in kappas]
-    return KappaCurve(kappas, certified, feasible)
 
 
 def counts_against_budget(trial: FrozenTrial) -> bool:
@@ -437,86 +342,12 @@ def uses_budget(state: str, attrs: dict[str, Any]) -> bool:
 
 
 def finished_count(optuna_study: optuna.Study) -> int:
-    """Trials that count against the budget: COMPLETE, PRUNED and FAIL (not interrupted)."""
-    return sum(map(counts_against_budget, optuna_study.get_trials(deepcopy=False)))
-
-
-def select_trial(summary: StudySummary, number: int | None = None, best: bool = False,
-                 allow_unconfirmed: bool = False) -> TrialRecord:
-    """Trial ``number``, or with ``best`` the most accurate certified trial.
-
-    Where no trial is certified, ``best`` raises :class:`SearchError` saying why (the
-    verdict of the most accurate feasible trial and what to do), unless
-    ``allow_unconfirmed``: then the most accurate trial whose search run satisfies phi_cnf.
-
-    Example:
-        >>> select_trial(summary, best=True).number  # doctest: +SKIP
-        3
-    """
-    if best:
-        chosen = summary.best_certified()
-        feasible = summary.best_feasible()
-        if chosen is not None:
-            return chosen
-        if feasible is None:
-            raise SearchError(f"study {summary.name!r} has no finished trial with sigma <= kappa yet")
-        if allow_unconfirmed:
-            return feasible
-        raise SearchError(f"no certified trial: trial {feasible.number} {verdict_text(feasible)}; "
-                          f"run `kd-search confirm {summary.name}` or pass --allow-unconfirmed")
-    by_number = {t.number: t for t in summary.trials}
-    if number not in by_number:
-        raise SearchError(f"study {summary.name!r} has no trial {number} (trials: 0..{len(summary.trials) - 1})")
-    chosen = by_number[number]
-    if chosen.state != "COMPLETE":
-        raise SearchError(f"trial {number} of study {summary.name!r} is {chosen.state}, not COMPLETE")
-    return chosen
-
-
-def summary_table(summary: StudySummary) -> pd.DataFrame:
-    """One row per trial: state, objectives, kappa, phi_cnf, on the front, the verdict
-    over its seeds with sigma's interval and spread, parameters."""
-    front = {t.number for t in summary.front}
-    rows = [{"trial": t.number, "state": t.state, summary.metric_name: t.metric, "sigma": t.sigma,
-             "sigma_ci_low": t.sigma_ci_low, "sigma_ci_high": t.sigma_ci_high, "kappa": t.kappa,
-             "phi_cnf": t.feasible, "pareto": t.number in front, "seeds": t.seeds, "sigma_mean": t.sigma_mean,
-             "sigma_std": t.sigma_std, f"{summary.metric_name}_mean": t.metric_mean,
-             f"{summary.metric_name}_std": t.metric_std, "verdict": verdict_text(t),
-             "duplicate_of": t.duplicate_of, **t.params}
-            for t in summary.trials]
-    return pd.DataFrame(rows)
-
-
-def confirmation_seeds(study: Study, n: int) -> list[int]:
-    """The ``n`` training seeds that confirm a trial: never the search's seed nor the study's.
-
-    Example:
-        >>> confirmation_seeds(Study(name="demo", seed=7, student={"teacher_layers": [2]}), 2)
-        [1007, 2007]
-    """
-    return [study.training_seed + 1000 * (k + 1) for k in range(n)]
-
-
-def confirmation_key(trial_number: int, seed: int) -> str:
-    """The study user attribute holding trial ``trial_number``'s confirmation with ``seed``.
-
-    Example:
-        >>> confirmation_key(3, 1000)
-        'kd_search_confirmation:3:1000'
-    """
-    return f"{CONFIRMATION_ATTR_PREFIX}{trial_number}:{seed}"
-
-
-def record_confirmation(optuna_study: optuna.Study, trial_number: int, seed: int, payload: dict[str, Any]) -> None:
-    """Store a finished confirmation: ``payload`` holds its ``state`` (COMPLETE or FAIL),
-    ``failure`` (FAIL only) and its recorded metrics. Only the driver calls this.
+    """Trials that count against the budget: COMPLETE, PRUNED and FAIL (not interrupted).
 
     Example:
         >>> study = optuna.create_study(directions=["maximize", "minimize"])
-        >>> record_confirmation(study, 3, 1000, {"state": "COMPLETE", "accuracy": 0.8, "sigma": 0.04})
-        >>> study.user_attrs["kd_search_confirmation:3:1000"]["seed"]
-        1000
+        >>> study.add_trial(optuna.trial.create_trial(state=TrialState.PRUNED))
+        >>> finished_count(study)
+        1
     """
-    if payload.get("state") not in ("COMPLETE", "FAIL"):
-        raise ValueError(f"a confirmation is COMPLETE or FAIL, not {payload.get('state')!r}")
-    optuna_study.set_user_attr(confirmation_key(trial_number, seed), payload | {"seed": seed, "trial": trial_number})
+    return sum(map(counts_against_budget, optuna_study.get_trials(deepcopy=False)))
