@@ -23,7 +23,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
 from kd_search.engine import trust
-from kd_search.engine.confidence import Convention
+from kd_search.engine.measures import Convention
 from kd_search.service import figures
 from kd_search.service.search.locations import Locations
 from kd_search.service.search.records import StudySummary, kappa_curve, summary_table, trust_fields

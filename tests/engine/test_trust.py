@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from kd_search.engine import confidence, trust
+from kd_search.engine import measures, trust
 from kd_search.engine.evaluation import class_sigmas
 from kd_search.errors import ConfidenceInputError
 
@@ -29,7 +29,7 @@ def test_flips_count_the_changed_predictions(k):
     assert found.flip_rate_teacher_correct == pytest.approx(sum(changed[i] for i in right) / len(right))
     assert found.negative_flip_rate == pytest.approx(sum(changed[i] for i in right) / len(labels))
     # The flip rate is what agreement leaves.
-    agreement = confidence.teacher_agreement(teacher.argmax(1), student.argmax(1), k).agreement
+    agreement = measures.teacher_agreement(teacher.argmax(1), student.argmax(1), k).agreement
     assert found.flip_rate == pytest.approx(1 - agreement)
 
 
@@ -67,7 +67,7 @@ def test_reliability_bins_give_the_ece(bins):
     teacher, student, labels = tables(n=200)
     found = trust.reliability(student, labels, num_bins=bins)
     assert found.count.sum() == 200 and found.edges.size == bins + 1
-    assert found.calibration_error == pytest.approx(confidence.expected_calibration_error(student, labels, bins))
+    assert found.calibration_error == pytest.approx(measures.expected_calibration_error(student, labels, bins))
     confidences, correct = student.max(1), student.argmax(1) == labels
     in_top_bin = confidences > found.edges[-2]
     if in_top_bin.any():
@@ -85,7 +85,7 @@ def test_sigma_per_class_is_sigma_over_each_classes_both_correct_inputs():
         assert found[k] == pytest.approx(float(np.std(delta)))
     # sigma^2 = the classes' weighted within-class variances + the spread of their means, so
     # the smallest class sigma is at most the one sigma.
-    delta = confidence.confidence_delta(teacher, student, labels)
+    delta = measures.confidence_delta(teacher, student, labels)
     assert min(found.values()) <= float(np.std(delta)) + 1e-12
 
 

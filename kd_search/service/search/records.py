@@ -16,7 +16,7 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
-from kd_search.engine.confidence import Certification, Verdict, certify
+from kd_search.engine.measures import Certification, Verdict, certify
 from kd_search.engine.spec import Study
 from kd_search.engine.trust import SIGMA_CLASS_PREFIX, TRUST_METRICS
 from kd_search.errors import OptionsError, SearchError
