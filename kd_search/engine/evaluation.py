@@ -7,7 +7,7 @@ Metric names: ``accuracy``/``f1``/``mcc`` (task metric on eval), ``teacher_accur
 split for ``mean_delta``, ``n_both``, ``ece``, ``agreement``, ``agreement_f1``), ``ece``
 (student on eval), ``ece_teacher``, ``classwise_ece``, ``agreement`` (eval) and
 ``prediction_loss_sum`` (beta_X of the paper's bound); the trust measures of
-:func:`~kd_search.engine.trust.trust_metrics` on eval (``flip_rate``,
+:func:`~kd_search.engine.measures.trust_metrics` on eval (``flip_rate``,
 ``flip_rate_teacher_correct``, ``kl_teacher_student``, ``brier``, ``brier_teacher``, ``nll``,
 ``nll_teacher``) and, on tasks with more than two classes, ``sigma_class_<k>``: sigma over
 the confidence split's examples of class k.
@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from kd_search.engine import measures, trust
+from kd_search.engine import measures
 from kd_search.engine.losses import prediction_distillation
 from kd_search.engine.teacher import evaluate_classifier
 from kd_search.engine.timing import PhaseTimer
@@ -133,7 +133,7 @@ def _eval_metrics(study: Study, data, split_metrics: dict[str, Any], student_eva
     metrics["ece_teacher"] = measures.expected_calibration_error(measures.softmax(teacher_eval), data.eval.labels)
     metrics["classwise_ece"] = measures.classwise_calibration_error(eval_probs, data.eval.labels)
     metrics["agreement"] = split_metrics["agreement_eval"]
-    return metrics | trust.trust_metrics(measures.softmax(teacher_eval), eval_probs, data.eval.labels)
+    return metrics | measures.trust_metrics(measures.softmax(teacher_eval), eval_probs, data.eval.labels)
 
 
 def class_sigmas(outputs: dict[str, np.ndarray], convention: measures.Convention) -> dict[str, float]:
@@ -149,10 +149,10 @@ def class_sigmas(outputs: dict[str, np.ndarray], convention: measures.Convention
     if np.asarray(outputs["teacher_probs"]).shape[1] <= 2:
         return {}
     try:
-        found = trust.sigma_per_class(outputs["teacher_probs"], outputs["student_probs"], outputs["labels"], convention)
+        found = measures.sigma_per_class(outputs["teacher_probs"], outputs["student_probs"], outputs["labels"], convention)
     except ConfidenceInputError:  # no example right for both
         found = dict.fromkeys(range(np.asarray(outputs["teacher_probs"]).shape[1]), math.nan)
-    return {f"{trust.SIGMA_CLASS_PREFIX}{k}": value for k, value in found.items()}
+    return {f"{measures.SIGMA_CLASS_PREFIX}{k}": value for k, value in found.items()}
 
 
 def _confidence_metrics(study: Study, data, params: dict[str, float], split_metrics: dict[str, Any],

@@ -16,7 +16,7 @@ matplotlib.use("Agg")  # figures are files, never windows (workers and CI have n
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from kd_search.engine import measures, trust  # noqa: E402
+from kd_search.engine import measures  # noqa: E402
 
 
 def confidence_figure(teacher_probs: np.ndarray, student_probs: np.ndarray, labels: np.ndarray,
@@ -220,14 +220,14 @@ def trial_figures(teacher_probs: np.ndarray, student_probs: np.ndarray, labels: 
     return pictures
 
 
-def reliability_figure(teacher: trust.Reliability, students: dict[str, trust.Reliability],
+def reliability_figure(teacher: measures.Reliability, students: dict[str, measures.Reliability],
                        title: str = "") -> Figure:
     """Reliability diagram (Guo et al. 2017, Fig. 1): accuracy against top-label confidence
     per bin, the teacher's and each student's, with the diagonal of perfect calibration.
     The legend gives each curve's ECE. Empty bins are not drawn.
 
     Example:
-        >>> bins = trust.reliability([[0.9, 0.1], [0.7, 0.3], [0.4, 0.6]], [0, 1, 1])
+        >>> bins = measures.reliability([[0.9, 0.1], [0.7, 0.3], [0.4, 0.6]], [0, 1, 1])
         >>> fig = reliability_figure(bins, {"trial 3": bins})
         >>> [text.get_text() for text in fig.axes[0].get_legend().get_texts()][:2]
         ['perfect calibration', 'teacher (ECE 0.400)']

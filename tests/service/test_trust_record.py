@@ -12,7 +12,7 @@ from mlflow import MlflowClient
 from tiny import tiny_study
 
 from kd_search.cli import main
-from kd_search.engine import measures, trust
+from kd_search.engine import measures
 from kd_search.engine.hyperparameters import search_distributions
 from kd_search.engine.spec import parse_study
 from kd_search.engine.trial import run_trial
@@ -22,7 +22,7 @@ from kd_search.service.search.locations import Locations
 from kd_search.service.search.optuna_study import create_or_resume
 from kd_search.service.tracking import StudyTracker
 
-MEASURES = ("sigma_train", "sigma_eval", *trust.TRUST_METRICS)
+MEASURES = ("sigma_train", "sigma_eval", *measures.TRUST_METRICS)
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def test_the_trial_measures_trust_on_the_arrays_it_saved(recorded):
     locations, _, result, number = recorded
     with np.load(locations.trial_dir("tiny-trust", number) / "confidence.npz") as saved:
         teacher, student, labels = saved["eval_teacher_probs"], saved["eval_student_probs"], saved["eval_labels"]
-        direct = trust.trust_metrics(teacher, student, labels)
+        direct = measures.trust_metrics(teacher, student, labels)
         sigma_train = float(np.std(measures.confidence_delta(saved["teacher_probs"], saved["student_probs"],
                                                                saved["labels"])))
     assert labels.size == 32  # the tiny task's eval split

@@ -8,6 +8,8 @@
 * :mod:`~kd_search.engine.measures.bootstrap`: percentile-bootstrap intervals of sigma and
   of the task metric;
 * :mod:`~kd_search.engine.measures.certification`: the verdict on phi_cnf across seeds;
+* :mod:`~kd_search.engine.measures.trust`: what users check beyond sigma: flips, KL, Brier
+  score, NLL, reliability bins and sigma per class;
 * :mod:`~kd_search.engine.measures._inputs`: the checks of probability tables and labels,
   and softmax.
 
@@ -61,33 +63,59 @@ from kd_search.engine.measures.preservation import (
     resolve_convention,
     sigma,
 )
+from kd_search.engine.measures.trust import (
+    PROBABILITY_FLOOR,
+    SIGMA_CLASS_PREFIX,
+    TRUST_METRICS,
+    Flips,
+    Reliability,
+    brier_score,
+    flips,
+    mean_kl,
+    negative_log_likelihood,
+    reliability,
+    sigma_per_class,
+    trust_metrics,
+)
 
 __all__ = [
     "CLASSIFICATION_METRICS",
+    "PROBABILITY_FLOOR",
     "PROBABILITY_SUM_TOLERANCE",
+    "SIGMA_CLASS_PREFIX",
+    "TRUST_METRICS",
     "Agreement",
     "Certification",
     "Convention",
+    "Flips",
     "Interval",
+    "Reliability",
     "Verdict",
     "accuracy",
     "both_correct_mask",
+    "brier_score",
     "certify",
     "check_probabilities",
     "classwise_calibration_error",
     "confidence_delta",
     "expected_calibration_error",
     "f1_score",
+    "flips",
     "kappa_bound",
     "matthews_correlation",
+    "mean_kl",
     "metric_interval",
+    "negative_log_likelihood",
     "phi_cnf",
+    "reliability",
     "resolve_convention",
     "sigma",
     "sigma_interval",
     "sigma_interval_metrics",
+    "sigma_per_class",
     "softmax",
     "student_t_quantile",
     "task_metric",
     "teacher_agreement",
+    "trust_metrics",
 ]

@@ -16,9 +16,14 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
-from kd_search.engine.measures import Certification, Verdict, certify
+from kd_search.engine.measures import (
+    SIGMA_CLASS_PREFIX,
+    TRUST_METRICS,
+    Certification,
+    Verdict,
+    certify,
+)
 from kd_search.engine.spec import Study
-from kd_search.engine.trust import SIGMA_CLASS_PREFIX, TRUST_METRICS
 from kd_search.errors import OptionsError, SearchError
 from kd_search.service import figures, pareto
 from kd_search.service.search.optuna_study import DUPLICATE_ATTR, INTERRUPTED_ATTR, REDRAWN_ATTR

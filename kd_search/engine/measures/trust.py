@@ -1,7 +1,7 @@
 """Trust measures of a student beyond sigma: pure functions on arrays.
 
 What a user of a compressed model checks next, each measured against the teacher or the
-labels on one split (row-aligned arrays, as in :mod:`kd_search.engine.measures`):
+labels on one split (row-aligned arrays, as every measure of :mod:`kd_search.engine.measures`):
 
 * flips (Xu et al., "Beyond Preserved Accuracy: Evaluating Loyalty and Robustness of BERT
   Compression", EMNLP 2021, label loyalty = 1 - flip rate; Yan et al., "Positive-Congruent
@@ -13,8 +13,8 @@ labels on one split (row-aligned arrays, as in :mod:`kd_search.engine.measures`)
 * NLL = -mean_x log p_y(x)(x) (the log loss; Guo et al. 2017, Sec. 5, report it beside ECE);
 * the reliability diagram's bins (Guo et al. 2017, Sec. 2), the same bins as
   :func:`~kd_search.engine.measures.calibration.expected_calibration_error`;
-* sigma per class: sigma (:mod:`kd_search.engine.measures.preservation`) over the examples of one
-  true class, for tasks with K > 2 classes where one sigma can hide a class.
+* sigma per class: sigma (:mod:`kd_search.engine.measures.preservation`) over the examples
+  of one true class, for tasks with K > 2 classes where one sigma can hide a class.
 
 :func:`trust_metrics` gathers the per-split measures under the names a trial reports.
 """
