@@ -43,14 +43,8 @@ def _numbered_columns(columns: list[str], prefix: str) -> list[str]:
     return found
 
 
-def read_predictions(path: str | Path) -> Predictions:
-    """Read and check one prediction file.
-
-    Example:
-        >>> read_predictions("teacher.csv").probs.shape  # doctest: +SKIP
-        (872, 2)
-    """
-    path = Path(path)
+def _read_frame(path: Path) -> pd.DataFrame:
+    """The file's rows as read by pandas, by suffix; a PredictionFileError says why not."""
     readers = {".csv": pd.read_csv, ".jsonl": lambda p: pd.read_json(p, lines=True),
                ".json": pd.read_json, ".parquet": pd.read_parquet}
     reader = readers.get(path.suffix.lower())
@@ -65,6 +59,18 @@ def read_predictions(path: str | Path) -> Predictions:
         raise PredictionFileError(f"{path}: cannot parse ({reason})") from None
     if frame.empty:
         raise PredictionFileError(f"{path}: no rows")
+    return frame
+
+
+def read_predictions(path: str | Path) -> Predictions:
+    """Read and check one prediction file.
+
+    Example:
+        >>> read_predictions("teacher.csv").probs.shape  # doctest: +SKIP
+        (872, 2)
+    """
+    path = Path(path)
+    frame = _read_frame(path)
     columns = [str(c) for c in frame.columns]
     if "label" not in columns:
         raise PredictionFileError(f"{path}: missing column 'label'")
