@@ -26,7 +26,7 @@ import typing
 
 from _common import format_mean_sd, json_line, mean_sd, study_copy
 
-from kd_search.engine.spec import SearchSpec
+from kd_search.engine.search_settings import SearchSpec
 from kd_search.service.pareto import hypervolume
 from kd_search.service.search import Locations, launch
 from kd_search.study_file import load_study

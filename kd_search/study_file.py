@@ -23,13 +23,8 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from kd_search.engine.spec import (
-    STUDY_NAME_PATTERN,
-    Study,
-    format_validation_error,
-    merge_fields,
-    parse_study,
-)
+from kd_search.engine.spec import STUDY_NAME_PATTERN, Study, merge_fields, parse_study
+from kd_search.engine.validation import format_validation_error
 from kd_search.errors import StudyFileError
 
 

@@ -9,7 +9,7 @@ Two sources of predictions, one report (:func:`audit_report`):
 * two models run on a study's task, on its confidence split
   (:func:`kd_search.engine.model_audit.audit_models`).
 
-The metrics themselves live in :mod:`kd_search.engine.confidence`.
+The metrics themselves live in :mod:`kd_search.engine.measures`.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kd_search.engine import confidence
-from kd_search.errors import PredictionFileError
+from kd_search.engine import measures
+from kd_search.errors import ConfidenceInputError, PredictionFileError
 
 Report = dict[str, float | int | bool | str]
 
@@ -43,14 +43,8 @@ def _numbered_columns(columns: list[str], prefix: str) -> list[str]:
     return found
 
 
-def read_predictions(path: str | Path) -> Predictions:
-    """Read and check one prediction file.
-
-    Example:
-        >>> read_predictions("teacher.csv").probs.shape  # doctest: +SKIP
-        (872, 2)
-    """
-    path = Path(path)
+def _read_frame(path: Path) -> pd.DataFrame:
+    """The file's rows as read by pandas, by suffix; a PredictionFileError says why not."""
     readers = {".csv": pd.read_csv, ".jsonl": lambda p: pd.read_json(p, lines=True),
                ".json": pd.read_json, ".parquet": pd.read_parquet}
     reader = readers.get(path.suffix.lower())
@@ -65,6 +59,18 @@ def read_predictions(path: str | Path) -> Predictions:
         raise PredictionFileError(f"{path}: cannot parse ({reason})") from None
     if frame.empty:
         raise PredictionFileError(f"{path}: no rows")
+    return frame
+
+
+def read_predictions(path: str | Path) -> Predictions:
+    """Read and check one prediction file.
+
+    Example:
+        >>> read_predictions("teacher.csv").probs.shape  # doctest: +SKIP
+        (872, 2)
+    """
+    path = Path(path)
+    frame = _read_frame(path)
     columns = [str(c) for c in frame.columns]
     if "label" not in columns:
         raise PredictionFileError(f"{path}: missing column 'label'")
@@ -87,11 +93,11 @@ def read_predictions(path: str | Path) -> Predictions:
         raise PredictionFileError(f"{path}: column 'label' has classes outside 0..{len(use) - 1}")
     try:
         probs = (
-            confidence.check_probabilities(values, f"{path}: columns {use[0]}..{use[-1]}")
+            measures.check_probabilities(values, f"{path}: columns {use[0]}..{use[-1]}")
             if use is prob_columns
-            else confidence.softmax(values)
+            else measures.softmax(values)
         )
-    except confidence.ConfidenceInputError as error:
+    except ConfidenceInputError as error:
         raise PredictionFileError(str(error)) from None
     ids = frame["id"].astype(str).to_numpy() if "id" in columns else None
     if ids is not None and len(set(ids)) != len(ids):
@@ -155,12 +161,12 @@ def align(teacher: Predictions, student: Predictions) -> tuple[Predictions, Pred
 
 
 def audit_report(teacher_probs, student_probs, labels, kappa: float | None = None,
-                 convention: confidence.Convention = "auto", *, level: float = 0.95, resamples: int = 1000,
+                 convention: measures.Convention = "auto", *, level: float = 0.95, resamples: int = 1000,
                  seed: int = 0) -> Report:
     """Confidence-preservation report of a student against its teacher on row-aligned
     probability tables and labels, with percentile-bootstrap intervals of sigma and of the
     student's accuracy (``level``, ``resamples``, ``seed``: see
-    :func:`~kd_search.engine.confidence.sigma_interval`).
+    :func:`~kd_search.engine.measures.sigma_interval`).
 
     Example:
         >>> teacher = [[.9, .1], [.8, .2], [.3, .7], [.6, .4]]
@@ -169,32 +175,32 @@ def audit_report(teacher_probs, student_probs, labels, kappa: float | None = Non
         >>> report["n_both"], round(report["sigma"], 4), report["phi_cnf"]
         (3, 0.1414, True)
     """
-    teacher = confidence.check_probabilities(teacher_probs, "teacher probabilities")
-    student = confidence.check_probabilities(student_probs, "student probabilities")
+    teacher = measures.check_probabilities(teacher_probs, "teacher probabilities")
+    student = measures.check_probabilities(student_probs, "student probabilities")
     labels = np.asarray(labels)
     num_classes = teacher.shape[1]
     teacher_pred, student_pred = teacher.argmax(axis=1), student.argmax(axis=1)
-    delta = confidence.confidence_delta(teacher, student, labels, convention)
-    agreement = confidence.teacher_agreement(teacher_pred, student_pred, num_classes)
+    delta = measures.confidence_delta(teacher, student, labels, convention)
+    agreement = measures.teacher_agreement(teacher_pred, student_pred, num_classes)
     bootstrap = {"level": level, "resamples": resamples, "seed": seed}
-    sigma_bounds = confidence.sigma_interval_metrics(teacher, student, labels, convention=convention, **bootstrap)
-    accuracy = confidence.metric_interval("accuracy", student_pred, labels, num_classes, **bootstrap)
+    sigma_bounds = measures.sigma_interval_metrics(teacher, student, labels, convention=convention, **bootstrap)
+    accuracy = measures.metric_interval("accuracy", student_pred, labels, num_classes, **bootstrap)
     report: Report = {
         "n": int(labels.size),
         "num_classes": num_classes,
-        "convention": confidence.resolve_convention(convention, num_classes),
+        "convention": measures.resolve_convention(convention, num_classes),
         "n_both": int(delta.size),
-        "sigma": confidence.sigma(delta),
+        "sigma": measures.sigma(delta),
         **sigma_bounds,
         "mean_delta": float(delta.mean()),
-        "teacher_accuracy": confidence.accuracy(teacher_pred, labels),
+        "teacher_accuracy": measures.accuracy(teacher_pred, labels),
         "student_accuracy": accuracy.estimate,
         "student_accuracy_ci_low": accuracy.low,
         "student_accuracy_ci_high": accuracy.high,
-        "ece_teacher": confidence.expected_calibration_error(teacher, labels),
-        "ece_student": confidence.expected_calibration_error(student, labels),
-        "classwise_ece_teacher": confidence.classwise_calibration_error(teacher, labels),
-        "classwise_ece_student": confidence.classwise_calibration_error(student, labels),
+        "ece_teacher": measures.expected_calibration_error(teacher, labels),
+        "ece_student": measures.expected_calibration_error(student, labels),
+        "classwise_ece_teacher": measures.classwise_calibration_error(teacher, labels),
+        "classwise_ece_student": measures.classwise_calibration_error(student, labels),
         "agreement": agreement.agreement,
         "agreement_precision": agreement.precision,
         "agreement_recall": agreement.recall,
@@ -205,12 +211,12 @@ def audit_report(teacher_probs, student_probs, labels, kappa: float | None = Non
     }
     if kappa is not None:
         report["kappa"] = float(kappa)
-        report["phi_cnf"] = confidence.phi_cnf(report["sigma"], kappa)  # type: ignore[arg-type]
+        report["phi_cnf"] = measures.phi_cnf(report["sigma"], kappa)  # type: ignore[arg-type]
     return report
 
 
 def audit_predictions(teacher_path: str | Path, student_path: str | Path, kappa: float | None = None,
-                      convention: confidence.Convention = "auto", *, level: float = 0.95, resamples: int = 1000,
+                      convention: measures.Convention = "auto", *, level: float = 0.95, resamples: int = 1000,
                       seed: int = 0) -> Report:
     """:func:`audit_report` of a teacher/student pair of prediction files.
 

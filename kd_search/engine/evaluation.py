@@ -7,13 +7,13 @@ Metric names: ``accuracy``/``f1``/``mcc`` (task metric on eval), ``teacher_accur
 split for ``mean_delta``, ``n_both``, ``ece``, ``agreement``, ``agreement_f1``), ``ece``
 (student on eval), ``ece_teacher``, ``classwise_ece``, ``agreement`` (eval) and
 ``prediction_loss_sum`` (beta_X of the paper's bound); the trust measures of
-:func:`~kd_search.engine.trust.trust_metrics` on eval (``flip_rate``,
+:func:`~kd_search.engine.measures.trust_metrics` on eval (``flip_rate``,
 ``flip_rate_teacher_correct``, ``kl_teacher_student``, ``brier``, ``brier_teacher``, ``nll``,
 ``nll_teacher``) and, on tasks with more than two classes, ``sigma_class_<k>``: sigma over
 the confidence split's examples of class k.
 
 Uncertainty: ``sigma_ci_low``/``sigma_ci_high`` and ``sigma_se`` (the bootstrap standard
-error of sigma, which :func:`~kd_search.engine.confidence.certify` combines over seeds) on
+error of sigma, which :func:`~kd_search.engine.measures.certify` combines over seeds) on
 the confidence split, ``<task metric>_ci_low``/``_ci_high`` on eval: percentile-bootstrap
 intervals at the study's ``objectives.confidence.level`` over ``resamples`` resamples of
 the split's examples, seeded by the study's seed (so every trial of a study draws the same
@@ -32,10 +32,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from kd_search.engine import confidence, trust
+from kd_search.engine import measures
 from kd_search.engine.losses import prediction_distillation
 from kd_search.engine.teacher import evaluate_classifier
 from kd_search.engine.timing import PhaseTimer
+from kd_search.errors import ConfidenceInputError
 
 if TYPE_CHECKING:
     from kd_search.engine.setup import TrialSetup
@@ -79,7 +80,7 @@ def evaluate(setup: TrialSetup, student, params: dict[str, float], teacher_train
             metrics |= _confidence_metrics(study, data, params, metrics, student_train, teacher_train)
             metrics |= class_sigmas(outputs[study.objectives.confidence.split], study.objectives.confidence.convention)
     split = study.objectives.confidence.split
-    eval_predictions = confidence.softmax(student_eval).argmax(1)
+    eval_predictions = measures.softmax(student_eval).argmax(1)
     with timer.phase("eval_intervals"):
         if with_train_split:
             metrics |= interval_metrics(study, outputs[split], eval_predictions, data.eval.labels, data.num_labels)
@@ -100,19 +101,19 @@ def _split_metrics(study: Study, data, logits: dict[str, tuple[torch.Tensor, tor
     outputs: dict[str, dict[str, np.ndarray]] = {}
     for split_name, (t_logits, s_logits) in logits.items():
         split = data.train if split_name == "train" else data.eval
-        t_probs, s_probs = confidence.softmax(t_logits), confidence.softmax(s_logits)
+        t_probs, s_probs = measures.softmax(t_logits), measures.softmax(s_logits)
         try:
-            delta = confidence.confidence_delta(t_probs, s_probs, split.labels, convention)
-            sigma, mean_delta, n_both = confidence.sigma(delta), float(delta.mean()), int(delta.size)
-        except confidence.ConfidenceInputError:  # no example right for both: sigma undefined
+            delta = measures.confidence_delta(t_probs, s_probs, split.labels, convention)
+            sigma, mean_delta, n_both = measures.sigma(delta), float(delta.mean()), int(delta.size)
+        except ConfidenceInputError:  # no example right for both: sigma undefined
             sigma, mean_delta, n_both = math.nan, math.nan, 0
-        agreement = confidence.teacher_agreement(t_probs.argmax(1), s_probs.argmax(1), data.num_labels)
+        agreement = measures.teacher_agreement(t_probs.argmax(1), s_probs.argmax(1), data.num_labels)
         outputs[split_name] = {"teacher_probs": t_probs, "student_probs": s_probs, "labels": split.labels}
         metrics |= {
             f"sigma_{split_name}": sigma,
             f"mean_delta_{split_name}": mean_delta,
             f"n_both_{split_name}": n_both,
-            f"ece_{split_name}": confidence.expected_calibration_error(s_probs, split.labels),
+            f"ece_{split_name}": measures.expected_calibration_error(s_probs, split.labels),
             f"agreement_{split_name}": agreement.agreement,
             f"agreement_f1_{split_name}": agreement.f1,
         }
@@ -122,20 +123,20 @@ def _split_metrics(study: Study, data, logits: dict[str, tuple[torch.Tensor, tor
 def _eval_metrics(study: Study, data, split_metrics: dict[str, Any], student_eval: torch.Tensor,
                   teacher_eval: torch.Tensor) -> dict[str, Any]:
     """The task metric, calibration and agreement on eval."""
-    eval_probs = confidence.softmax(student_eval)
+    eval_probs = measures.softmax(student_eval)
     eval_pred = eval_probs.argmax(1)
-    metrics: dict[str, Any] = {"accuracy": confidence.accuracy(eval_pred, data.eval.labels)}
-    metrics[study.objectives.task_metric] = confidence.task_metric(
+    metrics: dict[str, Any] = {"accuracy": measures.accuracy(eval_pred, data.eval.labels)}
+    metrics[study.objectives.task_metric] = measures.task_metric(
         study.objectives.task_metric, eval_pred, data.eval.labels, data.num_labels)
-    metrics["teacher_accuracy"] = confidence.accuracy(teacher_eval.argmax(1), data.eval.labels)
+    metrics["teacher_accuracy"] = measures.accuracy(teacher_eval.argmax(1), data.eval.labels)
     metrics["ece"] = split_metrics["ece_eval"]
-    metrics["ece_teacher"] = confidence.expected_calibration_error(confidence.softmax(teacher_eval), data.eval.labels)
-    metrics["classwise_ece"] = confidence.classwise_calibration_error(eval_probs, data.eval.labels)
+    metrics["ece_teacher"] = measures.expected_calibration_error(measures.softmax(teacher_eval), data.eval.labels)
+    metrics["classwise_ece"] = measures.classwise_calibration_error(eval_probs, data.eval.labels)
     metrics["agreement"] = split_metrics["agreement_eval"]
-    return metrics | trust.trust_metrics(confidence.softmax(teacher_eval), eval_probs, data.eval.labels)
+    return metrics | measures.trust_metrics(measures.softmax(teacher_eval), eval_probs, data.eval.labels)
 
 
-def class_sigmas(outputs: dict[str, np.ndarray], convention: confidence.Convention) -> dict[str, float]:
+def class_sigmas(outputs: dict[str, np.ndarray], convention: measures.Convention) -> dict[str, float]:
     """``sigma_class_<k>`` for each class k of a task with more than two classes (none on a
     binary task, where the two classes' deltas are one sigma's), NaN where undefined.
 
@@ -148,10 +149,10 @@ def class_sigmas(outputs: dict[str, np.ndarray], convention: confidence.Conventi
     if np.asarray(outputs["teacher_probs"]).shape[1] <= 2:
         return {}
     try:
-        found = trust.sigma_per_class(outputs["teacher_probs"], outputs["student_probs"], outputs["labels"], convention)
-    except confidence.ConfidenceInputError:  # no example right for both
+        found = measures.sigma_per_class(outputs["teacher_probs"], outputs["student_probs"], outputs["labels"], convention)
+    except ConfidenceInputError:  # no example right for both
         found = dict.fromkeys(range(np.asarray(outputs["teacher_probs"]).shape[1]), math.nan)
-    return {f"{trust.SIGMA_CLASS_PREFIX}{k}": value for k, value in found.items()}
+    return {f"{measures.SIGMA_CLASS_PREFIX}{k}": value for k, value in found.items()}
 
 
 def _confidence_metrics(study: Study, data, params: dict[str, float], split_metrics: dict[str, Any],
@@ -168,10 +169,10 @@ def _confidence_metrics(study: Study, data, params: dict[str, float], split_metr
     metrics["prediction_loss_sum"] = prediction_loss_sum
     kappa = study.objectives.confidence.fixed_kappa
     if kappa is None:
-        kappa = confidence.kappa_bound(study.objectives.confidence.bound_gamma, prediction_loss_sum,
+        kappa = measures.kappa_bound(study.objectives.confidence.bound_gamma, prediction_loss_sum,
                                        len(data.train), params["alpha"])
     metrics["kappa"] = kappa
-    metrics["phi_cnf"] = bool(not math.isnan(metrics["sigma"]) and confidence.phi_cnf(metrics["sigma"], kappa))
+    metrics["phi_cnf"] = bool(not math.isnan(metrics["sigma"]) and measures.phi_cnf(metrics["sigma"], kappa))
     return metrics
 
 
@@ -192,7 +193,7 @@ def interval_metrics(study: Study, confidence_outputs: dict[str, np.ndarray], ev
     """
     spec = study.objectives.confidence
     bootstrap = {"level": spec.level, "resamples": spec.resamples, "seed": study.seed}
-    found = confidence.sigma_interval_metrics(confidence_outputs["teacher_probs"], confidence_outputs["student_probs"],
+    found = measures.sigma_interval_metrics(confidence_outputs["teacher_probs"], confidence_outputs["student_probs"],
                                               confidence_outputs["labels"], convention=spec.convention, **bootstrap)
     return found | task_metric_interval(study, eval_predictions, eval_labels, num_classes)
 
@@ -208,6 +209,6 @@ def task_metric_interval(study: Study, eval_predictions, eval_labels, num_classe
         ['accuracy_ci_high', 'accuracy_ci_low']
     """
     spec, name = study.objectives.confidence, study.objectives.task_metric
-    metric = confidence.metric_interval(name, eval_predictions, eval_labels, num_classes, level=spec.level,
+    metric = measures.metric_interval(name, eval_predictions, eval_labels, num_classes, level=spec.level,
                                         resamples=spec.resamples, seed=study.seed)
     return {f"{name}_ci_low": metric.low, f"{name}_ci_high": metric.high}

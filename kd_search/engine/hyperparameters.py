@@ -49,7 +49,8 @@ if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
     from optuna.trial import Trial
 
-    from kd_search.engine.spec import ParameterRange, Study
+    from kd_search.engine.search_settings import ParameterRange
+    from kd_search.engine.spec import Study
 
 Params = dict[str, float | str]
 # Two values closer than this, relative, train the same student as far as training can show.
@@ -286,7 +287,7 @@ def expand_search_space(space: Mapping[str, ParameterRange], num_mapped_layers: 
     """Expand the shorthand ``layer_weight`` into ``layer_weight_1..M``.
 
     Example:
-        >>> from kd_search.engine.spec import ParameterRange
+        >>> from kd_search.engine.search_settings import ParameterRange
         >>> sorted(expand_search_space({"layer_weight": ParameterRange(low=0, high=1)}, 2))
         ['layer_weight_1', 'layer_weight_2']
     """
@@ -306,7 +307,7 @@ def distribution(name: str, rng: ParameterRange) -> BaseDistribution:
     """The Optuna distribution of one search-space entry (``epochs_*`` are integers).
 
     Example:
-        >>> from kd_search.engine.spec import ParameterRange
+        >>> from kd_search.engine.search_settings import ParameterRange
         >>> distribution("alpha", ParameterRange(low=0.0, high=0.5))
         FloatDistribution(high=0.5, log=False, low=0.0, step=None)
     """

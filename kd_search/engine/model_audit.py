@@ -12,7 +12,7 @@ from pathlib import Path
 
 from transformers import AutoConfig
 
-from kd_search.engine import confidence
+from kd_search.engine import measures
 from kd_search.engine.audit import Report, audit_report
 from kd_search.engine.data import load_task
 from kd_search.engine.models import ModelError, load_classifier, load_tokenizer, resolve_model
@@ -26,7 +26,7 @@ TOKENIZER_PROBES = ("The movie was GREAT, wasn't it?", "a dull plot: 2 hours & 1
 
 
 def audit_models(teacher_model: str, student_model: str, study: Study, kappa: float | None = None,
-                 convention: confidence.Convention | None = None, *, level: float | None = None,
+                 convention: measures.Convention | None = None, *, level: float | None = None,
                  resamples: int | None = None, seed: int | None = None) -> Report:
     """The audit report of two classifiers run on the study's confidence split (with
     ``split`` added), tokenized with the teacher's tokenizer.
@@ -46,7 +46,7 @@ def audit_models(teacher_model: str, student_model: str, study: Study, kappa: fl
     data = load_task(study.task, tokenizer)
     split = data.train if spec.split == "train" else data.eval
     device = resolve_device(study.device)
-    probs = [confidence.softmax(evaluate_classifier(_classifier(name, role, data.num_labels).to(device), split,
+    probs = [measures.softmax(evaluate_classifier(_classifier(name, role, data.num_labels).to(device), split,
                                                     study.distillation.eval_batch_size, device))
              for name, role in ((teacher_model, "teacher"), (student_model, "student"))]
     report = audit_report(*probs, split.labels.numpy(), spec.fixed_kappa if kappa is None else kappa,

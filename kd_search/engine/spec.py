@@ -2,10 +2,12 @@
 
 A study YAML names the task, the teacher, the student, the distillation objective and
 its stages, the objectives of the search, the search space and where results live.
-Every model below rejects unknown keys, so a typo is an error rather than a silently
-ignored setting. :func:`parse_study` turns any problem into a :class:`StudyFileError`
-whose message is one line naming the source and the field; reading files, the shipped
-studies and comparison files are :mod:`kd_search.study_file`'s.
+Every model rejects unknown keys (:class:`~kd_search.engine.validation.StrictModel`), so a
+typo is an error rather than a silently ignored setting. :func:`parse_study` turns any
+problem into a :class:`StudyFileError` whose message is one line naming the source and the
+field; reading files, the shipped studies and comparison files are
+:mod:`kd_search.study_file`'s. The service's settings, ``search`` and ``tracking``, are
+:mod:`kd_search.engine.search_settings`' models, validated here as part of the one file.
 
 Hyperparameters form one flat namespace shared by the study defaults, ``--set`` on the
 command line, the search space and the MLflow parameters; its names, defaults, valid
@@ -22,24 +24,27 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    create_model,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, ValidationError, create_model, field_validator, model_validator
 
 from kd_search.engine.hyperparameter_names import (
     PREDICTION_LOSS_NAMES,
     SPACE_NAME,
     SPACE_NAMES_HELP,
 )
+from kd_search.engine.search_settings import (
+    ParameterRange,
+    SearchSpec,
+    TrackingSpec,
+    check_enqueued,
+)
 from kd_search.engine.structure_catalog import STRUCTURE_LOSS_NEEDS, STRUCTURE_LOSSES
+from kd_search.engine.validation import (
+    PositiveFloat,
+    PositiveInt,
+    StrictModel,
+    format_validation_error,
+)
 from kd_search.errors import StudyFileError
-from kd_search.urls import has_password
 
 EMBEDDED_TEACHER = "embedded:minilm-l6"
 STUDY_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -60,17 +65,7 @@ TASK_METRICS = ("accuracy", "f1", "mcc")
 PREDICTION_FILE_SUFFIXES = (".csv", ".jsonl", ".json", ".parquet")
 
 
-class _Strict(BaseModel):
-    # A non-finite number (.inf, .nan) is never a usable setting; reject it here rather
-    # than after the teacher is fine-tuned.
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-
-PositiveInt = Annotated[int, Field(gt=0)]
-PositiveFloat = Annotated[float, Field(gt=0)]
-
-
-class TaskSpec(_Strict):
+class TaskSpec(StrictModel):
     """Where the examples come from and how they are cut.
 
     ``source: rotten_tomatoes`` is the embedded default (12.8k review snippets shipped
@@ -106,7 +101,7 @@ class TaskSpec(_Strict):
         return self
 
 
-class FineTuneSpec(_Strict):
+class FineTuneSpec(StrictModel):
     """Fine-tune the teacher on the task once before distilling (cached by content hash)."""
 
     epochs: Annotated[float, Field(gt=0, le=100)] = 1
@@ -118,7 +113,7 @@ class FineTuneSpec(_Strict):
     train_limit: PositiveInt | None = None
 
 
-class TeacherSpec(_Strict):
+class TeacherSpec(StrictModel):
     """The teacher: ``embedded:minilm-l6``, a hub id or a local directory."""
 
     model: str = EMBEDDED_TEACHER
@@ -136,7 +131,7 @@ class TeacherSpec(_Strict):
         return value
 
 
-class FreshStudentConfig(_Strict):
+class FreshStudentConfig(StrictModel):
     """A randomly initialised BERT student of the given shape."""
 
     layers: Annotated[int, Field(ge=1, le=48)]
@@ -151,7 +146,7 @@ class FreshStudentConfig(_Strict):
         return self
 
 
-class StudentSpec(_Strict):
+class StudentSpec(StrictModel):
     """Exactly one of: teacher layers to keep, a pretrained model, or a fresh config."""
 
     teacher_layers: list[Annotated[int, Field(ge=1)]] | None = None
@@ -171,7 +166,7 @@ class StudentSpec(_Strict):
         return self
 
 
-class LayerMapSpec(_Strict):
+class LayerMapSpec(StrictModel):
     """Which teacher layer each student layer learns from.
 
     ``uniform``: g(m) = m*N/M as in TinyBERT; ``last``: the last M teacher layers;
@@ -190,7 +185,7 @@ class LayerMapSpec(_Strict):
         return self
 
 
-class StageSpec(_Strict):
+class StageSpec(StrictModel):
     """One training stage: TinyBERT's ``intermediate`` and ``prediction``, or ``joint``."""
 
     name: Literal["intermediate", "prediction", "joint"]
@@ -200,7 +195,7 @@ class StageSpec(_Strict):
 
 StructureWeights = create_model(
     "StructureWeights",
-    __base__=_Strict,
+    __base__=StrictModel,
     __doc__=(
         "Weights of the structure losses added in stages with intermediate layers (0 = off).\n\n"
         "One per loss of the catalog (:mod:`kd_search.engine.structure_catalog`), searchable as "
@@ -211,7 +206,7 @@ StructureWeights = create_model(
 )
 
 
-class DistillationSpec(_Strict):
+class DistillationSpec(StrictModel):
     """The objective and its default hyperparameters.
 
     L = alpha*L_hard + (1-alpha)*L_pred(T) + beta*sum_m lambda_m*(L_hidn+L_emb)
@@ -258,7 +253,7 @@ class DistillationSpec(_Strict):
         return stages
 
 
-class ConfidenceSpec(_Strict):
+class ConfidenceSpec(StrictModel):
     """The confidence-preservation objective and constraint sigma <= kappa.
 
     ``kappa`` is a number, or ``bound`` for the paper's
@@ -289,7 +284,7 @@ class ConfidenceSpec(_Strict):
         return None if self.kappa == "bound" else float(self.kappa)
 
 
-class ObjectivesSpec(_Strict):
+class ObjectivesSpec(StrictModel):
     task_metric: Literal[TASK_METRICS] = "accuracy"  # type: ignore[valid-type]
     confidence: ConfidenceSpec = ConfidenceSpec()
 
@@ -302,96 +297,7 @@ class ObjectivesSpec(_Strict):
         return value
 
 
-class ParameterRange(_Strict):
-    """One searched hyperparameter: a range (``low``, ``high``, ``log``, ``step``) or ``choices``."""
-
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    step: PositiveFloat | None = None
-    choices: list[float | int | str] | None = Field(default=None, min_length=1)
-
-    @model_validator(mode="after")
-    def _range_or_choices(self) -> ParameterRange:
-        if self.choices is not None:
-            if self.low is not None or self.high is not None:
-                raise ValueError("give either choices or low/high, not both")
-            return self
-        if self.low is None or self.high is None:
-            raise ValueError("give low and high (or choices)")
-        if self.low >= self.high:
-            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
-        if self.log and self.low <= 0:
-            raise ValueError("a log range needs low > 0")
-        if self.log and self.step is not None:
-            raise ValueError("step cannot be combined with log")
-        return self
-
-
-class ResourcesSpec(_Strict):
-    cpu: Annotated[float, Field(ge=0)] = 1
-    gpu: Annotated[float, Field(ge=0)] = 0
-
-
-class ConfirmSpec(_Strict):
-    """Confirmation after the search: the ``top`` most accurate feasible trials (and any
-    trial whose sigma interval straddles kappa) trained again with ``seeds`` more seeds.
-
-    Example:
-        >>> ConfirmSpec(top=3).seeds
-        2
-    """
-
-    # 0: no confirmation after the search (``kd-search confirm`` can still run it).
-    top: Annotated[int, Field(ge=0)] = 0
-    seeds: PositiveInt = 2
-
-
-class SearchSpec(_Strict):
-    sampler: Literal["tpe", "gp", "nsga2", "random"] = "gp"
-    trials: PositiveInt = 8
-    concurrency: PositiveInt = 1
-    resources: ResourcesSpec = ResourcesSpec()
-    space: dict[str, ParameterRange] = Field(default_factory=dict)
-    # Run the study's defaults (the TinyBERT recipe) as the first trial.
-    enqueue_defaults: bool = True
-    # Known good starting points, run in order after the defaults: each maps searched
-    # names to values; names it leaves out are sampled.
-    enqueue: list[dict[str, float | int | str]] = Field(default_factory=list)
-    # Trials the sampler draws at random before it models the results; by default a
-    # quarter of the budget (at least 2), so short studies still get guided trials.
-    startup_trials: PositiveInt | None = None
-    # Students kept for export: the feasible Pareto front, every finished trial, or none.
-    keep_checkpoints: Literal["pareto", "all", "none"] = "pareto"
-    # How often Ray restarts a crashed trial from its last epoch checkpoint.
-    max_failures: Annotated[int, Field(ge=0)] = 2
-    # fifo runs every trial to the end; asha stops trials whose task metric lags at an
-    # epoch rung; mo_asha stops those outside the top half of the rung by constrained
-    # non-dominated sorting on (task metric up, sigma down, sigma <= kappa). Stopped
-    # trials are recorded as PRUNED and never reach the front.
-    scheduler: Literal["fifo", "asha", "mo_asha"] = "fifo"
-    confirm: ConfirmSpec = ConfirmSpec()
-
-
-class TrackingSpec(_Strict):
-    """Where a study lives; each can be overridden on the command line or by environment."""
-
-    workdir: str | None = None
-    storage: str | None = None
-    tracking_uri: str | None = None
-    experiment: str | None = None
-
-    @field_validator("storage", "tracking_uri")
-    @classmethod
-    def _no_secrets(cls, url: str | None) -> str | None:
-        # Study files are committed and stored with the study; credentials are not.
-        if url and has_password(url):
-            raise ValueError("holds a password: give it in the environment (PGPASSWORD, MLFLOW_TRACKING_PASSWORD) "
-                             "or in --storage/--tracking-uri, never in a study file")
-        return url
-
-
-class Study(_Strict):
+class Study(StrictModel):
     """A whole study file."""
 
     name: Annotated[str, Field(pattern=STUDY_NAME_PATTERN)]
@@ -424,7 +330,7 @@ class Study(_Strict):
         self._check_epochs_total()
         for number, entry in enumerate(self.search.enqueue):
             for name, value in entry.items():
-                _check_enqueued(f"search.enqueue[{number}].{name}", value, self._space_entry(name))
+                check_enqueued(f"search.enqueue[{number}].{name}", value, self._space_entry(name))
         return self
 
     def _space_entry(self, name: str) -> ParameterRange | None:
@@ -498,52 +404,6 @@ class Study(_Strict):
             kd_search.errors.StudyFileError: study 's': distillation.alpha: Input should be less than 1
         """
         return parse_study(merge_fields(self.model_dump(mode="json"), changes), f"study {self.name!r}")
-
-
-def _check_enqueued(where: str, value: float | int | str, rng: ParameterRange | None) -> None:
-    if rng is None:
-        raise ValueError(f"{where}: not a name of search.space")
-    if rng.choices is not None:
-        if value not in rng.choices:
-            raise ValueError(f"{where}: {value!r} is not one of the choices {rng.choices}")
-    elif isinstance(value, str) or not rng.low <= value <= rng.high:
-        raise ValueError(f"{where}: {value!r} is outside the range [{rng.low}, {rng.high}]")
-
-
-_UNION_TAGS = {"int", "float", "str", "bool"}
-
-
-def _field_path(loc: tuple) -> str:
-    # Union members add tags such as "constrained-float" or "literal['bound']" to the
-    # location; users know fields, not union members.
-    parts = [str(p) for p in loc if not (isinstance(p, str) and ("[" in p or "-" in p or p in _UNION_TAGS))]
-    return ".".join(parts)
-
-
-def _message(error: dict) -> str:
-    if error["type"] == "extra_forbidden":
-        return "unknown key"
-    if error["type"] == "missing":
-        return "required field is missing"
-    return error["msg"].removeprefix("Value error, ")
-
-
-def format_validation_error(path: str, error: ValidationError) -> str:
-    """A pydantic error as the one line users read: the file, the field, what is wrong.
-
-    Example:
-        >>> try:
-        ...     Study.model_validate({"name": "s", "student": {"teacher_layers": [2]}, "sed": 1})
-        ... except ValidationError as error:
-        ...     print(format_validation_error("my.yaml", error))
-        my.yaml: sed: unknown key
-    """
-    errors = error.errors()
-    location = _field_path(errors[0]["loc"])
-    # A value that fits no member of a union gets one error per member: say them all.
-    messages = [_message(e) for e in errors if _field_path(e["loc"]) == location]
-    message = " or ".join(dict.fromkeys(messages))
-    return f"{path}: {location}: {message}" if location else f"{path}: {message}"
 
 
 def parse_study(data: Any, source: str = "<study>") -> Study:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from kd_search.engine import confidence
+from kd_search.engine import measures
 from kd_search.engine.data import TaskData, batches, inference_batches
 from kd_search.engine.models import load_classifier, load_tokenizer, resolve_model
 from kd_search.engine.optim import linear_warmup_schedule
@@ -117,7 +117,7 @@ def prepare_teacher(study: Study, data: TaskData, workdir: str | Path, device: t
     seconds = time.perf_counter() - started
     logits = evaluate_classifier(model, data.eval, study.distillation.eval_batch_size, device)
     summary = {
-        "eval_accuracy": confidence.accuracy(logits.argmax(dim=1), data.eval.labels),
+        "eval_accuracy": measures.accuracy(logits.argmax(dim=1), data.eval.labels),
         "fine_tune_seconds": round(seconds, 1),
         "base_model": study.teacher.model,
     }

@@ -233,22 +233,64 @@ def _student_and_plans(setup: TrialSetup, params: dict[str, float | str],
     return student, helpers, plan_stages(setup.study, params, setup.pairs, projection, memories)
 
 
-def _measure(setup: TrialSetup, student, params: dict[str, float | str], teacher_logits: tuple[torch.Tensor, torch.Tensor],
-             timer: PhaseTimer, plan: StagePlan | None = None,
+@dataclass
+class _Training:
+    """What every epoch of one trial uses.
+
+    ``study`` is the study being trained: its training seed may differ from that of the
+    study ``setup`` was prepared for (a comparison's seeds share one setup's teacher and
+    data). ``teacher`` is what training reads the teacher's outputs from (the cache, or
+    the teacher itself), ``teacher_logits`` its logits on the train and eval splits.
+    """
+
+    study: Study
+    setup: TrialSetup
+    params: dict[str, float | str]
+    teacher: Any
+    teacher_logits: tuple[torch.Tensor, torch.Tensor]
+    student: torch.nn.Module
+    helpers: dict[str, torch.nn.Module]
+    plans: list[StagePlan]
+    timer: PhaseTimer
+    progress: ProgressCallback | None
+
+    @property
+    def total_epochs(self) -> int:
+        """The epochs of all stages."""
+        return sum(plan.epochs for plan in self.plans)
+
+
+def _start_training(study: Study, setup: TrialSetup, params: dict[str, float | str], resume_from: str | Path | None,
+                    progress: ProgressCallback | None, timer: PhaseTimer) -> tuple[_Training, ResumePosition]:
+    """Seed the generators, read the teacher's outputs and build the student and its stage
+    plans, from the checkpoint ``resume_from`` when given; where training starts."""
+    _seed_everything(study.training_seed)
+    with timer.phase("teacher_outputs"):
+        teacher, teacher_train, teacher_eval = teacher_outputs(setup, teacher_layers(setup, params), progress)
+    with timer.phase("student_build"):
+        student, helpers, plans = _student_and_plans(setup, params, teacher)
+        position = ResumePosition() if resume_from is None else load_checkpoint(Path(resume_from), student, helpers)
+    training = _Training(study=study, setup=setup, params=params, teacher=teacher,
+                         teacher_logits=(teacher_train, teacher_eval), student=student, helpers=helpers,
+                         plans=plans, timer=timer, progress=progress)
+    return training, position
+
+
+def _measure(training: _Training, plan: StagePlan | None = None,
              with_train_split: bool = True) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     # Measured with SDPA attention; a stage's attention scores are switched back on after.
-    use_attention_scores(student, False)
-    measured = evaluate(setup, student, params, *teacher_logits, with_train_split=with_train_split, timer=timer)
-    use_attention_scores(student, plan is not None and plan.attention_scores)
+    use_attention_scores(training.student, False)
+    measured = evaluate(training.setup, training.student, training.params, *training.teacher_logits,
+                        with_train_split=with_train_split, timer=training.timer)
+    use_attention_scores(training.student, plan is not None and plan.attention_scores)
     return measured
 
 
-def _report_epoch(report: Report, metrics: dict[str, Any], student, helpers: dict[str, torch.nn.Module],
-                  position: ResumePosition, timer: PhaseTimer) -> None:
+def _report_epoch(report: Report, metrics: dict[str, Any], training: _Training, position: ResumePosition) -> None:
     with tempfile.TemporaryDirectory(prefix="kd-search-ckpt-") as checkpoint_dir:
-        with timer.phase("checkpoint"):
-            save_checkpoint(Path(checkpoint_dir), student, helpers, position)
-        with timer.phase("report"):
+        with training.timer.phase("checkpoint"):
+            save_checkpoint(Path(checkpoint_dir), training.student, training.helpers, position)
+        with training.timer.phase("report"):
             report(dict(metrics), checkpoint_dir)
 
 
@@ -260,6 +302,57 @@ def _analyse_structure(setup: TrialSetup, student, teacher, learnt_from_layers: 
 
 def _prediction_epochs(plans: list[StagePlan]) -> int:
     return sum(plan.epochs for plan in plans if plan.prediction)
+
+
+def _train_stages(training: _Training, position: ResumePosition, report: Report | None,
+                  full_evaluation_every_epoch: bool) -> tuple[dict[str, Any], dict[str, np.ndarray], ResumePosition]:
+    """Train the student through its stages from ``position``, measuring it and calling
+    ``report`` after every epoch: the last epoch's metrics and outputs (empty when no
+    epoch was left to train) and the position reached."""
+    setup, student, plans, timer = training.setup, training.student, training.plans, training.timer
+    dist, seed = training.study.distillation, training.study.training_seed
+    total_epochs, resumed_from_epoch = training.total_epochs, position.global_epoch
+    steps_per_epoch = -(-len(setup.data.train) // dist.batch_size)
+    metrics: dict[str, Any] = {}
+    outputs: dict[str, np.ndarray] = {}
+    for stage, plan in enumerate(plans[position.stage:], start=position.stage):
+        use_attention_scores(student, plan.attention_scores)
+        first_epoch = position.epoch if stage == position.stage else 0
+        optimization = plan.optimization(student, training.helpers, steps_per_epoch, epochs_done=first_epoch)
+        for epoch in range(first_epoch, plan.epochs):
+            started = time.perf_counter()
+            train_loss = train_epoch(plan, student, training.teacher, setup.data.train, optimization,
+                                     batch_size=dist.batch_size, shuffle_seed=seed * 1000 + position.global_epoch,
+                                     epoch=epoch, device=setup.device, progress=training.progress)
+            seconds = time.perf_counter() - started
+            timer.add("train", seconds)
+            position = position.after_epoch(stage, epoch, plan.epochs, seconds)
+            last_epoch = position.global_epoch == total_epochs
+            metrics, outputs = _measure(training, plan, with_train_split=full_evaluation_every_epoch or last_epoch)
+            metrics |= {"epoch": position.global_epoch, "total_epochs": total_epochs, "stage": plan.name,
+                        "prediction_epoch": _prediction_epochs(plans[:stage]) + (epoch + 1 if plan.prediction else 0),
+                        "train_loss": train_loss, "train_seconds": position.train_seconds,
+                        "resumed_from_epoch": resumed_from_epoch}
+            if report is not None:
+                _report_epoch(report, metrics, training, position)
+    return metrics, outputs, position
+
+
+def _measure_trained_checkpoint(training: _Training, position: ResumePosition,
+                                report: Report | None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Measure a student resumed from a checkpoint taken after its last epoch, and report
+    it without a checkpoint: the search waits for this result (its driver died before
+    reading it)."""
+    plans = training.plans
+    metrics, outputs = _measure(training)
+    # No epoch was left to train, so the position is still the checkpoint's.
+    metrics |= {"epoch": position.global_epoch, "total_epochs": training.total_epochs,
+                "stage": plans[-1].name if plans else "", "prediction_epoch": _prediction_epochs(plans),
+                "train_seconds": position.train_seconds,
+                "resumed_from_epoch": position.global_epoch}
+    if report is not None:
+        report(dict(metrics), None)
+    return metrics, outputs
 
 
 def run_trial(study: Study, params: dict[str, float | str] | None = None, report: Report | None = None, *,
@@ -291,53 +384,16 @@ def run_trial(study: Study, params: dict[str, float | str] | None = None, report
         setup = prepare(study, workdir, progress)
         timer = PhaseTimer(setup.seconds)
     params = hyperparameters(setup, params)
-    dist = study.distillation
-    seed = study.training_seed
-    _seed_everything(seed)
-    with timer.phase("teacher_outputs"):
-        teacher, teacher_train, teacher_eval = teacher_outputs(setup, teacher_layers(setup, params), progress)
-    with timer.phase("student_build"):
-        student, helpers, plans = _student_and_plans(setup, params, teacher)
-        position = ResumePosition() if resume_from is None else load_checkpoint(Path(resume_from), student, helpers)
-    total_epochs, resumed_from_epoch = sum(plan.epochs for plan in plans), position.global_epoch
-    steps_per_epoch = -(-len(setup.data.train) // dist.batch_size)
-    metrics: dict[str, Any] = {}
-    outputs: dict[str, np.ndarray] = {}
-    for stage, plan in enumerate(plans[position.stage:], start=position.stage):
-        use_attention_scores(student, plan.attention_scores)
-        first_epoch = position.epoch if stage == position.stage else 0
-        optimization = plan.optimization(student, helpers, steps_per_epoch, epochs_done=first_epoch)
-        for epoch in range(first_epoch, plan.epochs):
-            started = time.perf_counter()
-            train_loss = train_epoch(plan, student, teacher, setup.data.train, optimization,
-                                     batch_size=dist.batch_size, shuffle_seed=seed * 1000 + position.global_epoch,
-                                     epoch=epoch, device=setup.device, progress=progress)
-            seconds = time.perf_counter() - started
-            timer.add("train", seconds)
-            position = position.after_epoch(stage, epoch, plan.epochs, seconds)
-            last_epoch = position.global_epoch == total_epochs
-            metrics, outputs = _measure(setup, student, params, (teacher_train, teacher_eval), timer, plan,
-                                        with_train_split=full_evaluation_every_epoch or last_epoch)
-            metrics |= {"epoch": position.global_epoch, "total_epochs": total_epochs, "stage": plan.name,
-                        "prediction_epoch": _prediction_epochs(plans[:stage]) + (epoch + 1 if plan.prediction else 0),
-                        "train_loss": train_loss, "train_seconds": position.train_seconds,
-                        "resumed_from_epoch": resumed_from_epoch}
-            if report is not None:
-                _report_epoch(report, metrics, student, helpers, position, timer)
-    use_attention_scores(student, False)
+    training, position = _start_training(study, setup, params, resume_from, progress, timer)
+    metrics, outputs, position = _train_stages(training, position, report, full_evaluation_every_epoch)
+    use_attention_scores(training.student, False)
     if not metrics:  # resumed from a checkpoint taken after the last epoch: measure it
-        metrics, outputs = _measure(setup, student, params, (teacher_train, teacher_eval), timer)
-        metrics |= {"epoch": position.global_epoch, "total_epochs": total_epochs,
-                    "stage": plans[-1].name if plans else "", "prediction_epoch": _prediction_epochs(plans),
-                    "train_seconds": position.train_seconds,
-                    "resumed_from_epoch": resumed_from_epoch}
-        if report is not None:  # the search waits for this result (its driver died before reading it)
-            report(dict(metrics), None)
-    learnt_from_layers = any(plan.intermediate for plan in plans)
+        metrics, outputs = _measure_trained_checkpoint(training, position, report)
+    learnt_from_layers = any(plan.intermediate for plan in training.plans)
     if learnt_from_layers or analyse_structure:
         with timer.phase("structure_analysis"):
-            outputs |= _analyse_structure(setup, student, teacher, learnt_from_layers)
+            outputs |= _analyse_structure(setup, training.student, training.teacher, learnt_from_layers)
         metrics |= analysis.structure_metrics(outputs)
     metrics["train_seconds"] = position.train_seconds
-    return TrialResult(metrics=metrics, params=params, student=student.eval(), tokenizer=setup.tokenizer,
+    return TrialResult(metrics=metrics, params=params, student=training.student.eval(), tokenizer=setup.tokenizer,
                        outputs=outputs, timings=timer.seconds)

@@ -124,7 +124,7 @@ def _seeds_section(metrics: dict[str, Any], metric_name: str) -> list[str]:
 
 
 def _trust_section(metrics: dict[str, Any]) -> list[str]:
-    # Beyond sigma, on the eval split against the teacher (kd_search.engine.trust); the
+    # Beyond sigma, on the eval split against the teacher (kd_search.engine.measures.trust); the
     # measures a study did not record are left out.
     found = {name: value for name, value in trust_fields(metrics).items() if isinstance(value, (int, float))}
     if not found:

@@ -16,11 +16,11 @@ matplotlib.use("Agg")  # figures are files, never windows (workers and CI have n
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from kd_search.engine import confidence, trust  # noqa: E402
+from kd_search.engine import measures  # noqa: E402
 
 
 def confidence_figure(teacher_probs: np.ndarray, student_probs: np.ndarray, labels: np.ndarray,
-                      convention: confidence.Convention, kappa: float | None = None, title: str = "") -> Figure:
+                      convention: measures.Convention, kappa: float | None = None, title: str = "") -> Figure:
     """Teacher vs student confidence and the distribution of delta (the paper's Figure 2).
 
     Only the inputs both classify correctly are drawn, the set sigma is computed on, and
@@ -33,8 +33,8 @@ def confidence_figure(teacher_probs: np.ndarray, student_probs: np.ndarray, labe
         >>> confidence_figure(p, q, np.array([0, 1, 0]), "p0", kappa=0.05).axes[2].get_title()
         'delta, sigma = 0.0943'
     """
-    p0 = confidence.resolve_convention(convention, teacher_probs.shape[1]) == "p0"
-    rows = np.flatnonzero(confidence.both_correct_mask(teacher_probs, student_probs, labels))
+    p0 = measures.resolve_convention(convention, teacher_probs.shape[1]) == "p0"
+    rows = np.flatnonzero(measures.both_correct_mask(teacher_probs, student_probs, labels))
     column = 0 if p0 else np.asarray(labels)[rows]
     teacher_p, student_p = teacher_probs[rows, column], student_probs[rows, column]
     delta = teacher_p - student_p
@@ -49,7 +49,7 @@ def confidence_figure(teacher_probs: np.ndarray, student_probs: np.ndarray, labe
     for axis in (left, middle):
         axis.set_xlabel("class-0 probability" if p0 else "true-class probability")
         axis.set_ylabel("inputs both classify correctly")
-    sigma = confidence.sigma(delta)
+    sigma = measures.sigma(delta)
     right.hist(delta, bins=41, color="tab:green", alpha=0.8)
     right.set_title(f"delta, sigma = {sigma:.4f}")
     right.set_xlabel(f"delta = {name} teacher - {name} student")
@@ -202,7 +202,7 @@ def comparison_figure(methods: Sequence[str], accuracy: Sequence[tuple[float, fl
 
 
 def trial_figures(teacher_probs: np.ndarray, student_probs: np.ndarray, labels: np.ndarray,
-                  convention: confidence.Convention, kappa: float, cka_matrix: np.ndarray | None = None,
+                  convention: measures.Convention, kappa: float, cka_matrix: np.ndarray | None = None,
                   title: str = "") -> dict[str, Figure]:
     """A finished trial's pictures by MLflow artifact name: ``confidence.png`` and, when
     the layers were compared, ``layer_cka.png`` (rows/columns: embeddings, mapped layers).
@@ -220,14 +220,14 @@ def trial_figures(teacher_probs: np.ndarray, student_probs: np.ndarray, labels: 
     return pictures
 
 
-def reliability_figure(teacher: trust.Reliability, students: dict[str, trust.Reliability],
+def reliability_figure(teacher: measures.Reliability, students: dict[str, measures.Reliability],
                        title: str = "") -> Figure:
     """Reliability diagram (Guo et al. 2017, Fig. 1): accuracy against top-label confidence
     per bin, the teacher's and each student's, with the diagonal of perfect calibration.
     The legend gives each curve's ECE. Empty bins are not drawn.
 
     Example:
-        >>> bins = trust.reliability([[0.9, 0.1], [0.7, 0.3], [0.4, 0.6]], [0, 1, 1])
+        >>> bins = measures.reliability([[0.9, 0.1], [0.7, 0.3], [0.4, 0.6]], [0, 1, 1])
         >>> fig = reliability_figure(bins, {"trial 3": bins})
         >>> [text.get_text() for text in fig.axes[0].get_legend().get_texts()][:2]
         ['perfect calibration', 'teacher (ECE 0.400)']

@@ -22,8 +22,7 @@ import pandas as pd
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
-from kd_search.engine import trust
-from kd_search.engine.confidence import Convention
+from kd_search.engine import measures
 from kd_search.service import figures
 from kd_search.service.search.locations import Locations
 from kd_search.service.search.presenting import summary_table
@@ -94,8 +93,8 @@ def _trust(summary: StudySummary, locations: Locations, kappa: float | None,
     for t in summary.front:
         arrays = _eval_arrays(locations.trial_dir(summary.name, t.number) / "confidence.npz", confidence_split)
         if arrays is not None:
-            teacher = teacher or trust.reliability(arrays[0], arrays[2])
-            students[f"trial {t.number}"] = trust.reliability(arrays[1], arrays[2])
+            teacher = teacher or measures.reliability(arrays[0], arrays[2])
+            students[f"trial {t.number}"] = measures.reliability(arrays[1], arrays[2])
     if teacher is not None:
         images["reliability"] = _png(figures.reliability_figure(teacher, students))
     fields = {t.number: trust_fields(t.attrs) for t in summary.front}
@@ -114,7 +113,7 @@ def _trust(summary: StudySummary, locations: Locations, kappa: float | None,
 
 
 def build_report(optuna_study: optuna.Study, summary: StudySummary, locations: Locations, out_file: str | Path,
-                 description: str = "", kappa: float | None = None, convention: Convention = "auto",
+                 description: str = "", kappa: float | None = None, convention: measures.Convention = "auto",
                  confidence_split: str = "train") -> Path:
     """Write the study's HTML dashboard to ``out_file`` and return its path.
 

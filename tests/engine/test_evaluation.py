@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from kd_search.engine import confidence
+from kd_search.engine import measures
 from kd_search.engine.evaluation import interval_metrics
 from kd_search.engine.spec import parse_study
 
@@ -28,7 +28,7 @@ def outputs(size: int = 60, seed: int = 0) -> dict[str, np.ndarray]:
 
 def test_intervals_follow_the_study_settings_and_seed():
     found = interval_metrics(study(task_metric="f1"), outputs(), [0, 1, 1, 0], [0, 1, 0, 0], 2)
-    sigma = confidence.sigma_interval(outputs()["teacher_probs"], outputs()["student_probs"], outputs()["labels"],
+    sigma = measures.sigma_interval(outputs()["teacher_probs"], outputs()["student_probs"], outputs()["labels"],
                                       resamples=200, seed=3)
     assert (found["sigma_ci_low"], found["sigma_ci_high"], found["sigma_se"]) == (sigma.low, sigma.high,
                                                                                    sigma.std_error)
@@ -51,5 +51,5 @@ def test_undefined_sigma_gives_nan():
 def test_metric_interval_brackets_the_metric(name):
     predictions, labels = np.arange(40) % 2, (np.arange(40) // 3) % 2
     found = interval_metrics(study(task_metric=name), outputs(), predictions, labels, 2)
-    estimate = confidence.task_metric(name, predictions, labels)
+    estimate = measures.task_metric(name, predictions, labels)
     assert found[f"{name}_ci_low"] <= estimate <= found[f"{name}_ci_high"]

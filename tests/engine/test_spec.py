@@ -9,7 +9,8 @@ import yaml
 
 from kd_search.cli import main
 from kd_search.engine.hyperparameters import expand_search_space
-from kd_search.engine.spec import ParameterRange, parse_study
+from kd_search.engine.search_settings import ParameterRange
+from kd_search.engine.spec import parse_study
 from kd_search.errors import StudyFileError
 from kd_search.study_file import load_comparison, load_study, resolve_study_file, shipped_studies
 

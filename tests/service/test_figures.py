@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kd_search.engine import confidence
+from kd_search.engine import measures
 from kd_search.service.figures import confidence_figure, trial_figures
 
 TEACHER = np.array([[0.9, 0.1], [0.2, 0.8], [0.7, 0.3], [0.4, 0.6], [0.6, 0.4]])
@@ -17,7 +17,7 @@ LABELS = np.array([0, 1, 0, 1, 1])
 def test_figure_sigma_is_the_logged_sigma(convention, drawn):
     figure = confidence_figure(TEACHER, STUDENT, LABELS, convention)
     # What a trial logs as sigma under this convention (trial._evaluate).
-    sigma = float(np.std(confidence.confidence_delta(TEACHER, STUDENT, LABELS, convention)))
+    sigma = float(np.std(measures.confidence_delta(TEACHER, STUDENT, LABELS, convention)))
     assert figure.axes[2].get_title() == f"delta, sigma = {sigma:.4f}"
     assert figure.axes[0].get_title() == f"teacher {drawn}"
 

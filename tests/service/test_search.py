@@ -23,7 +23,8 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from tiny import search_study, tiny_task_files, write_study
 
 from kd_search.cli import main
-from kd_search.engine.spec import SearchSpec, parse_study
+from kd_search.engine.search_settings import SearchSpec
+from kd_search.engine.spec import parse_study
 from kd_search.errors import SearchError
 from kd_search.service import pareto
 from kd_search.service.search import (

@@ -12,7 +12,7 @@ from mlflow import MlflowClient
 from tiny import tiny_study
 
 from kd_search.cli import main
-from kd_search.engine import confidence, trust
+from kd_search.engine import measures
 from kd_search.engine.hyperparameters import search_distributions
 from kd_search.engine.spec import parse_study
 from kd_search.engine.trial import run_trial
@@ -22,7 +22,7 @@ from kd_search.service.search.locations import Locations
 from kd_search.service.search.optuna_study import create_or_resume
 from kd_search.service.tracking import StudyTracker
 
-MEASURES = ("sigma_train", "sigma_eval", *trust.TRUST_METRICS)
+MEASURES = ("sigma_train", "sigma_eval", *measures.TRUST_METRICS)
 
 
 @pytest.fixture(scope="module")
@@ -64,15 +64,15 @@ def test_the_trial_measures_trust_on_the_arrays_it_saved(recorded):
     locations, _, result, number = recorded
     with np.load(locations.trial_dir("tiny-trust", number) / "confidence.npz") as saved:
         teacher, student, labels = saved["eval_teacher_probs"], saved["eval_student_probs"], saved["eval_labels"]
-        direct = trust.trust_metrics(teacher, student, labels)
-        sigma_train = float(np.std(confidence.confidence_delta(saved["teacher_probs"], saved["student_probs"],
+        direct = measures.trust_metrics(teacher, student, labels)
+        sigma_train = float(np.std(measures.confidence_delta(saved["teacher_probs"], saved["student_probs"],
                                                                saved["labels"])))
     assert labels.size == 32  # the tiny task's eval split
     assert direct["brier_teacher"] < 0.25 and direct["kl_teacher_student"] > 0  # a trained, imperfect copy
     for name, value in direct.items():
         assert result.metrics[name] == pytest.approx(value, rel=1e-6, abs=1e-9), name
     assert result.metrics["sigma_train"] == pytest.approx(sigma_train) == pytest.approx(result.metrics["sigma"])
-    assert result.metrics["sigma_eval"] == pytest.approx(float(np.std(confidence.confidence_delta(
+    assert result.metrics["sigma_eval"] == pytest.approx(float(np.std(measures.confidence_delta(
         teacher, student, labels))))
     assert result.metrics["flip_rate"] == pytest.approx(1 - result.metrics["agreement"])
 

@@ -17,7 +17,7 @@ from optuna.distributions import FloatDistribution
 from tiny import tiny_teacher_dir
 
 from kd_search.cli import main
-from kd_search.engine.confidence import certify
+from kd_search.engine.measures import certify
 from kd_search.engine.models import load_classifier, load_tokenizer, student_from_teacher_layers
 from kd_search.service.export import exported_metrics, model_card, save_student
 from kd_search.service.search import (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from kd_search.engine.confidence import Verdict
+from kd_search.engine.measures import Verdict
 from kd_search.service.search.records import StudySummary, TrialRecord
 
 

@@ -16,8 +16,13 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from kd_search.engine.confidence import Certification, Verdict, certify
-from kd_search.engine.trust import SIGMA_CLASS_PREFIX, TRUST_METRICS
+from kd_search.engine.measures import (
+    SIGMA_CLASS_PREFIX,
+    TRUST_METRICS,
+    Certification,
+    Verdict,
+    certify,
+)
 from kd_search.service import figures, pareto
 from kd_search.service.search.optuna_study import DUPLICATE_ATTR, INTERRUPTED_ATTR, REDRAWN_ATTR
 from kd_search.service.seed_stats import mean_sd
@@ -159,7 +164,7 @@ class TrialRecord:
 
     @property
     def verdict(self) -> Certification | None:
-        """:func:`kd_search.engine.confidence.certify` over every COMPLETE seed's sigma and
+        """:func:`kd_search.engine.measures.certify` over every COMPLETE seed's sigma and
         its bootstrap standard error (``sigma_se``; 0 where a study did not record it);
         None for a trial without a COMPLETE run or a kappa."""
         runs = self._seed_runs()

@@ -42,7 +42,7 @@ def at_kappa(summary: StudySummary, kappa: float) -> StudySummary:
 
     Each trial compares with the same ``kappa``, also in a study with ``kappa: bound``
     (whose trials each stored their own bound). A trial's upper bound U does not depend on
-    kappa, so its verdict at ``kappa`` is the one :func:`~kd_search.engine.confidence.certify`
+    kappa, so its verdict at ``kappa`` is the one :func:`~kd_search.engine.measures.certify`
     gives with it.
 
     Example:

@@ -1,7 +1,7 @@
 """Trust measures of a student beyond sigma: pure functions on arrays.
 
 What a user of a compressed model checks next, each measured against the teacher or the
-labels on one split (row-aligned arrays, as in :mod:`kd_search.engine.confidence`):
+labels on one split (row-aligned arrays, as every measure of :mod:`kd_search.engine.measures`):
 
 * flips (Xu et al., "Beyond Preserved Accuracy: Evaluating Loyalty and Robustness of BERT
   Compression", EMNLP 2021, label loyalty = 1 - flip rate; Yan et al., "Positive-Congruent
@@ -12,9 +12,9 @@ labels on one split (row-aligned arrays, as in :mod:`kd_search.engine.confidence
 * Brier score = mean_x sum_k (p_k(x) - [y(x) = k])^2 (Brier 1950, the multi-class form);
 * NLL = -mean_x log p_y(x)(x) (the log loss; Guo et al. 2017, Sec. 5, report it beside ECE);
 * the reliability diagram's bins (Guo et al. 2017, Sec. 2), the same bins as
-  :func:`~kd_search.engine.confidence.expected_calibration_error`;
-* sigma per class: sigma (:mod:`kd_search.engine.confidence`) over the examples of one
-  true class, for tasks with K > 2 classes where one sigma can hide a class.
+  :func:`~kd_search.engine.measures.calibration.expected_calibration_error`;
+* sigma per class: sigma (:mod:`kd_search.engine.measures.preservation`) over the examples
+  of one true class, for tasks with K > 2 classes where one sigma can hide a class.
 
 :func:`trust_metrics` gathers the per-split measures under the names a trial reports.
 """
@@ -26,11 +26,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kd_search.engine.confidence import (
+from kd_search.engine.measures._inputs import check_probabilities, label_array
+from kd_search.engine.measures.preservation import (
     Convention,
-    _labels,
     both_correct_mask,
-    check_probabilities,
     confidence_delta,
     sigma,
 )
@@ -79,7 +78,7 @@ def flips(teacher_probs, student_probs, labels) -> Flips:
         (0.5, 0.3333333333333333, 0.25)
     """
     teacher, student = _pair(teacher_probs, student_probs)
-    y = _labels(labels, teacher.shape[0])
+    y = label_array(labels, teacher.shape[0])
     teacher_pred, student_pred = teacher.argmax(1), student.argmax(1)
     flipped = teacher_pred != student_pred
     teacher_right = teacher_pred == y
@@ -110,7 +109,7 @@ def brier_score(probs, labels) -> float:
         0.29
     """
     array = check_probabilities(probs)
-    y = _labels(labels, array.shape[0])
+    y = label_array(labels, array.shape[0])
     if y.size == 0:
         raise ConfidenceInputError("no rows")
     one_hot = np.eye(array.shape[1])[y]
@@ -125,7 +124,7 @@ def negative_log_likelihood(probs, labels) -> float:
         0.3993
     """
     array = check_probabilities(probs)
-    y = _labels(labels, array.shape[0])
+    y = label_array(labels, array.shape[0])
     if y.size == 0:
         raise ConfidenceInputError("no rows")
     return float(-np.log(np.maximum(array[np.arange(y.size), y], PROBABILITY_FLOOR)).mean())
@@ -153,7 +152,7 @@ def reliability(probs, labels, num_bins: int = 10) -> Reliability:
     """The bins of a reliability diagram: top-label confidence max_k p_k against accuracy.
 
     Bins are (lo, hi] with confidence 0 in the first, as ECE's (so ``calibration_error``
-    equals :func:`~kd_search.engine.confidence.expected_calibration_error`).
+    equals :func:`~kd_search.engine.measures.calibration.expected_calibration_error`).
 
     Example:
         >>> bins = reliability([[0.95, 0.05], [0.9, 0.1], [0.6, 0.4]], [0, 1, 0], num_bins=2)
@@ -161,7 +160,7 @@ def reliability(probs, labels, num_bins: int = 10) -> Reliability:
         ([0, 3], [nan, 0.6666666666666666])
     """
     array = check_probabilities(probs)
-    y = _labels(labels, array.shape[0])
+    y = label_array(labels, array.shape[0])
     if num_bins < 1:
         raise ConfidenceInputError(f"num_bins must be at least 1, got {num_bins}")
     confidences, correct = array.max(axis=1), (array.argmax(axis=1) == y).astype(np.float64)
@@ -187,7 +186,7 @@ def sigma_per_class(teacher_probs, student_probs, labels, convention: Convention
         {0: 0.05, 1: 0.0, 2: 0.0}
     """
     mask = both_correct_mask(teacher_probs, student_probs, labels)
-    y = _labels(labels, mask.size)
+    y = label_array(labels, mask.size)
     delta = confidence_delta(teacher_probs, student_probs, y, convention)
     both_labels = y[mask]
     num_classes = np.asarray(check_probabilities(teacher_probs)).shape[1]
