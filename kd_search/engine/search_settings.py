@@ -70,17 +70,20 @@ class ResourcesSpec(StrictModel):
 
 
 class ConfirmSpec(StrictModel):
-    """Confirmation after the search: the ``top`` most accurate feasible trials (and any
+    """Confirmation within the search: the ``top`` most accurate feasible trials (and any
     trial whose sigma interval straddles kappa) trained again with ``seeds`` more seeds.
 
     Example:
-        >>> ConfirmSpec(top=3).seeds
-        2
+        >>> ConfirmSpec(top=3).seeds, ConfirmSpec(top=3).decide_early
+        (2, True)
     """
 
-    # 0: no confirmation after the search (``kd-search confirm`` can still run it).
+    # 0: no confirmation (``kd-search confirm`` can still run it after the search).
     top: Annotated[int, Field(ge=0)] = 0
     seeds: PositiveInt = 2
+    # Stop confirming a trial once its verdict is decided (U <= kappa: certified; the
+    # mean sigma above kappa: fails), leaving its further seeds untrained.
+    decide_early: bool = True
 
 
 class SearchSpec(StrictModel):

@@ -9,7 +9,7 @@ from mlflow import MlflowClient
 
 from kd_search.engine.hyperparameters import search_distributions
 from kd_search.engine.spec import parse_study
-from kd_search.service.search._confirm import trials_to_confirm
+from kd_search.service.search.confirmation_queue import trials_to_confirm
 from kd_search.service.search.driver import Driver
 from kd_search.service.search.locations import Locations
 from kd_search.service.search.optuna_study import DUPLICATE_ATTR, create_or_resume

@@ -14,6 +14,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from kd_search.service.search.schedulers import (
     MultiObjectiveASHA,
+    SearchTrialsOnly,
     constrained_nondominated_ranks,
     make_scheduler,
     rung_decision,
@@ -146,6 +147,24 @@ def test_a_two_stage_trial_is_judged_only_once_its_predictions_have_trained():
             assert scheduler.on_trial_result(None, two_stage, result(epoch, 0.50, 0.30, 2)) == CONTINUE, kind
         # Its first prediction epoch is judged at rung 1 against the other's: dominated, stopped.
         assert scheduler.on_trial_result(None, two_stage, result(3, 0.50, 0.30, 2)) == STOP, kind
+
+
+def test_confirmations_run_to_their_end_and_never_enter_the_rungs():
+    # A confirmation trains trial 0's recipe with another seed: Ray gives it trial 0's number.
+    for kind in ("mo_asha", "asha"):
+        scheduler = SearchTrialsOnly(make_scheduler(kind, "accuracy", total_epochs=4))
+        search = Trial("synthetic", config={"number": 0}, trial_id="search", stub=True)
+        confirmation = Trial("synthetic", config={"number": 0, "seed": 1000}, trial_id="confirm", stub=True)
+        weak = Trial("synthetic", config={"number": 1}, trial_id="weak", stub=True)
+        for t in (search, confirmation, weak):
+            scheduler.on_trial_add(None, t)
+        assert scheduler.on_trial_result(None, search, result(1, 0.80, 0.02)) == CONTINUE
+        # Dominated by far at the rung, and at max_t: it goes on all the same.
+        for epoch in (1, 4):
+            assert scheduler.on_trial_result(None, confirmation, result(epoch, 0.40, 0.40)) == CONTINUE, kind
+        scheduler.on_trial_complete(None, confirmation, result(4, 0.40, 0.40))
+        # The rung holds the search's trial alone: a weak search trial is still stopped against it.
+        assert scheduler.on_trial_result(None, weak, result(1, 0.50, 0.30)) == STOP, kind
 
 
 def test_a_resumed_trial_is_neither_recorded_nor_judged_twice():

@@ -6,20 +6,23 @@ finished trial whose sigma interval straddles kappa, with ``seeds`` further trai
 seeds (``confirmation_seeds``): the same hyperparameters, teacher and data, another
 ``distillation.seed``.
 
-Confirmations run as Ray Tune trials exactly like the search's (same worker, resources,
-concurrency, epoch checkpoints and retries) from a fixed list of configurations
-(``ConfigList``) under a FIFO scheduler: they never count against the search's budget and
-the Optuna sampler never sees them. The driver process records each finished one as a
-study user attribute (``record_confirmation``, under ``confirmation_key``; the readers'
-``records.confirmations`` reads them back) and as an MLflow run nested under the study's
-run. A relaunch skips the (trial, seed) pairs stored COMPLETE and runs the FAIL ones
-again: a failure after Ray's retries is usually a lost worker or an interrupted run,
-worth another try.
+A launch with ``search.confirm.top`` confirms inside its own Ray Tune run
+(:mod:`~kd_search.service.search.confirmation_queue`); ``confirm`` is for a study that
+finished without. Its confirmations run as Ray Tune trials exactly like the search's (same
+worker, resources, concurrency, epoch checkpoints and retries) from a fixed list of
+configurations (``ConfigList``) under a FIFO scheduler. Either way they never count
+against the search's budget and the Optuna sampler never sees them. The driver process
+records each finished one as a study user attribute (``record_confirmation``, under
+``confirmation_key``; the readers' ``records.confirmations`` reads them back) and as an
+MLflow run nested under the study's run. A relaunch skips the (trial, seed) pairs stored
+COMPLETE and runs the FAIL ones again: a failure after Ray's retries is usually a lost
+worker or an interrupted run, worth another try.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import optuna
@@ -30,6 +33,11 @@ from ray.tune.search import Searcher
 
 from kd_search.engine.hyperparameters import training_params
 from kd_search.engine.spec import Study
+from kd_search.service.search.confirmation_queue import (
+    confirmation_seeds,
+    is_confirmation,
+    trials_to_confirm,
+)
 from kd_search.service.search.driver import (
     ProgressCallback,
     epoch_metrics,
@@ -42,22 +50,10 @@ from kd_search.service.search.optuna_study import load_optuna_study
 from kd_search.service.search.ray_runs import init_ray, prepare_teacher, run_trials, study_tracker
 from kd_search.service.search.records import (
     CONFIRMATION_ATTR_PREFIX,
-    StudySummary,
-    TrialRecord,
     recorded_metrics,
     summarize,
 )
 from kd_search.service.tracking import StudyTracker
-
-
-def confirmation_seeds(study: Study, n: int) -> list[int]:
-    """The ``n`` training seeds that confirm a trial: never the search's seed nor the study's.
-
-    Example:
-        >>> confirmation_seeds(Study(name="demo", seed=7, student={"teacher_layers": [2]}), 2)
-        [1007, 2007]
-    """
-    return [study.training_seed + 1000 * (k + 1) for k in range(n)]
 
 
 def confirmation_key(trial_number: int, seed: int) -> str:
@@ -85,28 +81,6 @@ def record_confirmation(optuna_study: optuna.Study, trial_number: int, seed: int
     optuna_study.set_user_attr(confirmation_key(trial_number, seed), payload | {"seed": seed, "trial": trial_number})
 
 
-def trials_to_confirm(summary: StudySummary, top: int) -> list[TrialRecord]:
-    """The ``top`` most accurate feasible trials, and every finished trial whose sigma
-    interval (``sigma_ci_low``, ``sigma_ci_high``, when recorded) straddles kappa.
-
-    Example:
-        >>> trials = [TrialRecord(0, "COMPLETE", 0.8, 0.02, 0.05, {}, {}),
-        ...           TrialRecord(1, "COMPLETE", 0.9, 0.03, 0.05, {}, {}),
-        ...           TrialRecord(2, "COMPLETE", 0.7, 0.06, 0.05, {}, {"sigma_ci_low": 0.04, "sigma_ci_high": 0.08})]
-        >>> [t.number for t in trials_to_confirm(StudySummary("demo", "accuracy", trials), top=1)]
-        [1, 2]
-    """
-    feasible = sorted((t for t in summary.trials if t.feasible), key=lambda t: (-t.metric, t.sigma))[:top]
-    straddling = [t for t in summary.trials if t.state == "COMPLETE" and _straddles_kappa(t)]
-    chosen = {t.number: t for t in feasible + straddling}
-    return [chosen[number] for number in sorted(chosen)]
-
-
-def _straddles_kappa(trial: TrialRecord) -> bool:
-    low, high = trial.attrs.get("sigma_ci_low"), trial.attrs.get("sigma_ci_high")
-    return None not in (low, high, trial.kappa) and low <= trial.kappa < high
-
-
 class ConfigList(Searcher):
     """Ray's Searcher API over a fixed list of trial configurations, in order.
 
@@ -132,18 +106,22 @@ class ConfigList(Searcher):
 
 class ConfirmationRecorder(tune.Callback):
     """The driver side of the confirmations: the single writer of their Optuna records
-    and MLflow runs, fed by Ray Tune's trial events."""
+    and MLflow runs, fed by Ray Tune's trial events. In a run that trains search trials
+    too it passes theirs over; ``on_recorded(trial_number)`` hears of each stored one."""
 
     def __init__(self, optuna_study: optuna.Study, tracker: StudyTracker, metric_name: str,
-                 on_event: ProgressCallback | None, target: int):
+                 on_event: ProgressCallback | None, target: int,
+                 on_recorded: Callable[[int], None] | None = None):
         self.optuna_study, self.tracker, self.metric_name = optuna_study, tracker, metric_name
-        self.on_event, self.target = on_event, target
+        self.on_event, self.target, self.on_recorded = on_event, target, on_recorded
         self.running: dict[str, tuple[int, int]] = {}  # Ray trial id -> (trial number, seed)
 
     def __getstate__(self) -> dict[str, Any]:
         return {}  # Tune pickles its callbacks; kd-search resumes from storage instead
 
     def on_trial_start(self, iteration, trials, trial, **info):
+        if not is_confirmation(trial.config):
+            return
         number, seed = trial.config["number"], trial.config["seed"]
         retried = trial.trial_id in self.running
         self.running[trial.trial_id] = number, seed
@@ -151,7 +129,7 @@ class ConfirmationRecorder(tune.Callback):
         self.show(f"confirm trial {number} seed {seed} started" + (" (retried)" if retried else ""))
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        if "epoch" not in result:
+        if "epoch" not in result or trial.trial_id not in self.running:
             return
         number, seed = trial.config["number"], trial.config["seed"]
         self.tracker.log_epoch(number, epoch_metrics(result), step=int(result["epoch"]), seed=seed)
@@ -182,6 +160,8 @@ class ConfirmationRecorder(tune.Callback):
         record_confirmation(self.optuna_study, number, seed,
                             metrics | {"state": state.name} | ({"failure": failure} if failure else {}))
         self.tracker.finish_trial(number, state.name, {}, error=failure, seed=seed)
+        if self.on_recorded is not None:
+            self.on_recorded(number)
         self.show(f"confirm trial {number} seed {seed}: "
                    + (self._scores(result) if state == TrialState.COMPLETE else f"FAIL: {failure}"))
 

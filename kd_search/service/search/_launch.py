@@ -2,8 +2,8 @@
 
 ``launch`` takes the study's driver lease (``lease``), prepares the teacher and its output cache in the driver process, creates or
 resumes the Optuna study, starts (or joins) Ray and runs a ``Tuner`` whose searcher is
-the launch's ``Driver``; with ``search.confirm.top`` it then confirms the best trials
-with further seeds (``confirm``). It closes what the run left open and logs the study's
+the launch's ``Driver``; with ``search.confirm.top`` the same run confirms the best
+trials with further seeds as they reach the front (``confirmation_queue``). It closes what the run left open and logs the study's
 results.
 """
 
@@ -17,7 +17,7 @@ from ray.tune.schedulers import TrialScheduler
 
 from kd_search.engine.hyperparameters import search_distributions
 from kd_search.engine.spec import Study
-from kd_search.service.search._confirm import run_confirmations
+from kd_search.service.search._confirm import ConfirmationRecorder
 from kd_search.service.search._patient_storage import is_storage_outage, storage_patience_seconds
 from kd_search.service.search.driver import (
     ConstrainedOptunaSearcher,
@@ -43,7 +43,7 @@ from kd_search.service.search.ray_runs import (
     study_tracker,
 )
 from kd_search.service.search.records import StudySummary, finished_count
-from kd_search.service.search.schedulers import MultiObjectiveASHA, make_scheduler
+from kd_search.service.search.schedulers import MultiObjectiveASHA, SearchTrialsOnly, make_scheduler
 from kd_search.service.telemetry import StudyGauges
 from kd_search.service.tracking import StudyTracker
 from kd_search.urls import display_url
@@ -70,8 +70,9 @@ def launch(study: Study, *, locations: Locations | None = None, trials: int | No
     (see ``lease``): while another driver of the study lives it raises ``DriverRunning``
     before any work; a driver unseen for ``driver_grace`` seconds (default
     ``KD_SEARCH_DRIVER_GRACE``, else 60) is dead and its RUNNING trials are adopted.
-    With ``search.confirm.top`` and the budget reached, the best trials are then
-    confirmed with further seeds (see ``confirm``).
+    With ``search.confirm.top`` the best trials are confirmed with further seeds in the
+    same Ray Tune run, as they reach the front (see ``confirmation_queue``); a relaunch
+    confirms what the last one left.
     ``progress(description, done, total)`` follows the teacher's preparation,
     ``on_event(message, finished_trials, target)`` the trials. ``scheduler`` replaces the
     study's Ray Tune scheduler (not the confirmations').
@@ -132,18 +133,19 @@ def _run_launch(study: Study, locations: Locations, target: int, progress: Progr
         optuna_study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
     driver = Driver(study, optuna_study, tracker, locations, search_distributions(study, num_mapped),
                      study.default_hyperparameters(num_mapped), adopt, target, on_event)
+    recorder = ConfirmationRecorder(optuna_study, tracker, study.objectives.task_metric, on_event, target,
+                                    on_recorded=driver.on_confirmation)
     try:
-        if remaining > 0:
+        if driver.has_work():
             init_ray(ray_address, num_cpus)
             driver.gauges = StudyGauges(study.name)
-            run_trials(study, locations, study.name, search_alg=ConstrainedOptunaSearcher(driver),
-                       scheduler=scheduler or _scheduler(study, optuna_study), num_samples=remaining,
-                       callbacks=[TrialEvents(driver)])
-        confirmation = study.search.confirm
-        if confirmation.top > 0 and finished_count(optuna_study) >= target:
-            run_confirmations(study, optuna_study, tracker, locations, num_mapped, confirmation.top,
-                              confirmation.seeds, on_event=on_event, ray_address=ray_address, num_cpus=num_cpus,
-                              target=target)
+            try:
+                # num_samples -1: the driver says when it is done (search trials and confirmations).
+                run_trials(study, locations, study.name, search_alg=ConstrainedOptunaSearcher(driver),
+                           scheduler=SearchTrialsOnly(scheduler or _scheduler(study, optuna_study)),
+                           num_samples=-1, callbacks=[TrialEvents(driver), recorder])
+            finally:
+                recorder.close_unfinished()
     except KeyboardInterrupt:
         _close_launch(driver, tracker, study, "KILLED")
         raise

@@ -38,6 +38,7 @@ from kd_search.engine.hyperparameters import (
 )
 from kd_search.engine.spec import Study
 from kd_search.service import figures
+from kd_search.service.search.confirmation_queue import ConfirmationQueue
 from kd_search.service.search.live import LiveStudy
 from kd_search.service.search.locations import Locations, trial_dir
 from kd_search.service.search.optuna_study import (
@@ -82,6 +83,7 @@ class Driver:
         self.gauges: StudyGauges | None = None  # Prometheus, once Ray is up
         self.live: LiveStudy
         summary = self.refresh_front()  # the launch's one full read; each event then updates self.live
+        self.confirmations = ConfirmationQueue(study, optuna_study, defaults)
         # Effective configuration -> the trial that trains (RUNNING) or trained (COMPLETE) it.
         self.configs: dict[str, int] = {}
         self.config_of: dict[int, str] = {}  # trial number -> its effective configuration
@@ -94,9 +96,14 @@ class Driver:
         self.configs.setdefault(key, number)
         self.config_of[number] = key
 
-    def suggest(self, ray_trial_id: str) -> dict[str, Any] | str:
-        """The next trial for Ray: an adopted one, or a new one whose student no trial has;
-        ``Searcher.FINISHED`` when duplicates used up what was left of the budget."""
+    def suggest(self, ray_trial_id: str) -> dict[str, Any] | str | None:
+        """The next trial for Ray: a confirmation the queue holds (see
+        ``confirmation_queue``), an adopted trial, or a new one whose student no trial has;
+        None while the budget is spent but running trials may still join the front;
+        ``Searcher.FINISHED`` when nothing is left to train."""
+        confirmation = self.confirmations.next(set(self.live.front), search_over=self._search_over())
+        if confirmation is not None:
+            return confirmation
         if self.adopt:
             frozen = self.adopt.pop(0)
             trial = optuna.Trial(self.optuna_study, frozen._trial_id)
@@ -105,8 +112,9 @@ class Driver:
             params = training_params(self.study, self.defaults, trial.params)
         else:
             proposal = self._propose()
-            if proposal is None:
-                return Searcher.FINISHED
+            if proposal is None:  # the budget is spent: what is left is confirmation
+                confirmation = self.confirmations.next(set(self.live.front), search_over=self._search_over())
+                return confirmation or (None if self.trials else Searcher.FINISHED)
             trial, params = proposal
             resume_from = None
             self.epoch_scores[trial.number] = []
@@ -119,6 +127,22 @@ class Driver:
         self.tracker.start_trial(trial.number, params, ray_trial_id)
         self._show(f"trial {trial.number} started" + (" (resumed)" if resume_from else ""))
         return {"number": trial.number, "params": params, "resume_from": resume_from}
+
+    def has_work(self) -> bool:
+        """Anything to train: search budget left, an adopted trial, or a confirmation."""
+        return (self.live.budget_used < self.target or bool(self.adopt)
+                or next(self.confirmations.pending(set(self.live.front), self._search_over()), None) is not None)
+
+    def _search_over(self) -> bool:
+        """No search trial runs or waits and the budget is spent: the front is final."""
+        return not self.trials and not self.adopt and self.live.budget_used >= self.target
+
+    def on_confirmation(self, number: int) -> None:
+        """A confirmation of trial ``number`` was stored: its verdict may have changed."""
+        self.confirmations.stale()
+        verdict = self.confirmations.record(number).verdict
+        if verdict is not None:
+            self.tracker.set_verdicts({number: verdict.verdict.value})
 
     def _propose(self) -> tuple[optuna.Trial, dict[str, Any]] | None:
         """A new trial whose effective configuration no COMPLETE or RUNNING trial has, and
@@ -196,6 +220,7 @@ class Driver:
         trial = self.trials.pop(ray_trial_id, None)
         if trial is None:
             return
+        self.confirmations.stale()
         state, values, why = self._outcome(ray_trial_id, result, error)
         reason = reason or why
         metrics = recorded_metrics(result)

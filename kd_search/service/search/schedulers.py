@@ -27,6 +27,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from kd_search.errors import StateFileError
 from kd_search.service.pareto import dominates
+from kd_search.service.search.confirmation_queue import is_confirmation
 from kd_search.state_files import decode_float, encode_float, read_state, write_state
 
 # (task metric, sigma, violation): the violation is sigma - kappa, feasible when <= 0.
@@ -319,3 +320,58 @@ def make_scheduler(kind: str, task_metric: str, total_epochs: int) -> TrialSched
     if kind == "fifo":
         return FIFOScheduler()
     raise ValueError(f"unknown scheduler {kind!r}: choose one of {', '.join(SCHEDULER_KINDS)}")
+
+
+class SearchTrialsOnly(TrialScheduler):
+    """``scheduler`` judging the search's trials only: a confirmation (a trial trained
+    again with another seed, ``seed`` in its config) runs to its end, never enters the
+    rungs and never ranks against the search's trials.
+
+    Example:
+        >>> SearchTrialsOnly(make_scheduler("asha", "accuracy", total_epochs=4)).debug_string()[:13]
+        'Using AsyncHy'
+    """
+
+    def __init__(self, scheduler: TrialScheduler):
+        super().__init__()
+        self.scheduler = scheduler
+        self._supports_buffered_results = scheduler.supports_buffered_results
+
+    @property
+    def metric(self):
+        return self.scheduler.metric
+
+    def set_search_properties(self, metric, mode, **spec) -> bool:
+        return self.scheduler.set_search_properties(metric, mode, **spec)
+
+    def on_trial_add(self, tune_controller, trial) -> None:
+        if not _confirms(trial):
+            self.scheduler.on_trial_add(tune_controller, trial)
+
+    def on_trial_error(self, tune_controller, trial) -> None:
+        if not _confirms(trial):
+            self.scheduler.on_trial_error(tune_controller, trial)
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        if _confirms(trial):
+            return TrialScheduler.CONTINUE
+        return self.scheduler.on_trial_result(tune_controller, trial, result)
+
+    def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
+        if not _confirms(trial):
+            self.scheduler.on_trial_complete(tune_controller, trial, result)
+
+    def on_trial_remove(self, tune_controller, trial) -> None:
+        if not _confirms(trial):
+            self.scheduler.on_trial_remove(tune_controller, trial)
+
+    def choose_trial_to_run(self, tune_controller):
+        # Every scheduler here is a FIFOScheduler underneath: it picks from all PENDING trials.
+        return self.scheduler.choose_trial_to_run(tune_controller)
+
+    def debug_string(self) -> str:
+        return self.scheduler.debug_string()
+
+
+def _confirms(trial: Any) -> bool:
+    return is_confirmation(getattr(trial, "config", None) or {})

@@ -1,0 +1,142 @@
+"""Certification inside the search: confirmations take free slots beside search trials.
+
+With ``search.confirm.top > 0`` the launch's one Ray Tune run trains confirmations too.
+Whenever a slot frees, the driver asks this queue first: a trial on the feasible front
+that is among the ``top`` most accurate feasible trials (or whose sigma interval
+straddles kappa, see ``trials_to_confirm``) gets its next confirmation seed. A trial
+that fell off the front before its confirmation started is passed over; once the
+search's budget is spent and no search trial runs, the whole final selection is
+confirmed, as a confirmation after the search would. With ``decide_early`` a trial's
+further seeds are left untrained once its verdict is decided (U <= kappa: certified;
+the mean sigma above kappa: fails; see :func:`~kd_search.engine.measures.certify`).
+
+The queue holds no state a relaunch needs: what is pending follows from the stored
+trials and confirmations, so a relaunch confirms what the last launch left (its FAIL
+confirmations again, once).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import optuna
+
+from kd_search.engine.hyperparameters import training_params
+from kd_search.engine.measures import Verdict
+from kd_search.engine.spec import Study
+from kd_search.service.search.records import (
+    StudySummary,
+    TrialRecord,
+    summarize,
+)
+
+
+def trials_to_confirm(summary: StudySummary, top: int) -> list[TrialRecord]:
+    """The ``top`` most accurate feasible trials, and every finished trial whose sigma
+    interval (``sigma_ci_low``, ``sigma_ci_high``, when recorded) straddles kappa.
+
+    Example:
+        >>> trials = [TrialRecord(0, "COMPLETE", 0.8, 0.02, 0.05, {}, {}),
+        ...           TrialRecord(1, "COMPLETE", 0.9, 0.03, 0.05, {}, {}),
+        ...           TrialRecord(2, "COMPLETE", 0.7, 0.06, 0.05, {}, {"sigma_ci_low": 0.04, "sigma_ci_high": 0.08})]
+        >>> [t.number for t in trials_to_confirm(StudySummary("demo", "accuracy", trials), top=1)]
+        [1, 2]
+    """
+    feasible = sorted((t for t in summary.trials if t.feasible), key=lambda t: (-t.metric, t.sigma))[:top]
+    straddling = [t for t in summary.trials if t.state == "COMPLETE" and _straddles_kappa(t)]
+    chosen = {t.number: t for t in feasible + straddling}
+    return [chosen[number] for number in sorted(chosen)]
+
+
+def _straddles_kappa(trial: TrialRecord) -> bool:
+    low, high = trial.attrs.get("sigma_ci_low"), trial.attrs.get("sigma_ci_high")
+    return None not in (low, high, trial.kappa) and low <= trial.kappa < high
+
+
+def confirmation_seeds(study: Study, n: int) -> list[int]:
+    """The ``n`` training seeds that confirm a trial: never the search's seed nor the study's.
+
+    Example:
+        >>> confirmation_seeds(Study(name="demo", seed=7, student={"teacher_layers": [2]}), 2)
+        [1007, 2007]
+    """
+    return [study.training_seed + 1000 * (k + 1) for k in range(n)]
+
+
+def is_confirmation(config: dict[str, Any]) -> bool:
+    """A Ray trial's configuration is a confirmation's (a trial trained again with a ``seed``).
+
+    Example:
+        >>> is_confirmation({"number": 3, "seed": 1000, "params": {}}), is_confirmation({"number": 3, "params": {}})
+        (True, False)
+    """
+    return config.get("seed") is not None
+
+
+def verdict_decided(record: TrialRecord) -> bool:
+    """Further seeds cannot change what the stored ones say in the rule of ``decide_early``:
+    at least two seeds and the verdict certified (U <= kappa) or fails (mean above kappa).
+
+    Example:
+        >>> two = TrialRecord(0, "COMPLETE", 0.8, 0.04, 0.2, {}, {"sigma_se": 0.003},
+        ...                   confirmations=[{"state": "COMPLETE", "seed": 1000, "sigma": 0.041, "sigma_se": 0.003}])
+        >>> verdict_decided(two), verdict_decided(TrialRecord(1, "COMPLETE", 0.8, 0.04, 0.2, {}, {}))
+        (True, False)
+    """
+    verdict = record.verdict
+    return record.seeds >= 2 and verdict is not None and verdict.verdict in (Verdict.CERTIFIED, Verdict.FAILS)
+
+
+class ConfirmationQueue:
+    """What the driver trains next as a confirmation, from the study's stored state.
+
+    Example:
+        >>> queue = ConfirmationQueue(study, optuna_study, defaults)  # doctest: +SKIP
+        >>> queue.next(front={3}, search_over=False)  # doctest: +SKIP
+        {'number': 3, 'seed': 1000, 'params': {...}}
+    """
+
+    def __init__(self, study: Study, optuna_study: optuna.Study, defaults: dict[str, Any]):
+        self.study, self.optuna_study, self.defaults = study, optuna_study, defaults
+        self.top, self.seeds = study.search.confirm.top, study.search.confirm.seeds
+        self.decide_early = study.search.confirm.decide_early
+        # (trial, seed) started in this launch: a FAIL one waits for the next launch.
+        self.started: set[tuple[int, int]] = set()
+        self._summary: StudySummary | None = None
+
+    def stale(self) -> None:
+        """A trial or a confirmation finished: read the study again before the next choice."""
+        self._summary = None
+
+    def record(self, number: int) -> TrialRecord:
+        """Trial ``number`` as storage holds it, its confirmations included."""
+        return next(t for t in self._read().trials if t.number == number)
+
+    def _read(self) -> StudySummary:
+        if self._summary is None:  # one read per finished trial or confirmation, not per slot
+            self._summary = summarize(self.optuna_study)
+        return self._summary
+
+    def pending(self, front: set[int], search_over: bool) -> Iterator[tuple[TrialRecord, int]]:
+        """The (trial, seed) pairs to train, in order: only the front's while the search
+        goes on, the whole final selection once ``search_over``."""
+        if self.top == 0:
+            return
+        for record in trials_to_confirm(self._read(), self.top):
+            if not search_over and record.number not in front:
+                continue
+            if self.decide_early and verdict_decided(record):
+                continue
+            done = {c.get("seed") for c in record.confirmations if c.get("state") == "COMPLETE"}
+            for seed in confirmation_seeds(self.study, self.seeds):
+                if seed not in done and (record.number, seed) not in self.started:
+                    yield record, seed
+
+    def next(self, front: set[int], search_over: bool) -> dict[str, Any] | None:
+        """The next confirmation's Ray configuration (marked started), or None."""
+        for record, seed in self.pending(front, search_over):
+            self.started.add((record.number, seed))
+            return {"number": record.number, "seed": seed,
+                    "params": training_params(self.study, self.defaults, record.params)}
+        return None
