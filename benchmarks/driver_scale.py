@@ -61,7 +61,7 @@ from _common import json_line
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
-from kd_search.engine.hyperparameters import search_distributions
+from kd_search.engine.hyperparameters import default_hyperparameters, search_distributions
 from kd_search.engine.spec import Study
 from kd_search.service.search.driver import Driver
 from kd_search.service.search.locations import Locations, trial_dir
@@ -249,7 +249,7 @@ def run_checkpoint(tracking_uri: str, workdir: Path, trials: int, counts: Counts
     tracker = StudyTracker(locations.tracking_uri, locations.experiment, study.name)
     tracker.client = CountingClient(tracker.client, counts)
     driver = Driver(study, optuna_study, tracker, locations, search_distributions(study, NUM_MAPPED),
-                    study.default_hyperparameters(NUM_MAPPED), [], trials,
+                    default_hyperparameters(study, NUM_MAPPED), [], trials,
                     lambda message, done, total: messages.append(f"{message} [{done}/{total}]"))
     driver.gauges = FakeGauges()
     opening = {"ms": round(1000 * (time.perf_counter() - started), 1)} | {

@@ -35,7 +35,7 @@ from pathlib import Path
 import optuna
 from _common import json_line, study_copy
 
-from kd_search.engine.hyperparameters import training_params
+from kd_search.engine.hyperparameters import default_hyperparameters, training_params
 from kd_search.engine.spec import Study
 from kd_search.engine.trial import prepare, run_trial
 from kd_search.service.search import Locations, launch, load_optuna_study
@@ -62,7 +62,7 @@ def stored_runs(path: Path) -> dict[tuple[int, int], dict]:
 def retrain(study: Study, setup, record: TrialRecord, seed: int) -> dict:
     """One feasible trial trained again with training seed ``seed``: its sigma and metric."""
     seeded = study_copy(study, distillation__seed=seed)
-    defaults = study.default_hyperparameters(len(setup.pairs))
+    defaults = default_hyperparameters(study, len(setup.pairs))
     started = time.perf_counter()
     result = run_trial(seeded, training_params(study, defaults, record.params), setup=setup)
     metric = study.objectives.task_metric

@@ -207,7 +207,7 @@ def finished_study(root: Path, name: str = "tiny-front"):
     Returns the study, its ``Locations`` and its (closed) ``StudyTracker``."""
     import numpy as np
 
-    from kd_search.engine.hyperparameters import search_distributions
+    from kd_search.engine.hyperparameters import default_hyperparameters, search_distributions
     from kd_search.engine.spec import parse_study
     from kd_search.service.search import Locations
     from kd_search.service.search._launch import _close_launch
@@ -227,7 +227,7 @@ def finished_study(root: Path, name: str = "tiny-front"):
                            artifact_root=root / "mlartifacts")
     tracker.start_study(study.description, study.model_dump(mode="json"), {"kappa": FINISHED_KAPPA})
     driver = Driver(study, optuna_study, tracker, locations, search_distributions(study, 1),
-                    study.default_hyperparameters(1), [], len(FINISHED_TRIALS) + 1, None)
+                    default_hyperparameters(study, 1), [], len(FINISHED_TRIALS) + 1, None)
     rng = np.random.default_rng(0)
     for index, (accuracy, sigma) in enumerate([*FINISHED_TRIALS, (0.6, 0.02)]):
         ray_id = f"run_{index:05d}"

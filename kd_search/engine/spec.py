@@ -354,32 +354,6 @@ class Study(StrictModel):
             raise ValueError(f"distillation.epochs_total ({total}) is below the {most} epochs the stages "
                              f"before {stages[-1].name!r} may train")
 
-    def epoch_budget(self, params: dict[str, float | str]) -> dict[str, float | str]:
-        """See :func:`kd_search.engine.hyperparameters.epoch_budget`.
-
-        Example:
-            >>> study = parse_study({"name": "s", "student": {"teacher_layers": [2]},
-            ...                      "distillation": {"epochs_total": 2}})
-            >>> study.epoch_budget({"epochs_intermediate": 0, "epochs_prediction": 1})
-            {'epochs_intermediate': 0, 'epochs_prediction': 2}
-        """
-        # Imported when used: that module reads studies, so this one cannot import it at the top.
-        from kd_search.engine.hyperparameters import epoch_budget
-
-        return epoch_budget(self, params)
-
-    def default_hyperparameters(self, num_mapped_layers: int) -> dict[str, float | str]:
-        """See :func:`kd_search.engine.hyperparameters.default_hyperparameters`.
-
-        Example:
-            >>> study = parse_study({"name": "s", "student": {"teacher_layers": [2, 4, 6]}})
-            >>> study.default_hyperparameters(3)["layer_weight_2"]
-            1.0
-        """
-        from kd_search.engine.hyperparameters import default_hyperparameters
-
-        return default_hyperparameters(self, num_mapped_layers)
-
     @property
     def training_seed(self) -> int:
         """The seed of the student's training: ``distillation.seed``, else the study's seed

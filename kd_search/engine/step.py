@@ -112,9 +112,10 @@ def plan_stages(study: Study, params: dict[str, float | str], pairs: list[tuple[
     """The plans of the study's stages that have epochs under ``params`` (flat names), in order.
 
     Example:
+        >>> from kd_search.engine.hyperparameters import default_hyperparameters
         >>> from kd_search.engine.spec import parse_study
         >>> study = parse_study({"name": "s", "student": {"teacher_layers": [2]}})
-        >>> plans = plan_stages(study, study.default_hyperparameters(1), [(1, 2)])
+        >>> plans = plan_stages(study, default_hyperparameters(study, 1), [(1, 2)])
         >>> [(p.name, p.intermediate, p.prediction, p.attention_scores) for p in plans]
         [('intermediate', True, False, True), ('prediction', False, True, False)]
     """

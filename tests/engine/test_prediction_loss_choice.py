@@ -11,6 +11,7 @@ import pytest
 import torch
 from tiny import tiny_study
 
+from kd_search.engine.hyperparameters import default_hyperparameters
 from kd_search.engine.losses import PREDICTION_LOSSES, kl_distillation, soft_cross_entropy
 from kd_search.engine.spec import PREDICTION_LOSS_NAMES, DistillationSpec, parse_study
 from kd_search.engine.step import distillation_loss, plan_stages
@@ -32,7 +33,7 @@ def test_the_names_of_the_spec_are_those_of_the_losses():
 
 def test_kl_choice_trains_with_the_t2_scaled_kl():
     study = parse_study({"name": "s", "student": {"teacher_layers": [2]}})
-    params = study.default_hyperparameters(1) | {"prediction_loss": "kl", "temperature": 4.0,
+    params = default_hyperparameters(study, 1) | {"prediction_loss": "kl", "temperature": 4.0,
                                                  "epochs_intermediate": 0}
     [plan] = plan_stages(study, params, [(1, 2)])
     generator = torch.Generator().manual_seed(0)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from kd_search.engine.hyperparameters import SPACE_NAME
+from kd_search.engine.hyperparameters import SPACE_NAME, default_hyperparameters
 from kd_search.engine.losses import structure_objective
 from kd_search.engine.losses.registry import STRUCTURE_TERMS, register_structure_loss
 from kd_search.engine.losses.structure import pkd_loss
@@ -29,7 +29,7 @@ def test_registry_study_fields_and_search_space_follow_the_catalog():
     assert not SPACE_NAME.match("weight_fsd") and not SPACE_NAME.match("weight_minilm")
     study = parse_study({"name": "s", "student": {"teacher_layers": [2]},
                          "search": {"space": {f"weight_{name}": {"low": 0.0, "high": 1.0} for name in STRUCTURE_LOSSES}}})
-    assert {f"weight_{name}" for name in STRUCTURE_LOSSES} <= set(study.default_hyperparameters(1))
+    assert {f"weight_{name}" for name in STRUCTURE_LOSSES} <= set(default_hyperparameters(study, 1))
 
 
 def test_a_name_is_registered_once_and_only_from_the_catalog():
@@ -60,7 +60,7 @@ def test_a_trial_reads_what_each_loss_needs(name, searched):
     last = (PAIRS[-1][1],) if needs.self_attention else ()
     layers = teacher_layers(setup)
     assert (layers.hidden, layers.scores, layers.values) == ((0, 2, 4), last, last)
-    params = study.default_hyperparameters(len(PAIRS)) | {f"weight_{name}": 1.0}
+    params = default_hyperparameters(study, len(PAIRS)) | {f"weight_{name}": 1.0}
     intermediate, prediction = plan_stages(study, params, PAIRS)
     assert intermediate.attention_scores == needs.self_attention and not prediction.attention_scores
     assert intermediate.value_layers == ([PAIRS[-1][0]] if needs.self_attention else [])

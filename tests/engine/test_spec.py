@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from kd_search.cli import main
-from kd_search.engine.hyperparameters import expand_search_space
+from kd_search.engine.hyperparameters import default_hyperparameters, expand_search_space
 from kd_search.engine.search_settings import ParameterRange
 from kd_search.engine.spec import parse_study
 from kd_search.errors import StudyFileError
@@ -63,7 +63,7 @@ def test_studies_lists_names_trials_and_descriptions(runner, monkeypatch):
 
 def test_defaults_fill_the_flat_hyperparameter_namespace(minimal_study):
     study = parse_study(minimal_study)
-    params = study.default_hyperparameters(3)
+    params = default_hyperparameters(study, 3)
     assert params["alpha"] == 0.0 and params["temperature"] == 1.0
     assert [params[f"layer_weight_{m}"] for m in (1, 2, 3)] == [1.0, 1.0, 1.0]
     assert params["epochs_intermediate"] == 1 and params["learning_rate_prediction"] == 5e-5

@@ -10,6 +10,7 @@ import pytest
 import torch
 from tiny import tiny_study
 
+from kd_search.engine.hyperparameters import default_hyperparameters
 from kd_search.engine.losses import (
     STRUCTURE_LOSSES,
     SelfAttentionPair,
@@ -230,7 +231,7 @@ def test_kmeans_memory_converges_on_separable_data(tmp_path):
 def test_structure_weights_are_searchable_names():
     study = parse_study({"name": "s", "student": {"teacher_layers": [2]}, "distillation": {"structure": {"pkd": 0.5}},
                          "search": {"space": {"weight_fsd_intra": {"low": 0.0, "high": 2.0}}}})
-    defaults = study.default_hyperparameters(1)
+    defaults = default_hyperparameters(study, 1)
     assert defaults["weight_pkd"] == 0.5 and defaults["weight_fsd_intra"] == 0.0
 
 

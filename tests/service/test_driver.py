@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy
 from mlflow import MlflowClient
 
-from kd_search.engine.hyperparameters import search_distributions
+from kd_search.engine.hyperparameters import default_hyperparameters, search_distributions
 from kd_search.engine.spec import parse_study
 from kd_search.service.search.driver import Driver
 from kd_search.service.search.locations import Locations
@@ -75,7 +75,7 @@ def test_storage_reads_and_mlflow_writes_per_event_do_not_grow(tmp_path):
     storage.get_all_trials = count_trials_read
     shown: list[tuple[str, int | None]] = []
     driver = Driver(study, optuna_study, tracker, locations, search_distributions(study, 1),
-                    study.default_hyperparameters(1), [], 80, lambda message, done, _: shown.append((message, done)))
+                    default_hyperparameters(study, 1), [], 80, lambda message, done, _: shown.append((message, done)))
     windows = []
     for number in range(80):
         if number % 10 == 0:

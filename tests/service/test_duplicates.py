@@ -7,7 +7,7 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from kd_search.engine.hyperparameters import search_distributions
+from kd_search.engine.hyperparameters import default_hyperparameters, search_distributions
 from kd_search.engine.spec import parse_study
 from kd_search.service.search.confirmation_queue import trials_to_confirm
 from kd_search.service.search.driver import Driver
@@ -38,7 +38,7 @@ def _driver(root, space, enqueue, trials):
     tracker.start_study(study.description, study.model_dump(mode="json"), {})
     shown: list[str] = []
     driver = Driver(study, optuna_study, tracker, locations, search_distributions(study, 2),
-                    study.default_hyperparameters(2), [], trials, lambda message, *_: shown.append(message))
+                    default_hyperparameters(study, 2), [], trials, lambda message, *_: shown.append(message))
     return driver, optuna_study, tracker, shown
 
 

@@ -13,7 +13,7 @@ from tiny import tiny_study
 
 from kd_search.cli import main
 from kd_search.engine import measures
-from kd_search.engine.hyperparameters import search_distributions
+from kd_search.engine.hyperparameters import default_hyperparameters, search_distributions
 from kd_search.engine.spec import parse_study
 from kd_search.engine.trial import run_trial
 from kd_search.service.export import model_card, save_student
@@ -41,7 +41,7 @@ def recorded(tmp_path_factory):
     optuna_study, _ = create_or_resume(study, locations.storage, num_mapped_layers=1)
     tracker = StudyTracker(locations.tracking_uri, locations.experiment, study.name, artifact_root=root / "mlartifacts")
     driver = Driver(study, optuna_study, tracker, locations, search_distributions(study, 1),
-                    study.default_hyperparameters(1), [], 1, None)
+                    default_hyperparameters(study, 1), [], 1, None)
     config = driver.suggest("run_00000")
     reported: list[dict] = []
 

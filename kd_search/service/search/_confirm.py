@@ -31,7 +31,7 @@ from ray import tune
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
-from kd_search.engine.hyperparameters import training_params
+from kd_search.engine.hyperparameters import default_hyperparameters, training_params
 from kd_search.engine.spec import Study
 from kd_search.service.search.confirmation_queue import (
     confirmation_seeds,
@@ -189,7 +189,7 @@ def run_confirmations(study: Study, optuna_study: optuna.Study, tracker: StudyTr
     chosen = [(t, seed) for t in trials_to_confirm(summarize(optuna_study), top)
               for seed in confirmation_seeds(study, seeds)]
     stored = optuna_study.user_attrs
-    defaults = study.default_hyperparameters(num_mapped)
+    defaults = default_hyperparameters(study, num_mapped)
     configs = [{"number": t.number, "seed": seed, "params": training_params(study, defaults, t.params)}
                for t, seed in chosen if stored.get(confirmation_key(t.number, seed), {}).get("state") != "COMPLETE"]
     recorder = ConfirmationRecorder(optuna_study, tracker, study.objectives.task_metric, on_event, target)

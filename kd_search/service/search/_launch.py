@@ -15,7 +15,7 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.schedulers import TrialScheduler
 
-from kd_search.engine.hyperparameters import search_distributions
+from kd_search.engine.hyperparameters import default_hyperparameters, search_distributions
 from kd_search.engine.spec import Study
 from kd_search.service.search._confirm import ConfirmationRecorder
 from kd_search.service.search._patient_storage import is_storage_outage, storage_patience_seconds
@@ -132,7 +132,7 @@ def _run_launch(study: Study, locations: Locations, target: int, progress: Progr
         optuna.Trial(optuna_study, trial._trial_id).set_user_attr(INTERRUPTED_ATTR, True)
         optuna_study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
     driver = Driver(study, optuna_study, tracker, locations, search_distributions(study, num_mapped),
-                     study.default_hyperparameters(num_mapped), adopt, target, on_event)
+                     default_hyperparameters(study, num_mapped), adopt, target, on_event)
     recorder = ConfirmationRecorder(optuna_study, tracker, study.objectives.task_metric, on_event, target,
                                     on_recorded=driver.on_confirmation)
     try:

@@ -27,7 +27,11 @@ from typing import Any
 
 import optuna
 
-from kd_search.engine.hyperparameters import effective, search_distributions
+from kd_search.engine.hyperparameters import (
+    default_hyperparameters,
+    effective,
+    search_distributions,
+)
 from kd_search.engine.spec import Study, parse_study
 from kd_search.errors import SearchError
 from kd_search.service.search._patient_storage import PatientRDBStorage
@@ -230,7 +234,7 @@ def create_or_resume(study: Study, storage: str, num_mapped_layers: int, *, pati
     created.set_user_attr(SPEC_ATTR, spec)
     if study.search.enqueue_defaults:
         # The values the defaults' recipe reads: a prediction-only default names no beta.
-        defaults = effective(study, study.default_hyperparameters(num_mapped_layers))
+        defaults = effective(study, default_hyperparameters(study, num_mapped_layers))
         searched = search_distributions(study, num_mapped_layers)
         created.enqueue_trial({name: defaults[name] for name in searched if name in defaults},
                               user_attrs={"kd_search_baseline": True})
