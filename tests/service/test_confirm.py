@@ -100,8 +100,7 @@ def test_launch_confirms_the_best_trial_with_further_seeds_and_a_relaunch_repeat
 
 
 @pytest.mark.ray
-def test_confirmations_take_free_slots_during_the_search_and_stop_once_the_verdict_is_decided(tmp_path,
-                                                                                               ray_cluster):
+def test_confirmations_take_free_slots_during_the_search_in_one_tune_run(tmp_path, ray_cluster):
     study = confirmation_study(tmp_path, trials=3, prediction_epochs=1, top=1, seeds=3)
     locations = Locations.resolve(study, tmp_path / "work")
     events: list[str] = []
@@ -113,13 +112,12 @@ def test_confirmations_take_free_slots_during_the_search_and_stop_once_the_verdi
     last_search_trial = max(i for i, e in enumerate(events) if re.fullmatch(r"trial \d+ COMPLETE.*", e))
     assert first_confirmation < last_search_trial, events
     assert len(load_optuna_study(study.name, locations.storage).trials) == 3
-    # kappa 1: the search seed and one confirmation seed already put U below kappa, so the
-    # best trial is certified on two seeds and its third and fourth are never trained.
+    # kappa 1: a seed or two more certify the best (which seeds a decided verdict spares is
+    # test_confirmation_queue.py's).
     best = summary.best_feasible()
-    assert best.certified and best.seeds == 2
+    assert best.certified
     stored = stored_confirmations(locations, study.name)
     assert confirmation_key(best.number, 1000) in stored
-    assert not any(key.endswith((":2000", ":3000")) for key in stored)
     # A relaunch finds nothing left to confirm.
     again: list[str] = []
     launch(study, locations=locations, on_event=lambda message, done, total: again.append(message))

@@ -8,7 +8,9 @@ that fell off the front before its confirmation started is passed over; once the
 search's budget is spent and no search trial runs, the whole final selection is
 confirmed, as a confirmation after the search would. With ``decide_early`` a trial's
 further seeds are left untrained once its verdict is decided (U <= kappa: certified;
-the mean sigma above kappa: fails; see :func:`~kd_search.engine.measures.certify`).
+the mean sigma above kappa: fails; see :func:`~kd_search.engine.measures.certify`), and
+while the search goes on a trial trains one confirmation seed at a time, so that a
+decided verdict spares the rest.
 
 The queue holds no state a relaunch needs: what is pending follows from the stored
 trials and confirmations, so a relaunch confirms what the last launch left (its FAIL
@@ -17,6 +19,7 @@ confirmations again, once).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -103,11 +106,17 @@ class ConfirmationQueue:
         self.decide_early = study.search.confirm.decide_early
         # (trial, seed) started in this launch: a FAIL one waits for the next launch.
         self.started: set[tuple[int, int]] = set()
+        self.running: Counter[int] = Counter()  # trial number -> its confirmations training now
         self._summary: StudySummary | None = None
 
     def stale(self) -> None:
-        """A trial or a confirmation finished: read the study again before the next choice."""
+        """A trial finished: read the study again before the next choice."""
         self._summary = None
+
+    def finished(self, number: int) -> None:
+        """A confirmation of trial ``number`` was stored (COMPLETE or FAIL)."""
+        self.running[number] -= 1
+        self.stale()
 
     def record(self, number: int) -> TrialRecord:
         """Trial ``number`` as storage holds it, its confirmations included."""
@@ -128,6 +137,10 @@ class ConfirmationQueue:
                 continue
             if self.decide_early and verdict_decided(record):
                 continue
+            # While search trials can use the slots, one seed of a trial at a time, so that
+            # a decided verdict spares the rest; at the end, every slot helps.
+            if self.decide_early and not search_over and self.running[record.number]:
+                continue
             done = {c.get("seed") for c in record.confirmations if c.get("state") == "COMPLETE"}
             for seed in confirmation_seeds(self.study, self.seeds):
                 if seed not in done and (record.number, seed) not in self.started:
@@ -137,6 +150,7 @@ class ConfirmationQueue:
         """The next confirmation's Ray configuration (marked started), or None."""
         for record, seed in self.pending(front, search_over):
             self.started.add((record.number, seed))
+            self.running[record.number] += 1
             return {"number": record.number, "seed": seed,
                     "params": training_params(self.study, self.defaults, record.params)}
         return None

@@ -139,7 +139,7 @@ class Driver:
 
     def on_confirmation(self, number: int) -> None:
         """A confirmation of trial ``number`` was stored: its verdict may have changed."""
-        self.confirmations.stale()
+        self.confirmations.finished(number)
         verdict = self.confirmations.record(number).verdict
         if verdict is not None:
             self.tracker.set_verdicts({number: verdict.verdict.value})

@@ -1,0 +1,57 @@
+"""What the driver confirms next, from a real (in-memory) Optuna study: front members
+first, one seed at a time while the search goes on, nothing once a verdict is decided."""
+
+import optuna
+from optuna.distributions import FloatDistribution
+from optuna.trial import create_trial
+
+from kd_search.engine.hyperparameters import default_hyperparameters
+from kd_search.engine.spec import parse_study
+from kd_search.service.search._confirm import record_confirmation
+from kd_search.service.search.confirmation_queue import ConfirmationQueue, is_confirmation
+
+KAPPA = 0.05
+
+
+def study_with(trials: list[tuple[float, float]], seeds: int = 3, decide_early: bool = True):
+    study = parse_study({"name": "q", "student": {"teacher_layers": [2]}, "objectives": {"confidence": {"kappa": KAPPA}},
+                         "search": {"confirm": {"top": 1, "seeds": seeds, "decide_early": decide_early}}})
+    optuna_study = optuna.create_study(directions=["maximize", "minimize"])
+    for accuracy, sigma in trials:
+        optuna_study.add_trial(create_trial(values=[accuracy, sigma], params={"alpha": 0.1},
+                                            distributions={"alpha": FloatDistribution(0.0, 0.5)},
+                                            user_attrs={"kappa": KAPPA, "sigma_se": 0.001}))
+    return study, optuna_study, ConfirmationQueue(study, optuna_study, default_hyperparameters(study, 1))
+
+
+def test_during_the_search_only_front_members_are_confirmed_one_seed_at_a_time():
+    study, optuna_study, queue = study_with([(0.80, 0.03), (0.70, 0.09)])  # trial 1 fails kappa
+    first = queue.next(front={0}, search_over=False)
+    assert is_confirmation(first) and (first["number"], first["seed"]) == (0, 1000)
+    assert first["params"]["alpha"] == 0.1
+    # Trial 0's first seed still trains: its second waits while search trials can use the slot.
+    assert queue.next(front={0}, search_over=False) is None
+    # Off the front before its confirmation started: passed over.
+    assert queue.next(front=set(), search_over=False) is None
+    # Once the search is over every slot helps: the next seed of the final selection.
+    assert (queue.next(front=set(), search_over=True) or {}).get("seed") == 2000
+
+
+def test_a_decided_verdict_stops_the_confirmation():
+    study, optuna_study, queue = study_with([(0.80, 0.030)])
+    queue.next(front={0}, search_over=False)
+    record_confirmation(optuna_study, 0, 1000, {"state": "COMPLETE", "accuracy": 0.8, "sigma": 0.031,
+                                               "sigma_se": 0.001, "kappa": KAPPA})
+    queue.finished(0)
+    assert queue.record(0).certified  # U from two close seeds is far below kappa
+    assert queue.next(front={0}, search_over=True) is None  # seeds 2000 and 3000 are never trained
+
+
+def test_without_decide_early_every_seed_is_trained_and_a_failed_one_waits_for_the_next_launch():
+    study, optuna_study, queue = study_with([(0.80, 0.030)], seeds=2, decide_early=False)
+    assert [queue.next(front={0}, search_over=False)["seed"] for _ in range(2)] == [1000, 2000]
+    record_confirmation(optuna_study, 0, 1000, {"state": "FAIL", "failure": "lost worker"})
+    queue.finished(0)
+    assert queue.next(front={0}, search_over=True) is None
+    relaunch = ConfirmationQueue(study, optuna_study, default_hyperparameters(study, 1))
+    assert relaunch.next(front={0}, search_over=True)["seed"] == 1000
