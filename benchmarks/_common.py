@@ -6,6 +6,7 @@
 - ``study_copy`` changes fields of a study, nested ones by ``__``, through the package's
   one rule, :meth:`~kd_search.engine.spec.Study.with_changes` (mappings merged key by key,
   the copy validated again as a study file); ``search_only`` turns the confirmation off.
+- ``wilson_interval``: the 95% interval of a rate (how often a bound covers, a verdict holds).
 - ``json_line`` prints the last line a benchmark writes: one JSON object, strict JSON
   (NaN and infinities become ``null``), which the README's figures are read from.
 
@@ -17,12 +18,13 @@ from __future__ import annotations
 
 import json
 import math
+from statistics import NormalDist
 from typing import Any
 
 from kd_search.engine.spec import Study, merge_fields
 from kd_search.service.seed_stats import mean_sd
 
-__all__ = ["format_mean_sd", "json_line", "mean_sd", "search_only", "study_copy", "strict_json"]
+__all__ = ["format_mean_sd", "json_line", "mean_sd", "search_only", "study_copy", "strict_json", "wilson_interval"]
 
 
 def format_mean_sd(mean: float | None, sd: float | None, digits: int = 4) -> str:
@@ -39,6 +41,26 @@ def format_mean_sd(mean: float | None, sd: float | None, digits: int = 4) -> str
     if mean is None:
         return "n/a"
     return f"{mean:.{digits}f} ± {sd:.{digits}f}" if sd is not None else f"{mean:.{digits}f} (one seed)"
+
+
+def wilson_interval(successes: int, trials: int, level: float = 0.95) -> tuple[float, float]:
+    """The Wilson score interval of a proportion ``successes / trials`` at ``level``:
+    unlike the normal approximation it stays inside [0, 1] and is not empty at 0 or 1
+    (Wilson 1927; Brown, Cai & DasGupta 2001 recommend it for small counts).
+
+    Example:
+        >>> [round(x, 3) for x in wilson_interval(57, 60)]
+        [0.863, 0.983]
+        >>> [round(x, 3) for x in wilson_interval(6, 6)]
+        [0.61, 1.0]
+    """
+    if trials == 0:
+        return (math.nan, math.nan)
+    z = NormalDist().inv_cdf(0.5 + level / 2)
+    share = successes / trials
+    centre = (share + z * z / (2 * trials)) / (1 + z * z / trials)
+    half = z / (1 + z * z / trials) * math.sqrt(share * (1 - share) / trials + z * z / (4 * trials * trials))
+    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 def study_copy(study: Study, **changes: Any) -> Study:
