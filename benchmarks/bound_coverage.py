@@ -141,6 +141,34 @@ def coverage_at(configs: list[dict], confirmations: int, kappas: list[float]) ->
             "at_kappa": by_kappa}
 
 
+def decided_early(config: dict, confirmations: int, kappa: float):
+    """The verdict ``search.confirm.decide_early`` stops at: the first of 1, 2, ...,
+    ``confirmations`` confirmation seeds where it is certified or fails, else the last."""
+    for k in range(1, confirmations + 1):
+        seeds = [config["search"], *config["confirmations"][:k]]
+        verdict = certify([s["sigma"] for s in seeds], [s["sigma_se"] for s in seeds], kappa)
+        if verdict.verdict.value in ("certified", "fails"):
+            break
+    return verdict
+
+
+def early_decision_at(configs: list[dict], confirmations: int, kappas: list[float]) -> dict[str, Any]:
+    """Coverage and hold rates of the bound a ``decide_early`` confirmation stops with
+    (stopping when U first drops below kappa favours a low U: this measures the cost)."""
+    by_kappa = {}
+    for kappa in kappas:
+        covered, certified, seeds_used = [], [], []
+        for config in configs:
+            verdict = decided_early(config, confirmations, kappa)
+            seeds_used.append(verdict.seeds - 1)
+            covered += [run["sigma"] <= verdict.upper_bound for run in config["fresh"]]
+            if verdict.verdict.value == "certified":
+                certified += [run["sigma"] <= kappa for run in config["fresh"]]
+        by_kappa[f"{kappa:g}"] = {"coverage": rate(covered), "certified_hold_rate": rate(certified),
+                                  "mean_confirmation_seeds": sum(seeds_used) / len(seeds_used)}
+    return {"max_confirmation_seeds": confirmations, "at_kappa": by_kappa}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--study", default="smoke", help="a study file or a shipped study's name (default: smoke)")
@@ -193,7 +221,12 @@ def main() -> None:
             line.append(f"at kappa {kappa}: " + show("certified holds", verdicts["certified_hold_rate"]) + "; "
                         + show("single seed holds", verdicts["single_seed_hold_rate"]))
         print("; ".join(line))
-    json_line({"study": study.name, "configs": len(configs), "fresh_seeds": fresh, "confirmation_seeds": confirmation,
+    early = early_decision_at(configs, args.confirmation_seeds, kappas)
+    for kappa, figures in early["at_kappa"].items():
+        print(f"decide_early, up to {args.confirmation_seeds} confirmation seeds, at kappa {kappa}: "
+              + show("coverage", figures["coverage"]) + "; " + show("certified holds", figures["certified_hold_rate"])
+              + f"; {figures['mean_confirmation_seeds']:.2f} confirmation seeds on average")
+    json_line({"study": study.name, "decide_early": early, "configs": len(configs), "fresh_seeds": fresh, "confirmation_seeds": confirmation,
                "search_seed": search_seed, "kappas": kappas, "by_confirmation_seeds": results,
                "sigmas": [{"config": c["config"], "search": c["search"]["sigma"],
                            "confirmations": [r["sigma"] for r in c["confirmations"]],

@@ -50,3 +50,16 @@ def test_coverage_counts_fresh_seeds_under_the_bound_of_the_first_k_confirmation
     # a third confirmation seed (0.090) widens tight's bound past kappa: nothing is certified
     three = bound_coverage.coverage_at([tight, loose], 3, kappas=[0.07])
     assert three["at_kappa"]["0.07"]["certified_hold_rate"]["n"] == 0
+
+
+def test_decide_early_stops_at_the_first_decided_verdict():
+    config = {"config": 0, "search": run(0.050), "confirmations": [run(0.051), run(0.049), run(0.090)],
+              "fresh": [run(0.050), run(0.080)]}
+    # certified at kappa 0.07 on the first confirmation already: the 0.090 seed is never trained
+    verdict = bound_coverage.decided_early(config, 3, kappa=0.07)
+    assert verdict.verdict.value == "certified" and verdict.seeds == 2
+    early = bound_coverage.early_decision_at([config], 3, kappas=[0.07])
+    assert early["at_kappa"]["0.07"]["mean_confirmation_seeds"] == 1
+    assert early["at_kappa"]["0.07"]["certified_hold_rate"]["rate"] == 0.5
+    # at 0.0506 the mean of the first two (0.0505) is below kappa and U above it, and so on: all three seeds
+    assert bound_coverage.decided_early(config, 3, kappa=0.0506).seeds == 4
