@@ -2,7 +2,7 @@
 
 kd-search certifies phi_cnf for a recipe when U, a one-sided 95% upper prediction bound
 on the sigma of the recipe trained again with a new seed, is at most kappa
-(:func:`~kd_search.engine.confidence.certify`). This benchmark measures whether U earns
+(:func:`~kd_search.engine.measures.certify`). This benchmark measures whether U earns
 its level. It draws ``--configs`` configurations from the study's search space (the
 study's enqueued points first, then a random sampler, distinct students only, so sigma
 spreads on both sides of kappa, failing configurations included), and trains each with
@@ -40,17 +40,17 @@ from typing import Any
 import optuna
 from _common import json_line, study_copy, wilson_interval
 
-from kd_search.engine.confidence import certify
 from kd_search.engine.hyperparameters import (
     config_key,
     search_distributions,
     suggest,
     training_params,
 )
+from kd_search.engine.measures import certify
 from kd_search.engine.setup import prepare
 from kd_search.engine.spec import Study
 from kd_search.engine.trial import run_trial
-from kd_search.service.search.records import confirmation_seeds
+from kd_search.service.search.confirmation_queue import confirmation_seeds
 from kd_search.study_file import load_study
 
 FRESH_SEED_OFFSET = 100_000  # confirmation uses search seed + 1000 k: never reaches it for k < 100

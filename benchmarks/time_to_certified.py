@@ -23,7 +23,7 @@ from typing import Any
 from _common import json_line
 from mlflow import MlflowClient
 
-from kd_search.engine.confidence import certify
+from kd_search.engine.measures import certify
 from kd_search.service.search import Locations, load_optuna_study
 from kd_search.service.search.records import summarize
 from kd_search.study_file import load_study

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from kd_search.engine.confidence import certify
 from kd_search.engine.hyperparameters import config_key
+from kd_search.engine.measures import certify
 from kd_search.study_file import load_study
 
 _PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "bound_coverage.py"
