@@ -42,6 +42,7 @@ from _common import json_line, study_copy, wilson_interval
 
 from kd_search.engine.hyperparameters import (
     config_key,
+    default_hyperparameters,
     search_distributions,
     suggest,
     training_params,
@@ -68,7 +69,7 @@ def draw_configurations(study: Study, num_mapped_layers: int, count: int, seed: 
     sampler_study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     for point in study.search.enqueue:
         sampler_study.enqueue_trial(dict(point))
-    defaults = study.default_hyperparameters(num_mapped_layers)
+    defaults = default_hyperparameters(study, num_mapped_layers)
     distributions = search_distributions(study, num_mapped_layers)
     configs: dict[str, dict[str, Any]] = {}
     if study.search.enqueue_defaults:  # the search's first trial: the study's own hyperparameters

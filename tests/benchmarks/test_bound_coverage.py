@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from kd_search.engine.hyperparameters import config_key
+from kd_search.engine.hyperparameters import config_key, default_hyperparameters
 from kd_search.engine.measures import certify
 from kd_search.study_file import load_study
 
@@ -20,7 +20,7 @@ def test_the_configurations_are_distinct_students_starting_where_the_search_star
     configs = bound_coverage.draw_configurations(study, 3, 12, seed=0)
     keys = [config_key(study, params) for params in configs]
     assert len(configs) == 12 and len(set(keys)) == 12
-    assert configs[0] == study.default_hyperparameters(3)  # the study's own point, as the search's trial 0
+    assert configs[0] == default_hyperparameters(study, 3)  # the study's own point, as the search's trial 0
     hinton = study.search.enqueue[0]
     assert all(configs[1][name] == pytest.approx(value) for name, value in hinton.items())
     # the random draws cover both recipes
