@@ -179,7 +179,7 @@ class ConfirmationRecorder(tune.Callback):
 def run_confirmations(study: Study, optuna_study: optuna.Study, tracker: StudyTracker, locations: Locations,
                       num_mapped: int, top: int, seeds: int, *, on_event: ProgressCallback | None = None,
                       ray_address: str | None = None, num_cpus: int | None = None,
-                      scheduler: TrialScheduler | None = None, target: int = 0) -> list[tuple[int, int]]:
+                      scheduler: TrialScheduler | None = None) -> list[tuple[int, int]]:
     """Run the confirmations a study lacks (see ``confirm``); return every (trial, seed) chosen.
 
     Example:
@@ -192,7 +192,7 @@ def run_confirmations(study: Study, optuna_study: optuna.Study, tracker: StudyTr
     defaults = default_hyperparameters(study, num_mapped)
     configs = [{"number": t.number, "seed": seed, "params": training_params(study, defaults, t.params)}
                for t, seed in chosen if stored.get(confirmation_key(t.number, seed), {}).get("state") != "COMPLETE"]
-    recorder = ConfirmationRecorder(optuna_study, tracker, study.objectives.task_metric, on_event, target)
+    recorder = ConfirmationRecorder(optuna_study, tracker, study.objectives.task_metric, on_event, target=0)
     recorder.show(f"confirmations: {len(configs)} to run, {len(chosen) - len(configs)} already stored")
     if configs:
         init_ray(ray_address, num_cpus)
