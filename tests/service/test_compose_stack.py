@@ -36,10 +36,13 @@ def stack(image, tmp_path_factory) -> Iterator[ComposeStack]:
         yield running
 
 
-def study_file(stack: ComposeStack, name: str) -> Path:
-    """The smoke study under another name, in the work dir every container mounts."""
+def study_file(stack: ComposeStack, name: str, train_limit: int | None = None) -> Path:
+    """The smoke study under another name, in the work dir every container mounts (with
+    ``train_limit`` training examples: longer epochs)."""
     data = yaml.safe_load(resolve_study_file("smoke").read_text())
     data["name"] = name
+    if train_limit is not None:
+        data["task"]["train_limit"] = train_limit
     path = stack.workdir / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data))
     path.chmod(0o644)
@@ -84,12 +87,14 @@ def assert_finished_once(stack: ComposeStack, name: str) -> optuna.Study:
 
 
 def wait_for_trial_mid_way(stack: ComposeStack, name: str, timeout: float = 600) -> optuna.trial.FrozenTrial:
-    """A RUNNING trial past its first epoch, with a checkpoint to resume from."""
+    """A RUNNING trial past its first epoch and not yet past its last, with a checkpoint to
+    resume from."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             for trial in stored(stack, name).get_trials(states=(optuna.trial.TrialState.RUNNING,)):
-                if trial.user_attrs.get("checkpoint") and trial.user_attrs.get("nodes"):
+                if trial.user_attrs.get("checkpoint") and trial.user_attrs.get("nodes") \
+                        and trial.user_attrs.get("epoch") == 1:
                     return trial
         except KeyError:  # the study is not created until the teacher is ready
             pass
@@ -121,7 +126,9 @@ def test_a_study_runs_as_a_ray_job_across_two_worker_containers(stack, tmp_path)
 
 def test_a_worker_container_killed_mid_trial(stack):
     name = "smoke-worker-killed"
-    stack.submit("worker-killed", "kd-search", "launch", str(study_file(stack, name)))
+    # Epochs of about 40 s: the kill lands inside the second epoch, not after its report (a
+    # worker killed between its last report and its end trains that epoch again).
+    stack.submit("worker-killed", "kd-search", "launch", str(study_file(stack, name, train_limit=1024)))
     trial = wait_for_trial_mid_way(stack, name)
     node = trial.user_attrs["nodes"][0]
     ip = next(n["node_ip"] for n in stack.ray_nodes() if n["node_id"].startswith(node))
