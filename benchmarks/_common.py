@@ -6,6 +6,7 @@
 - ``study_copy`` changes fields of a study, nested ones by ``__``, through the package's
   one rule, :meth:`~kd_search.engine.spec.Study.with_changes` (mappings merged key by key,
   the copy validated again as a study file); ``search_only`` turns the confirmation off.
+- ``fresh_seeds``: the retraining seeds that neither the search nor confirmation uses.
 - ``wilson_interval``: the 95% interval of a rate (how often a bound covers, a verdict holds).
 - ``json_line`` prints the last line a benchmark writes: one JSON object, strict JSON
   (NaN and infinities become ``null``), which the README's figures are read from.
@@ -24,7 +25,7 @@ from typing import Any
 from kd_search.engine.spec import Study, merge_fields
 from kd_search.service.seed_stats import mean_sd
 
-__all__ = ["format_mean_sd", "json_line", "mean_sd", "search_only", "study_copy", "strict_json", "wilson_interval"]
+__all__ = ["FRESH_SEED_OFFSET", "format_mean_sd", "fresh_seeds", "json_line", "mean_sd", "search_only", "study_copy", "strict_json", "wilson_interval"]
 
 
 def format_mean_sd(mean: float | None, sd: float | None, digits: int = 4) -> str:
@@ -41,6 +42,20 @@ def format_mean_sd(mean: float | None, sd: float | None, digits: int = 4) -> str
     if mean is None:
         return "n/a"
     return f"{mean:.{digits}f} ± {sd:.{digits}f}" if sd is not None else f"{mean:.{digits}f} (one seed)"
+
+
+FRESH_SEED_OFFSET = 100_000  # confirmation uses search seed + 1000 k: never reaches it for k < 100
+
+
+def fresh_seeds(study: Study, n: int) -> list[int]:
+    """Training seeds no search or confirmation of ``study`` uses: search seed + 100000 + k.
+
+    Example:
+        >>> from kd_search.study_file import load_study
+        >>> fresh_seeds(load_study("smoke"), 2)
+        [100000, 100001]
+    """
+    return [study.training_seed + FRESH_SEED_OFFSET + k for k in range(n)]
 
 
 def wilson_interval(successes: int, trials: int, level: float = 0.95) -> tuple[float, float]:

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from _common import json_line, study_copy, wilson_interval
+from _common import fresh_seeds, json_line, study_copy, wilson_interval
 
 from kd_search.engine.hyperparameters import (
     config_key,
@@ -53,8 +53,6 @@ from kd_search.engine.spec import Study
 from kd_search.engine.trial import run_trial
 from kd_search.service.search.confirmation_queue import confirmation_seeds
 from kd_search.study_file import load_study
-
-FRESH_SEED_OFFSET = 100_000  # confirmation uses search seed + 1000 k: never reaches it for k < 100
 
 
 def draw_configurations(study: Study, num_mapped_layers: int, count: int, seed: int) -> list[dict[str, Any]]:
@@ -191,7 +189,7 @@ def main() -> None:
     params_list = draw_configurations(study, len(setup.pairs), args.configs, args.sampler_seed)
     search_seed = study.training_seed
     confirmation = confirmation_seeds(study, args.confirmation_seeds)
-    fresh = [search_seed + FRESH_SEED_OFFSET + k for k in range(args.fresh_seeds)]
+    fresh = fresh_seeds(study, args.fresh_seeds)
     done = stored_runs(results_file)
     todo = [(i, s) for i in range(len(params_list)) for s in [search_seed, *confirmation, *fresh] if (i, s) not in done]
     print(f"{study.name}: {len(params_list)} configurations x (1 search + {len(confirmation)} confirmation + "

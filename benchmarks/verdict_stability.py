@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 import optuna
-from _common import json_line, study_copy
+from _common import fresh_seeds, json_line, study_copy
 
 from kd_search.engine.hyperparameters import default_hyperparameters, training_params
 from kd_search.engine.spec import Study
@@ -42,14 +42,6 @@ from kd_search.service.search import Locations, launch, load_optuna_study
 from kd_search.service.search.optuna_study import stored_study
 from kd_search.service.search.records import TrialRecord, summarize
 from kd_search.study_file import load_study
-
-FRESH_SEED_OFFSET = 100_000  # confirmation uses search seed + 1000 k: never reaches it for k < 100
-
-
-def fresh_seeds(study: Study, n: int) -> list[int]:
-    """Training seeds no search or confirmation of ``study`` uses."""
-    search_seed = study.training_seed
-    return [search_seed + FRESH_SEED_OFFSET + k for k in range(n)]
 
 
 def stored_runs(path: Path) -> dict[tuple[int, int], dict]:
