@@ -13,9 +13,11 @@ from kd_search.service.search.confirmation_queue import ConfirmationQueue, is_co
 KAPPA = 0.05
 
 
-def study_with(trials: list[tuple[float, float]], seeds: int = 3, decide_early: bool = True):
+def study_with(trials: list[tuple[float, float]], seeds: int = 3, decide_early: bool = True, top: int = 1,
+               concurrency: int = 1):
     study = parse_study({"name": "q", "student": {"teacher_layers": [2]}, "objectives": {"confidence": {"kappa": KAPPA}},
-                         "search": {"confirm": {"top": 1, "seeds": seeds, "decide_early": decide_early}}})
+                         "search": {"concurrency": concurrency,
+                                    "confirm": {"top": top, "seeds": seeds, "decide_early": decide_early}}})
     optuna_study = optuna.create_study(directions=["maximize", "minimize"])
     for accuracy, sigma in trials:
         optuna_study.add_trial(create_trial(values=[accuracy, sigma], params={"alpha": 0.1},
@@ -35,6 +37,17 @@ def test_during_the_search_only_front_members_are_confirmed_one_seed_at_a_time()
     assert queue.next(front=set(), search_over=False) is None
     # Once the search is over every slot helps: the next seed of the final selection.
     assert (queue.next(front=set(), search_over=True) or {}).get("seed") == 2000
+
+
+def test_confirmations_hold_half_the_slots_while_search_trials_wait_the_most_accurate_first():
+    # Trial 1 is the more accurate: it is confirmed first although trial 0 finished first.
+    study, optuna_study, queue = study_with([(0.75, 0.03), (0.80, 0.04)], top=2, concurrency=2)
+    first = queue.next(front={0, 1}, search_over=False, search_waits=True)
+    assert (first["number"], first["seed"]) == (1, 1000)
+    # One of the two slots is the confirmations' share: the other goes to a search trial.
+    assert queue.next(front={0, 1}, search_over=False, search_waits=True) is None
+    # No search trial waits (the budget is spent while the last ones run): any slot helps.
+    assert queue.next(front={0, 1}, search_over=False)["number"] == 0
 
 
 def test_a_decided_verdict_stops_the_confirmation():

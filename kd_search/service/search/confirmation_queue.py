@@ -3,14 +3,20 @@
 With ``search.confirm.top > 0`` the launch's one Ray Tune run trains confirmations too.
 Whenever a slot frees, the driver asks this queue first: a trial on the feasible front
 that is among the ``top`` most accurate feasible trials (or whose sigma interval
-straddles kappa, see ``trials_to_confirm``) gets its next confirmation seed. A trial
-that fell off the front before its confirmation started is passed over; once the
-search's budget is spent and no search trial runs, the whole final selection is
-confirmed, as a confirmation after the search would. With ``decide_early`` a trial's
-further seeds are left untrained once its verdict is decided (U <= kappa: certified;
-the mean sigma above kappa: fails; see :func:`~kd_search.engine.measures.certify`), and
-while the search goes on a trial trains one confirmation seed at a time, so that a
-decided verdict spares the rest.
+straddles kappa, see ``trials_to_confirm``) gets its next confirmation seed, the most
+accurate first. A trial that fell off the front before its confirmation started is
+passed over; once the search's budget is spent and no search trial runs, the whole
+final selection is confirmed, as a confirmation after the search would.
+
+Confirmations take slots *beside* the search: while search trials wait for a slot,
+confirmations hold at most half of the ``concurrency`` slots (at least one). Confirming
+an early front member is a bet that it stays in the final selection; keeping the search
+going settles the front sooner, so fewer such bets are lost (the demo confirmed four
+early leaders when confirmations could take every slot, and two of them dropped out).
+With ``decide_early`` a trial's further seeds are left untrained once its verdict is
+decided (U <= kappa: certified; the mean sigma above kappa: fails; see
+:func:`~kd_search.engine.measures.certify`), and while the search goes on a trial trains
+one confirmation seed at a time, so that a decided verdict spares the rest.
 
 The queue holds no state a relaunch needs: what is pending follows from the stored
 trials and confirmations, so a relaunch confirms what the last launch left (its FAIL
@@ -36,20 +42,20 @@ from kd_search.service.search.records import (
 
 
 def trials_to_confirm(summary: StudySummary, top: int) -> list[TrialRecord]:
-    """The ``top`` most accurate feasible trials, and every finished trial whose sigma
-    interval (``sigma_ci_low``, ``sigma_ci_high``, when recorded) straddles kappa.
+    """The ``top`` most accurate feasible trials (most accurate first), then every other
+    finished trial whose sigma interval (``sigma_ci_low``, ``sigma_ci_high``, when
+    recorded) straddles kappa.
 
     Example:
         >>> trials = [TrialRecord(0, "COMPLETE", 0.8, 0.02, 0.05, {}, {}),
         ...           TrialRecord(1, "COMPLETE", 0.9, 0.03, 0.05, {}, {}),
         ...           TrialRecord(2, "COMPLETE", 0.7, 0.06, 0.05, {}, {"sigma_ci_low": 0.04, "sigma_ci_high": 0.08})]
-        >>> [t.number for t in trials_to_confirm(StudySummary("demo", "accuracy", trials), top=1)]
-        [1, 2]
+        >>> [t.number for t in trials_to_confirm(StudySummary("demo", "accuracy", trials), top=2)]
+        [1, 0, 2]
     """
     feasible = sorted((t for t in summary.trials if t.feasible), key=lambda t: (-t.metric, t.sigma))[:top]
-    straddling = [t for t in summary.trials if t.state == "COMPLETE" and _straddles_kappa(t)]
-    chosen = {t.number: t for t in feasible + straddling}
-    return [chosen[number] for number in sorted(chosen)]
+    straddling = [t for t in summary.trials if t.state == "COMPLETE" and _straddles_kappa(t) and t not in feasible]
+    return feasible + straddling
 
 
 def _straddles_kappa(trial: TrialRecord) -> bool:
@@ -103,6 +109,8 @@ class ConfirmationQueue:
     def __init__(self, study: Study, optuna_study: optuna.Study, defaults: dict[str, Any]):
         self.study, self.optuna_study, self.defaults = study, optuna_study, defaults
         self.top, self.seeds = study.search.confirm.top, study.search.confirm.seeds
+        # The slots confirmations may hold while search trials wait for one.
+        self.share = max(1, study.search.concurrency // 2)
         self.decide_early = study.search.confirm.decide_early
         # (trial, seed) started in this launch: a FAIL one waits for the next launch.
         self.started: set[tuple[int, int]] = set()
@@ -146,8 +154,12 @@ class ConfirmationQueue:
                 if seed not in done and (record.number, seed) not in self.started:
                     yield record, seed
 
-    def next(self, front: set[int], search_over: bool) -> dict[str, Any] | None:
-        """The next confirmation's Ray configuration (marked started), or None."""
+    def next(self, front: set[int], search_over: bool, search_waits: bool = False) -> dict[str, Any] | None:
+        """The next confirmation's Ray configuration (marked started), or None; None too
+        while a search trial waits (``search_waits``) and confirmations hold their share
+        of the slots."""
+        if search_waits and sum(self.running.values()) >= self.share:
+            return None
         for record, seed in self.pending(front, search_over):
             self.started.add((record.number, seed))
             self.running[record.number] += 1

@@ -101,7 +101,8 @@ class Driver:
         ``confirmation_queue``), an adopted trial, or a new one whose student no trial has;
         None while the budget is spent but running trials may still join the front;
         ``Searcher.FINISHED`` when nothing is left to train."""
-        confirmation = self.confirmations.next(set(self.live.front), search_over=self._search_over())
+        confirmation = self.confirmations.next(set(self.live.front), search_over=self._search_over(),
+                                               search_waits=self._search_waits())
         if confirmation is not None:
             return confirmation
         if self.adopt:
@@ -132,6 +133,10 @@ class Driver:
         """Anything to train: search budget left, an adopted trial, or a confirmation."""
         return (self.live.budget_used < self.target or bool(self.adopt)
                 or next(self.confirmations.pending(set(self.live.front), self._search_over()), None) is not None)
+
+    def _search_waits(self) -> bool:
+        """A search trial (adopted or new) could take the next slot."""
+        return bool(self.adopt) or self.live.budget_used + len(self.trials) < self.target
 
     def _search_over(self) -> bool:
         """No search trial runs or waits and the budget is spent: the front is final."""
