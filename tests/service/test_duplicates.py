@@ -103,3 +103,18 @@ def test_a_sampler_that_keeps_proposing_trained_students_ends_the_budget(tmp_pat
     assert sorted(t.state for t in summary.trials) == ["COMPLETE", "COMPLETE", "PRUNED", "PRUNED"]
     redrawn = [t for t in optuna_study.trials if t.state == optuna.trial.TrialState.FAIL]
     assert all("kd_search_redrawn" in t.user_attrs for t in redrawn)  # proposals set aside, never trials
+
+
+def test_a_sampler_stuck_on_a_trained_student_is_redrawn_at_random(tmp_path):
+    driver, optuna_study, tracker, shown = _driver(tmp_path, {"temperature": {"low": 1.0, "high": 8.0}}, [], trials=3)
+    # Proposes temperature 2 every time, as the demo's GP did once it converged to a corner.
+    optuna_study.sampler = optuna.samplers.PartialFixedSampler({"temperature": 2.0}, optuna.samplers.RandomSampler(0))
+    temperatures = []
+    for index in range(3):
+        config = driver.suggest(f"ray-{index}")
+        temperatures.append(config["params"]["temperature"])
+        _finish(driver, f"ray-{index}", 0.7 + index / 100, 0.04)
+    tracker.close()
+    assert temperatures[0] == 2.0 and len(set(temperatures)) == 3  # three students, none a duplicate
+    assert not any("student again" in message for message in shown)
+    assert type(optuna_study.sampler).__name__ == "PartialFixedSampler"  # the study's own sampler is back

@@ -7,9 +7,12 @@ storage and of MLflow, so workers never contend for either.
 
 No student is trained twice: each new trial suggests only the parameters its recipe reads
 (:func:`kd_search.engine.hyperparameters.suggest`), and a proposal whose effective
-configuration a COMPLETE or RUNNING trial already has is set aside and the sampler asked
-again, up to ``MAX_REDRAWS`` times; an enqueued point, or a proposal the sampler keeps
-making, becomes a duplicate of that trial (``DUPLICATE_ATTR``), recorded without training.
+configuration a COMPLETE or RUNNING trial already has is set aside and asked again, up to
+``MAX_REDRAWS`` times; an enqueued point, or a proposal still taken after that, becomes a
+duplicate of that trial (``DUPLICATE_ATTR``), recorded without training. The redraws ask
+a random sampler: a model-based one (GP) asked again with the same history proposes the
+same point (the demo's GP, converged to a corner of the space, proposed one student
+three times and spent three of eight trials on it).
 """
 
 from __future__ import annotations
@@ -17,13 +20,15 @@ from __future__ import annotations
 import math
 import os
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution
+from optuna.samplers import BaseSampler, RandomSampler
 from optuna.trial import FrozenTrial, TrialState
 from ray import tune
 from ray.tune.search import Searcher
@@ -74,6 +79,7 @@ class Driver:
                  target: int, progress: ProgressCallback | None):
         self.study, self.optuna_study, self.tracker, self.locations = study, optuna_study, tracker, locations
         self.distributions, self.defaults, self.adopt = distributions, defaults, adopt
+        self.redraw_sampler = RandomSampler(seed=study.seed)
         self.target, self.progress = target, progress
         self.metric_name = study.objectives.task_metric
         self.trials: dict[str, optuna.Trial] = {}  # Ray trial id -> Optuna trial
@@ -154,8 +160,9 @@ class Driver:
         its training parameters; None when recorded duplicates used up the budget."""
         while self.live.budget_used + len(self.trials) < self.target:
             for attempt in range(MAX_REDRAWS + 1):
-                trial = self.optuna_study.ask()
-                params, dropped = suggest(trial, self.study, self.distributions, self.defaults)
+                with sampler_of(self.optuna_study, self.redraw_sampler if attempt else None):
+                    trial = self.optuna_study.ask()
+                    params, dropped = suggest(trial, self.study, self.distributions, self.defaults)
                 if dropped:
                     self._show(f"trial {trial.number}: enqueued {', '.join(dropped)} dropped "
                                "(its recipe does not read them)")
@@ -308,6 +315,25 @@ class Driver:
             self.gauges.set_counts(self.live.counts)
         if self.progress:
             self.progress(message, self.live.budget_used, self.target)
+
+
+@contextmanager
+def sampler_of(optuna_study: optuna.Study, sampler: BaseSampler | None) -> Iterator[None]:
+    """Ask and suggest with ``sampler`` instead of the study's own (unchanged when None).
+
+    Example:
+        >>> study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0))
+        >>> with sampler_of(study, optuna.samplers.RandomSampler(seed=0)):
+        ...     x = study.ask().suggest_float("x", 0.0, 1.0)
+        >>> type(study.sampler).__name__
+        'TPESampler'
+    """
+    own = optuna_study.sampler
+    optuna_study.sampler = sampler or own
+    try:
+        yield
+    finally:
+        optuna_study.sampler = own
 
 
 def epoch_metrics(result: dict[str, Any]) -> dict[str, Any]:
