@@ -105,6 +105,7 @@ def test_a_sampler_that_keeps_proposing_trained_students_ends_the_budget(tmp_pat
     assert all("kd_search_redrawn" in t.user_attrs for t in redrawn)  # proposals set aside, never trials
 
 
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")  # PartialFixedSampler
 def test_a_sampler_stuck_on_a_trained_student_is_redrawn_at_random(tmp_path):
     driver, optuna_study, tracker, shown = _driver(tmp_path, {"temperature": {"low": 1.0, "high": 8.0}}, [], trials=3)
     # Proposes temperature 2 every time, as the demo's GP did once it converged to a corner.
