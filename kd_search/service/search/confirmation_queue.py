@@ -4,15 +4,17 @@ With ``search.confirm.top > 0`` the launch's one Ray Tune run trains confirmatio
 Whenever a slot frees, the driver asks this queue first: a trial on the feasible front
 that is among the ``top`` most accurate feasible trials (or whose sigma interval
 straddles kappa, see ``trials_to_confirm``) gets its next confirmation seed, the most
-accurate first and straddling ones last. A trial that fell off the front before its confirmation started is
-passed over; once the search's budget is spent and no search trial runs, the whole
-final selection is confirmed, as a confirmation after the search would.
+accurate first and straddling ones last. A trial that fell off the front before its
+confirmation started is passed over; once the search's budget is spent and no search
+trial runs, the whole final selection is confirmed, as a confirmation after the search
+would.
 
 Confirmations take slots *beside* the search: while search trials wait for a slot,
 confirmations hold at most half of the ``concurrency`` slots (at least one). Confirming
 an early front member is a bet that it stays in the final selection; keeping the search
-going settles the front sooner, so fewer such bets are lost (the demo confirmed four
-early leaders when confirmations could take every slot, and two of them dropped out).
+going settles the front sooner, so fewer such bets are lost (when confirmations could
+take every slot, the demo confirmed four early leaders, and none of them stayed among
+the final two).
 With ``decide_early`` a trial's further seeds are left untrained once its verdict is
 decided (U <= kappa: certified; the mean sigma above kappa: fails; see
 :func:`~kd_search.engine.measures.certify`), and while the search goes on a trial trains
