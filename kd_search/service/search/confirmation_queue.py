@@ -60,7 +60,9 @@ def trials_to_confirm(summary: StudySummary, top: int) -> list[TrialRecord]:
         [1, 0, 2, 3]
     """
     feasible = sorted((t for t in summary.trials if t.feasible), key=lambda t: (-t.metric, t.sigma))[:top]
-    straddling = [t for t in summary.trials if t.state == "COMPLETE" and _straddles_kappa(t) and t not in feasible]
+    top_numbers = {t.number for t in feasible}
+    straddling = [t for t in summary.trials
+                  if t.state == "COMPLETE" and _straddles_kappa(t) and t.number not in top_numbers]
     return sorted(feasible, key=_straddles_kappa) + straddling
 
 

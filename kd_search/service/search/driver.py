@@ -142,7 +142,11 @@ class Driver:
 
     def _search_waits(self) -> bool:
         """A search trial (adopted or new) could take the next slot."""
-        return bool(self.adopt) or self.live.budget_used + len(self.trials) < self.target
+        return bool(self.adopt) or self._budget_left()
+
+    def _budget_left(self) -> bool:
+        """Finished and running search trials leave room for a new one."""
+        return self.live.budget_used + len(self.trials) < self.target
 
     def _search_over(self) -> bool:
         """No search trial runs or waits and the budget is spent: the front is final."""
@@ -158,7 +162,7 @@ class Driver:
     def _propose(self) -> tuple[optuna.Trial, dict[str, Any]] | None:
         """A new trial whose effective configuration no COMPLETE or RUNNING trial has, and
         its training parameters; None when recorded duplicates used up the budget."""
-        while self.live.budget_used + len(self.trials) < self.target:
+        while self._budget_left():
             for attempt in range(MAX_REDRAWS + 1):
                 with sampler_of(self.optuna_study, self.redraw_sampler if attempt else None):
                     trial = self.optuna_study.ask()
