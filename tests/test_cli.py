@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import ast
+import io
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+from rich.console import Console
+
 from kd_search.cli import main
+from kd_search.cli._options import progress_bar
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "transformers", "ray", "optuna", "mlflow", "datasets")
@@ -63,3 +67,14 @@ def test_printed_kd_search_command_runs_from_any_directory(tmp_path):
     result = subprocess.run([*command, "--version"], cwd=tmp_path, capture_output=True, text=True,
                             env=os.environ | {"PYTHONPATH": str(ROOT)})
     assert result.returncode == 0 and "version" in result.stdout, result
+
+
+def test_progress_keeps_counts_and_times_whole_at_80_columns():
+    screen = io.StringIO()
+    with progress_bar(Console(file=screen, width=80)) as update:
+        update("fine-tuning teacher", 125, 125)
+        update("caching teacher outputs (983.1 MB in /tmp/a-long-work-dir/runs/cache)", 24, 24)
+    text = screen.getvalue()
+    assert "125/125" in text and "24/24" in text and "…" not in text
+    assert "/tmp/a-long-work-dir/runs/cache)" in text  # the long description folds, whole
+    assert all(len(line) <= 80 for line in text.splitlines())

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -19,6 +20,7 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
+from rich.table import Column
 
 from kd_search.cli._main import console
 from kd_search.errors import StudyFileError
@@ -69,10 +71,17 @@ def kappa_option(function):
 
 
 @contextmanager
-def progress_bar():
-    """A rich progress display; yields a callback(description, done, total)."""
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=False) as progress:
+def progress_bar(out: Console = console):
+    """A rich progress display; yields a callback(description, done, total).
+
+    A long description (the cache's path) folds onto a second line and the bar is narrow,
+    so that the counts and times stay whole at 80 columns (rich otherwise cuts them to
+    "125/1…").
+    """
+    with Progress(TextColumn("{task.description}", table_column=Column(ratio=1, overflow="fold")),
+                  BarColumn(bar_width=20), MofNCompleteColumn(table_column=Column(no_wrap=True)),
+                  TimeElapsedColumn(table_column=Column(no_wrap=True)),
+                  console=out, transient=False) as progress:
         tasks: dict[str, TaskID] = {}
 
         def update(description: str, done: int, total: int) -> None:
