@@ -34,6 +34,10 @@ ROTTEN_TOMATOES_FILE = "data/rotten_tomatoes_corpus_full.csv.bz2"
 SPLIT_SEED = 0
 # The embedded snippets' classes: 0 rotten, 1 fresh.
 ROTTEN_TOMATOES_LABELS = ("rotten", "fresh")
+# group_by_length sorts rows within groups of this many batches (Hugging Face's
+# LengthGroupedSampler uses 50): large enough to find rows of similar length, small
+# enough that a batch's rows still come from across the epoch.
+LENGTH_GROUP_BATCHES = 50
 
 
 
@@ -327,20 +331,35 @@ def load_task(task: TaskSpec, tokenizer) -> TaskData:
     )
 
 
-def batches(split: TokenizedSplit, batch_size: int, shuffle: bool, seed: int = 0):
+def batches(split: TokenizedSplit, batch_size: int, shuffle: bool, seed: int = 0, group_by_length: bool = False):
     """Yield (row indices, batch dict) with every tensor trimmed to the batch's longest row.
 
-    Trimming is exact for BERT: padding is at the end and masked out of attention.
+    Trimming is exact for BERT: padding is at the end and masked out of attention. With
+    ``group_by_length`` (and ``shuffle``) a batch holds rows of similar length, as Hugging
+    Face's ``group_by_length``: the shuffled rows are cut into groups of
+    ``LENGTH_GROUP_BATCHES`` batches, each group is sorted by length and cut into batches,
+    and the batches are shuffled. Every row is still seen once an epoch, and far less
+    padding is computed (the demo's snippets: 27 tokens on average, 51 per row in
+    shuffled batches).
 
     Example:
-        >>> rows, batch = next(batches(data.train, 32, shuffle=False))  # doctest: +SKIP
-        >>> batch["input_ids"].shape  # doctest: +SKIP
-        torch.Size([32, 41])
+        >>> split = TokenizedSplit(list("abcd"), torch.ones(4, 4, dtype=torch.long), torch.zeros(4, 4, dtype=torch.long),
+        ...                        torch.tensor([[1, 0, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0], [1, 1, 1, 0]]), torch.zeros(4))
+        >>> sorted(batch["input_ids"].shape[1] for _, batch in batches(split, 2, shuffle=True, group_by_length=True))
+        [1, 4]
     """
-    order = (torch.randperm(len(split), generator=torch.Generator().manual_seed(seed)) if shuffle
-             else torch.arange(len(split)))
-    for start in range(0, len(split), batch_size):
-        rows = order[start:start + batch_size]
+    order = torch.arange(len(split))
+    generator = torch.Generator().manual_seed(seed)
+    if shuffle:
+        order = torch.randperm(len(split), generator=generator)
+    groups = list(order.split(batch_size))
+    if shuffle and group_by_length:
+        lengths = split.attention_mask.sum(dim=1)
+        by_length = [group[torch.argsort(lengths[group], descending=True, stable=True)]
+                     for group in order.split(batch_size * LENGTH_GROUP_BATCHES)]
+        groups = [rows for group in by_length for rows in group.split(batch_size)]
+        groups = [groups[i] for i in torch.randperm(len(groups), generator=generator)]
+    for rows in groups:
         yield rows, _trimmed_batch(split, rows)
 
 

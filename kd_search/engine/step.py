@@ -24,7 +24,7 @@ from kd_search.engine.losses import (
 )
 from kd_search.engine.losses.prediction import PredictionLoss
 from kd_search.engine.models import capture_values
-from kd_search.engine.optim import linear_warmup_schedule
+from kd_search.engine.optim import adamw, linear_warmup_schedule
 from kd_search.engine.progress import ProgressCallback
 from kd_search.engine.spec import Study
 from kd_search.engine.structure_catalog import MINILM_LOSSES, STRUCTURE_LOSSES
@@ -90,7 +90,7 @@ class StagePlan:
         """
         parameters = list(student.parameters()) + [p for module in helpers.values() if self.intermediate
                                                    for p in module.parameters()]
-        optimizer = torch.optim.AdamW(parameters, lr=self.learning_rate, weight_decay=self.weight_decay)
+        optimizer = adamw(parameters, self.learning_rate, self.weight_decay)
         schedule = linear_warmup_schedule(optimizer, self.epochs * steps_per_epoch)
         for _ in range(epochs_done * steps_per_epoch):  # resume: the schedule where it was
             schedule.step()
@@ -167,9 +167,10 @@ def distillation_loss(plan: StagePlan, outputs, target: TeacherBatch, batch: dic
 
 def train_epoch(plan: StagePlan, student: torch.nn.Module, teacher, split: TokenizedSplit, optimization: Optimization, *,
                 batch_size: int, shuffle_seed: int, epoch: int, device: torch.device,
-                progress: ProgressCallback | None = None) -> float:
+                group_by_length: bool = False, progress: ProgressCallback | None = None) -> float:
     """One epoch of ``plan``'s stage over ``split`` (0-based ``epoch`` within the stage);
-    returns the mean training loss. ``teacher`` gives each batch's targets (cache or model).
+    returns the mean training loss. ``teacher`` gives each batch's targets (cache or model);
+    ``group_by_length`` batches rows of similar length (:func:`~kd_search.engine.data.batches`).
 
     Example:
         >>> train_epoch(plan, student, teacher, data.train, optimization, batch_size=32,
@@ -182,7 +183,8 @@ def train_epoch(plan: StagePlan, student: torch.nn.Module, teacher, split: Token
     loss_sum = torch.zeros((), device=device)
     nonfinite = torch.zeros((), dtype=torch.bool, device=device)
     student.train()
-    for step, (rows, batch) in enumerate(batches(split, batch_size, shuffle=True, seed=shuffle_seed)):
+    for step, (rows, batch) in enumerate(batches(split, batch_size, shuffle=True, seed=shuffle_seed,
+                                                              group_by_length=group_by_length)):
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         target = teacher.batch(rows, batch, device, with_intermediate=plan.intermediate)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"), \

@@ -18,10 +18,15 @@ import torch
 from kd_search.engine import measures
 from kd_search.engine.data import TaskData, batches, inference_batches
 from kd_search.engine.models import load_classifier, load_tokenizer, resolve_model
-from kd_search.engine.optim import linear_warmup_schedule
+from kd_search.engine.optim import adamw, linear_warmup_schedule
 from kd_search.engine.progress import ProgressCallback
 from kd_search.engine.spec import Study
 from kd_search.files import write_directory
+
+# Fine-tuning fields added after teachers were first stored, with the value every earlier
+# teacher was trained under: at that value a field stays out of the key, so an upgrade
+# keeps each stored teacher (on a cluster, hours of GPU) instead of fine-tuning it again.
+FINE_TUNE_FIELDS_ADDED = {"group_by_length": False}
 
 
 def teacher_key(study: Study, data: TaskData) -> str:
@@ -31,11 +36,13 @@ def teacher_key(study: Study, data: TaskData) -> str:
         >>> len(teacher_key(study, data))  # doctest: +SKIP
         16
     """
+    fine_tune = study.teacher.fine_tune
     recipe = {
         "model": study.teacher.model,
-        "fine_tune": study.teacher.fine_tune.model_dump() if study.teacher.fine_tune else None,
-        "data": data.fingerprint if study.teacher.fine_tune else None,
-        "seed": study.seed if study.teacher.fine_tune else None,
+        "fine_tune": fine_tune.model_dump(exclude={name for name, value in FINE_TUNE_FIELDS_ADDED.items()
+                                                   if getattr(fine_tune, name) == value}) if fine_tune else None,
+        "data": data.fingerprint if fine_tune else None,
+        "seed": study.seed if fine_tune else None,
     }
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -73,12 +80,13 @@ def _fine_tune(study: Study, data: TaskData, device: torch.device, progress: Pro
     whole_epochs = int(-(-settings.epochs // 1))
     steps_per_epoch = -(-len(train) // settings.batch_size)
     total_steps = int(settings.epochs * steps_per_epoch)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    optimizer = adamw(model.parameters(), settings.learning_rate, settings.weight_decay)
     schedule = linear_warmup_schedule(optimizer, total_steps)
     step = 0
     model.train()
     for epoch in range(whole_epochs):
-        for _, batch in batches(train, settings.batch_size, shuffle=True, seed=study.seed + epoch):
+        for _, batch in batches(train, settings.batch_size, shuffle=True, seed=study.seed + epoch,
+                                group_by_length=settings.group_by_length):
             if step >= total_steps:
                 break
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):

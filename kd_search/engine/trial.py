@@ -323,7 +323,8 @@ def _train_stages(training: _Training, position: ResumePosition, report: Report 
             started = time.perf_counter()
             train_loss = train_epoch(plan, student, training.teacher, setup.data.train, optimization,
                                      batch_size=dist.batch_size, shuffle_seed=seed * 1000 + position.global_epoch,
-                                     epoch=epoch, device=setup.device, progress=training.progress)
+                                     epoch=epoch, device=setup.device, group_by_length=dist.group_by_length,
+                                     progress=training.progress)
             seconds = time.perf_counter() - started
             timer.add("train", seconds)
             position = position.after_epoch(stage, epoch, plan.epochs, seconds)

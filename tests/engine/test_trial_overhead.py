@@ -3,6 +3,8 @@ tokenised-data cache, partial evaluation of intermediate epochs, phase timings."
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from kd_search.engine.data import batches, load_task
 from kd_search.engine.data_cache import cached_task
 from kd_search.engine.models import load_classifier, load_tokenizer
 from kd_search.engine.spec import parse_study
-from kd_search.engine.teacher import evaluate_classifier
+from kd_search.engine.teacher import evaluate_classifier, teacher_key
 from kd_search.engine.trial import prepare, run_trial
 
 
@@ -93,3 +95,34 @@ def test_trial_reports_its_phase_timings(root):
                   "structure_analysis"):
         assert result.timings[phase] >= 0, phase
     assert result.timings["train"] == pytest.approx(result.metrics["train_seconds"])
+
+
+def test_length_grouped_batches_see_every_row_once_with_less_padding(root):
+    study = parse_study(tiny_study(root))
+    split = load_task(study.task, load_tokenizer(str(tiny_teacher_dir(root)))).train
+
+    def epoch(group_by_length: bool, seed: int = 3) -> list[tuple[list[int], int]]:
+        return [(rows.tolist(), batch["input_ids"].numel())
+                for rows, batch in batches(split, 8, shuffle=True, seed=seed, group_by_length=group_by_length)]
+
+    shuffled, grouped = epoch(False), epoch(True)
+    assert sorted(r for rows, _ in grouped for r in rows) == list(range(len(split)))  # each row once
+    assert len(grouped) == len(shuffled) == -(-len(split) // 8)
+    assert sum(tokens for _, tokens in grouped) < sum(tokens for _, tokens in shuffled)
+    assert epoch(True) == grouped and epoch(True, seed=4) != grouped  # the seed fixes the epoch
+
+
+def test_group_by_length_trains_reproducibly_and_keys_the_teacher_only_when_on(root):
+    study = parse_study(tiny_study(root))
+    grouped = study.with_changes(distillation={"group_by_length": True})
+    setup = prepare(grouped, root / "work")
+    first, again = (run_trial(grouped, {"alpha": 0.2}, setup=setup) for _ in range(2))
+    assert first.metrics["train_loss"] == again.metrics["train_loss"]
+    assert first.metrics["accuracy"] == again.metrics["accuracy"]
+    # A teacher stored before the setting existed keeps its key; fine-tuning grouped is another teacher.
+    data = cached_task(study.task, load_tokenizer(str(tiny_teacher_dir(root))), root / "data-cache")
+    fine_tune = study.teacher.fine_tune.model_dump()
+    del fine_tune["group_by_length"]
+    recipe = {"model": study.teacher.model, "fine_tune": fine_tune, "data": data.fingerprint, "seed": study.seed}
+    assert teacher_key(study, data) == hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
+    assert teacher_key(study.with_changes(teacher={"fine_tune": {"group_by_length": True}}), data) != teacher_key(study, data)
