@@ -103,7 +103,8 @@ class SearchSpec(StrictModel):
     # Trials the sampler draws at random before it models the results; by default a
     # quarter of the budget (at least 2), so short studies still get guided trials.
     startup_trials: PositiveInt | None = None
-    # Students kept for export: the feasible Pareto front, every finished trial, or none.
+    # Students kept for export: the feasible Pareto front and every confirmed trial, every
+    # finished trial, or none.
     keep_checkpoints: Literal["pareto", "all", "none"] = "pareto"
     # How often Ray restarts a crashed trial from its last epoch checkpoint.
     max_failures: Annotated[int, Field(ge=0)] = 2

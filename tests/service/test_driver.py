@@ -100,3 +100,38 @@ def test_storage_reads_and_mlflow_writes_per_event_do_not_grow(tmp_path):
     assert kept == ["70"]
     assert shown[-1] == ("trial 79 COMPLETE: accuracy 0.400, sigma 0.1100 vs kappa 0.2, holds on one seed (unconfirmed)", 80)
     assert dict(driver.live.counts) == {"COMPLETE": 80}
+
+
+def test_a_confirmed_trial_keeps_its_student_after_it_leaves_the_front(tmp_path):
+    # The best certified trial is chosen by its mean over seeds: it may leave the front
+    # (on its search seed) after its confirmation began, and export must still find it.
+    study = parse_study({"name": "kept", "student": {"teacher_layers": [2]},
+                         "objectives": {"confidence": {"kappa": KAPPA}},
+                         "search": {"sampler": "random", "trials": 3, "concurrency": 2, "enqueue_defaults": False,
+                                    "confirm": {"top": 1, "seeds": 2},
+                                    "space": {"alpha": {"low": 0.0, "high": 0.5}}},
+                         "tracking": {"workdir": str(tmp_path / "work")}})
+    locations = Locations.resolve(study)
+    optuna_study, _ = create_or_resume(study, locations.storage, 1)
+    tracker = StudyTracker(locations.tracking_uri, locations.experiment, study.name)
+    driver = Driver(study, optuna_study, tracker, locations, search_distributions(study, 1),
+                    default_hyperparameters(study, 1), [], 3, None)
+
+    def finish(ray_trial_id: str, accuracy: float, sigma: float) -> None:
+        number = driver.trials[ray_trial_id].number
+        (locations.trial_dir(study.name, number) / "student").mkdir(parents=True)
+        result = {"accuracy": accuracy, "sigma": sigma, "kappa": KAPPA, "epoch": 1, "total_epochs": 1}
+        driver.on_result(ray_trial_id, result)
+        driver.on_complete(ray_trial_id, result, error=False)
+
+    driver.suggest("t0")
+    finish("t0", 0.6, 0.05)  # trial 0 joins the front
+    confirmation = driver.suggest("c0")
+    assert (confirmation["number"], confirmation["seed"]) == (0, 1000)  # confirmed beside the search
+    driver.suggest("t1")
+    finish("t1", 0.7, 0.04)  # trial 1 dominates trial 0, whose confirmation has begun
+    driver.suggest("t2")
+    finish("t2", 0.5, 0.1)  # dominated and never confirmed
+    assert set(driver.live.front) == {1}
+    kept = {int(p.parent.name) for p in locations.study_dir(study.name).glob("trials/*/student")}
+    assert kept == {0, 1}

@@ -123,6 +123,8 @@ class ConfirmationQueue:
         # (trial, seed) started in this launch: a FAIL one waits for the next launch.
         self.started: set[tuple[int, int]] = set()
         self.running: Counter[int] = Counter()  # trial number -> its confirmations training now
+        # Trials with a confirmation started or stored: their students stay for export.
+        self.confirmed: set[int] = set()
         self._summary: StudySummary | None = None
 
     def stale(self) -> None:
@@ -171,6 +173,7 @@ class ConfirmationQueue:
         for record, seed in self.pending(front, search_over):
             self.started.add((record.number, seed))
             self.running[record.number] += 1
+            self.confirmed.add(record.number)
             return {"number": record.number, "seed": seed,
                     "params": training_params(self.study, self.defaults, record.params)}
         return None

@@ -88,8 +88,8 @@ class Driver:
         self.epoch_scores: dict[int, list[dict[str, float]]] = {}  # trial number -> EPOCH_SCORES_ATTR
         self.gauges: StudyGauges | None = None  # Prometheus, once Ray is up
         self.live: LiveStudy
-        summary = self.refresh_front()  # the launch's one full read; each event then updates self.live
         self.confirmations = ConfirmationQueue(study, optuna_study, defaults)
+        summary = self.refresh_front()  # the launch's one full read; each event then updates self.live
         # Effective configuration -> the trial that trains (RUNNING) or trained (COMPLETE) it.
         self.configs: dict[str, int] = {}
         self.config_of: dict[int, str] = {}  # trial number -> its effective configuration
@@ -301,9 +301,16 @@ class Driver:
         self.tracker.mark_front(sorted(self.live.front))
         self.tracker.set_verdicts(summary.verdicts())
         self.optuna_study.set_user_attr(FRONT_ATTR, sorted(self.live.front))
+        self.confirmations.confirmed.update(t.number for t in summary.trials if t.confirmations)
         apply_keep_policy(self.study.search.keep_checkpoints, self.locations.study_dir(self.study.name),
-                          [t.number for t in summary.trials if t.state != "RUNNING"], set(self.live.front))
+                          [t.number for t in summary.trials if t.state != "RUNNING"], self._kept())
         return summary
+
+    def _kept(self) -> set[int]:
+        """The trials whose students ``pareto`` keeps: the front's, and every trial confirmed
+        (the best certified trial, which export picks by its mean over seeds, may have left
+        the front after its confirmation began)."""
+        return set(self.live.front) | self.confirmations.confirmed
 
     def _update_front(self, record: TrialRecord) -> None:
         """One finished trial: the front, its pareto tags and the kept students, without reading storage."""
@@ -312,7 +319,7 @@ class Driver:
             self.tracker.mark_front(sorted(self.live.front))
             self.optuna_study.set_user_attr(FRONT_ATTR, sorted(self.live.front))
         apply_keep_policy(self.study.search.keep_checkpoints, self.locations.study_dir(self.study.name),
-                          [record.number, *change.left], set(self.live.front))
+                          [record.number, *change.left], self._kept())
 
     def _show(self, message: str) -> None:
         if self.gauges is not None:
@@ -390,18 +397,19 @@ def _scores(record: TrialRecord) -> str:
             f"{verdict_text(record)}")
 
 
-def apply_keep_policy(policy: str, study_dir: Path, finished: Iterable[int], front: set[int]) -> None:
-    """Delete the kept students of the ``finished`` trials the policy does not keep.
+def apply_keep_policy(policy: str, study_dir: Path, finished: Iterable[int], kept: set[int]) -> None:
+    """Delete the students of the ``finished`` trials the policy does not keep (``pareto``:
+    those not in ``kept``, the front and the confirmed trials).
 
-    A dominated trial never rejoins the front, so deleting a student when its trial
-    finishes off the front, or leaves it, is final.
+    A dominated trial never rejoins the front, and one never confirmed leaves it unconfirmed,
+    so deleting a student when its trial finishes off the front, or leaves it, is final.
 
     Example:
-        >>> apply_keep_policy("pareto", Path("/tmp/kd-search-doc/studies/demo"), [3, 4], front={4})
+        >>> apply_keep_policy("pareto", Path("/tmp/kd-search-doc/studies/demo"), [3, 4], kept={4})
     """
     if policy == "all":
         return
-    keep = front if policy == "pareto" else set()
+    keep = kept if policy == "pareto" else set()
     for number in finished:
         if number not in keep:
             shutil.rmtree(trial_dir(study_dir, number) / "student", ignore_errors=True)

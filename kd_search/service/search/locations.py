@@ -84,7 +84,7 @@ def kept_student(locations: Locations, study_name: str, number: int) -> Path:
     directory = locations.trial_dir(study_name, number) / "student"
     if not (directory / "config.json").is_file():
         raise SearchError(f"trial {number}'s student was not kept ({directory} is missing; the study's "
-                          "search.keep_checkpoints keeps the Pareto front by default)")
+                          "search.keep_checkpoints keeps the Pareto front and the confirmed trials by default)")
     return directory
 
 
