@@ -107,7 +107,7 @@ class FineTuneSpec(StrictModel):
     epochs: Annotated[float, Field(gt=0, le=100)] = 1
     learning_rate: PositiveFloat = 5e-5
     batch_size: PositiveInt = 32
-    # Batches of rows of similar length (Hugging Face's group_by_length): less padding.
+    # Batches of rows of similar length (Hugging Face's group_by_length sampling): less padding.
     group_by_length: bool = False
     weight_decay: Annotated[float, Field(ge=0)] = 0.01
     # Training examples the teacher learns from: fewer than the task's, or more (then a
@@ -233,7 +233,7 @@ class DistillationSpec(StrictModel):
     # FSD global: k items in the teacher's k-means memory (FSD: 100, 300 for large tasks).
     fsd_memory_size: PositiveInt = 100
     batch_size: PositiveInt = 32
-    # Batches of rows of similar length (Hugging Face's group_by_length): less padding
+    # Batches of rows of similar length (Hugging Face's group_by_length sampling): less padding
     # computed; every row is still seen once an epoch.
     group_by_length: bool = False
     eval_batch_size: PositiveInt = 128

@@ -57,3 +57,28 @@ def test_ratio_to_match_only_when_every_seed_matched() -> None:
     assert figures["ratio_seconds_to_match"] == pytest.approx(60.0 / 200.0)
     figures = vs_trainer.summarise([seed(40.0), seed(math.nan)])
     assert figures["kd_search_seeds_matched"] == 1 and math.isnan(figures["ratio_seconds_to_match"])
+
+
+def test_best_certified_accuracy_is_the_most_accurate_certified_trial() -> None:
+    figures = vs_trainer.scores([(0.8, 0.05), (0.78, 0.06)], 0.075, 1.0, certified=[0.78])
+    assert figures["best_certified_accuracy"] == 0.78 and figures["certified"] == 1
+    assert math.isnan(vs_trainer.scores([(0.8, 0.05)], 0.075, 1.0)["best_certified_accuracy"])
+
+
+def test_the_trainer_starts_where_the_demo_does_and_pads_a_batch_to_its_longest_row() -> None:
+    import torch
+
+    from kd_search.study_file import load_study
+
+    assert vs_trainer.hinton_start(load_study("demo")) == {"alpha": 0.1, "temperature": 4.0, "learning_rate": 1.5e-4}
+    assert vs_trainer.hinton_start(load_study("demo").with_changes(search={"enqueue": []})) is None
+    rows = [{"input_ids": torch.tensor([5, 6, 7]), "token_type_ids": torch.zeros(3, dtype=torch.long),
+             "attention_mask": torch.ones(3, dtype=torch.long), "labels": torch.tensor(1),
+             "teacher_logits": torch.tensor([0.1, 0.2])},
+            {"input_ids": torch.tensor([8]), "token_type_ids": torch.zeros(1, dtype=torch.long),
+             "attention_mask": torch.ones(1, dtype=torch.long), "labels": torch.tensor(0),
+             "teacher_logits": torch.tensor([0.3, 0.4])}]
+    batch = vs_trainer.collate(rows)
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert batch["labels"].tolist() == [1, 0] and batch["teacher_logits"].shape == (2, 2)
