@@ -348,18 +348,17 @@ def batches(split: TokenizedSplit, batch_size: int, shuffle: bool, seed: int = 0
         >>> sorted(batch["input_ids"].shape[1] for _, batch in batches(split, 2, shuffle=True, group_by_length=True))
         [1, 4]
     """
-    order = torch.arange(len(split))
     generator = torch.Generator().manual_seed(seed)
-    if shuffle:
-        order = torch.randperm(len(split), generator=generator)
-    groups = list(order.split(batch_size))
+    order = torch.randperm(len(split), generator=generator) if shuffle else torch.arange(len(split))
     if shuffle and group_by_length:
         lengths = split.attention_mask.sum(dim=1)
         by_length = [group[torch.argsort(lengths[group], descending=True, stable=True)]
                      for group in order.split(batch_size * LENGTH_GROUP_BATCHES)]
-        groups = [rows for group in by_length for rows in group.split(batch_size)]
-        groups = [groups[i] for i in torch.randperm(len(groups), generator=generator)]
-    for rows in groups:
+        in_groups = [rows for group in by_length for rows in group.split(batch_size)]
+        row_batches = [in_groups[i] for i in torch.randperm(len(in_groups), generator=generator)]
+    else:
+        row_batches = list(order.split(batch_size))
+    for rows in row_batches:
         yield rows, _trimmed_batch(split, rows)
 
 

@@ -183,8 +183,8 @@ def train_epoch(plan: StagePlan, student: torch.nn.Module, teacher, split: Token
     loss_sum = torch.zeros((), device=device)
     nonfinite = torch.zeros((), dtype=torch.bool, device=device)
     student.train()
-    for step, (rows, batch) in enumerate(batches(split, batch_size, shuffle=True, seed=shuffle_seed,
-                                                              group_by_length=group_by_length)):
+    epoch_batches = batches(split, batch_size, shuffle=True, seed=shuffle_seed, group_by_length=group_by_length)
+    for step, (rows, batch) in enumerate(epoch_batches):
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         target = teacher.batch(rows, batch, device, with_intermediate=plan.intermediate)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"), \
