@@ -54,6 +54,7 @@ from _common import json_line, mean_sd, search_only, study_copy
 from transformers import Trainer, TrainingArguments
 
 from kd_search.engine.evaluation import evaluate
+from kd_search.engine.hyperparameters import default_hyperparameters
 from kd_search.engine.measures import certify
 from kd_search.engine.models import build_student, load_classifier
 from kd_search.engine.spec import Study
@@ -129,16 +130,16 @@ class HintonTrainer(Trainer):
         return {"eval_accuracy": metrics["accuracy"], "eval_sigma": metrics["sigma"]}
 
 
-def hinton_start(study: Study) -> dict[str, float] | None:
+def hinton_start(study: Study, num_mapped_layers: int) -> dict[str, float] | None:
     """The first prediction-only point the study enqueues, as the Trainer's (alpha, T, learning
     rate); values it leaves out are the study's defaults. None if it enqueues none."""
-    point = next((p for p in study.search.enqueue if int(p.get("epochs_intermediate", 1)) == 0), None)
-    if point is None:
+    defaults = default_hyperparameters(study, num_mapped_layers)
+    points = (defaults | point for point in study.search.enqueue)
+    params = next((p for p in points if int(p.get("epochs_intermediate", 0)) == 0), None)
+    if params is None:
         return None
-    prediction = next(stage for stage in study.distillation.stages if stage.name == "prediction")
-    return {"alpha": float(point.get("alpha", study.distillation.alpha)),
-            "temperature": float(point.get("temperature", study.distillation.temperature)),
-            "learning_rate": float(point.get("learning_rate_prediction", prediction.learning_rate))}
+    return {"alpha": float(params["alpha"]), "temperature": float(params["temperature"]),
+            "learning_rate": float(params["learning_rate_prediction"])}
 
 
 class TrainerLoop:
@@ -179,7 +180,7 @@ class TrainerLoop:
         # first, with the start enqueued, it is loaded and searched from there.
         storage, name = optuna.storages.InMemoryStorage(), "trainer"
         sampler = optuna.samplers.TPESampler(seed=self.seed)
-        start = hinton_start(self.setup.study)
+        start = hinton_start(self.setup.study, len(self.setup.pairs))
         if start is not None:
             optuna.create_study(storage=storage, study_name=name, directions=["maximize", "minimize"],
                                 sampler=sampler).enqueue_trial(start)
@@ -198,7 +199,6 @@ class TrainerLoop:
         for trial in feasible[:settings.top]:
             runs = [trial]
             for seed in confirmation_seeds(self.setup.study, settings.seeds):
-                self.record.clear()
                 trainer = self.trainer(seed, kd=trial["params"])
                 trainer.train()
                 trainer.evaluate()

@@ -70,8 +70,8 @@ def test_the_trainer_starts_where_the_demo_does_and_pads_a_batch_to_its_longest_
 
     from kd_search.study_file import load_study
 
-    assert vs_trainer.hinton_start(load_study("demo")) == {"alpha": 0.1, "temperature": 4.0, "learning_rate": 1.5e-4}
-    assert vs_trainer.hinton_start(load_study("demo").with_changes(search={"enqueue": []})) is None
+    assert vs_trainer.hinton_start(load_study("demo"), 3) == {"alpha": 0.1, "temperature": 4.0, "learning_rate": 1.5e-4}
+    assert vs_trainer.hinton_start(load_study("demo").with_changes(search={"enqueue": []}), 3) is None
     rows = [{"input_ids": torch.tensor([5, 6, 7]), "token_type_ids": torch.zeros(3, dtype=torch.long),
              "attention_mask": torch.ones(3, dtype=torch.long), "labels": torch.tensor(1),
              "teacher_logits": torch.tensor([0.1, 0.2])},
