@@ -30,6 +30,9 @@ reach that front itself (``seconds_to_own_front``).
 
     .venv/bin/python benchmarks/vs_trainer.py --scale small --seeds 3
 
+With ``--workdir`` a run resumes: seeds already in the workdir's ``per_seed.jsonl`` with
+the same settings are read back, not trained again.
+
 The last line is one JSON object with the figures per seed, their mean and sd, the
 ratios kd-search/Trainer of the means, and ``ratio_seconds_to_match`` (kd-search's mean
 seconds to match over the Trainer's mean wall time; NaN unless it matched on every seed).
@@ -247,6 +250,16 @@ def scaled(base: Study, args: argparse.Namespace, teacher_path: str, cache_dir: 
                 search__trials=args.trials, objectives__confidence__kappa=args.kappa, **limits)
 
 
+def finished_seeds(path: Path, settings: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """The figures of seeds an earlier run measured with the same ``settings`` (its
+    ``per_seed.jsonl``), so that a long benchmark resumes where it stopped."""
+    if not path.exists():
+        return {}
+    records = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
+    return {r["seed"]: {"kd_search": r["kd_search"], "trainer": r["trainer"]}
+            for r in records if r.get("settings") == settings}
+
+
 def summarise(per_seed: list[dict[str, dict[str, float]]]) -> dict[str, Any]:
     """Mean and sd over seeds (``_common.mean_sd``: the sd of one seed is None); a seed with no
     feasible trial has no best feasible accuracy (NaN) and is left out of that figure's mean,
@@ -299,8 +312,16 @@ def main() -> None:
     started = time.perf_counter()
     shared = prepare(base, root / "shared")  # the demo's teacher, fine-tuned once
     print(f"teacher {shared.teacher_path} ready ({time.perf_counter() - started:.0f} s)", flush=True)
+    settings = {"study": args.study, "scale": args.scale, "confirm": not args.no_confirm, "trials": args.trials,
+                "epochs": args.epochs, "train_limit": args.train_limit, "eval_limit": args.eval_limit,
+                "kappa": args.kappa}
+    finished = finished_seeds(root / "per_seed.jsonl", settings)
     per_seed = []
     for seed in range(args.seeds):
+        if seed in finished:  # measured by an earlier run with the same settings: not trained again
+            print(f"seed {seed}: figures from {root / 'per_seed.jsonl'}", flush=True)
+            per_seed.append(finished[seed])
+            continue
         study = scaled(base, args, shared.teacher_path, root / "shared" / "cache", seed)
         workdir = root / f"seed{seed}"
         locations = Locations.resolve(study, workdir / "kd-search")
@@ -326,11 +347,9 @@ def main() -> None:
         print(f"seed {seed} trainer:   {json.dumps(hf)}", flush=True)
         per_seed.append({"kd_search": kd, "trainer": hf})
         with open(root / "per_seed.jsonl", "a") as results:  # a seed's figures outlive a later failure
-            results.write(json.dumps({"seed": seed, "scale": args.scale} | per_seed[-1]) + "\n")
+            results.write(json.dumps({"seed": seed, "settings": settings} | per_seed[-1]) + "\n")
     figures = summarise(per_seed)
-    json_line({"scale": args.scale, "seeds": args.seeds, "confirm": not args.no_confirm, "trials": args.trials, "epochs": args.epochs,
-               "train_limit": args.train_limit, "eval_limit": args.eval_limit, "kappa": args.kappa,
-               "device": str(shared.device), "per_seed": per_seed} | figures)
+    json_line(settings | {"seeds": args.seeds, "device": str(shared.device), "per_seed": per_seed} | figures)
 
 
 if __name__ == "__main__":

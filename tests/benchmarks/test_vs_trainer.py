@@ -1,6 +1,7 @@
 """The vs_trainer benchmark's scoring and summary (the benchmark itself takes ~25 minutes)."""
 
 import importlib.util
+import json
 import math
 from pathlib import Path
 
@@ -82,3 +83,14 @@ def test_the_trainer_starts_where_the_demo_does_and_pads_a_batch_to_its_longest_
     assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
     assert batch["labels"].tolist() == [1, 0] and batch["teacher_logits"].shape == (2, 2)
+
+
+def test_a_resumed_run_reads_back_only_seeds_measured_with_the_same_settings(tmp_path) -> None:
+    settings = {"scale": "demo", "trials": 8, "kappa": 0.075}
+    figures = {"kd_search": {"hypervolume": 0.004}, "trainer": {"hypervolume": 0.003}}
+    lines = [{"seed": 0, "settings": settings} | figures,
+             {"seed": 1, "settings": settings | {"trials": 6}} | figures,
+             {"seed": 2, "scale": "demo"} | figures]  # written before settings were recorded
+    (tmp_path / "per_seed.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert vs_trainer.finished_seeds(tmp_path / "per_seed.jsonl", settings) == {0: figures}
+    assert vs_trainer.finished_seeds(tmp_path / "missing.jsonl", settings) == {}
