@@ -65,8 +65,8 @@ from kd_search.engine.teacher_cache import TeacherLayers
 from kd_search.engine.trial import TrialSetup, prepare, teacher_outputs
 from kd_search.service.pareto import hypervolume
 from kd_search.service.search import Locations, launch, load_optuna_study
-from kd_search.service.search.confirmation_queue import confirmation_seeds
-from kd_search.service.search.records import summarize
+from kd_search.service.search.confirmation_queue import confirmation_seeds, trials_to_confirm
+from kd_search.service.search.records import StudySummary, summarize
 from kd_search.study_file import load_study
 
 SCALES = {"demo": {"train_limit": None, "eval_limit": None, "trials": None},
@@ -227,6 +227,16 @@ def scores(points: list[tuple[float, float]], kappa: float, seconds: float,
             "feasible": len(feasible), "trials": len(points), "wall_seconds": seconds}
 
 
+def confirmation_spend(summary: StudySummary, top: int) -> dict[str, int]:
+    """kd-search's confirmation trainings, and how many of them went to trials outside the
+    final selection (``trials_to_confirm`` at the end): front members confirmed as they
+    arrived and passed later, the bets the search lost."""
+    final = {t.number for t in trials_to_confirm(summary, top)}
+    spent = {t.number: len(t.confirmations) for t in summary.trials}
+    return {"confirmations": sum(spent.values()),
+            "confirmations_outside_final_top": sum(n for number, n in spent.items() if number not in final)}
+
+
 def seconds_to_reach(timed_points: list[tuple[float, float, float]], target: float, kappa: float) -> float:
     """Seconds until finished trials ``(seconds, accuracy, sigma)`` first hold a feasible front
     (not empty) whose hypervolume from (0.5, kappa) is at least ``target``; NaN if never."""
@@ -267,8 +277,9 @@ def summarise(per_seed: list[dict[str, dict[str, float]]]) -> dict[str, Any]:
     figures: dict[str, Any] = {}
     for method in ("kd_search", "trainer"):
         figures[f"{method}_seeds_with_feasible"] = sum(seed[method]["feasible"] > 0 for seed in per_seed)
-        for name in per_seed[0][method]:
-            values = [v for seed in per_seed if not math.isnan(v := seed[method][name])]
+        for name in dict.fromkeys(name for seed in per_seed for name in seed[method]):
+            # .get: a seed read back from an older per_seed.jsonl may lack a later figure
+            values = [v for seed in per_seed if not math.isnan(v := seed[method].get(name, math.nan))]
             mean, sd = mean_sd(values)
             figures[f"{method}_{name}_mean"], figures[f"{method}_{name}_sd"] = math.nan if mean is None else mean, sd
     for name in ("hypervolume", "best_feasible_accuracy", "best_certified_accuracy", "lowest_sigma", "wall_seconds"):
@@ -341,6 +352,8 @@ def main() -> None:
         hf_timed = [(r["finished_at"] - started, r["accuracy"], r["sigma"]) for r in record]
         hf = scores([(a, s) for _, a, s in hf_timed], args.kappa, hf_seconds,
                     [r["accuracy"] for r in confirmed if r["verdict"] == "certified"])
+        kd |= confirmation_spend(summary, study.search.confirm.top)
+        hf |= {"confirmations": len(confirmed), "confirmations_outside_final_top": 0}
         kd["seconds_to_match_trainer"] = seconds_to_reach(kd_timed, hf["hypervolume"], args.kappa)
         hf["seconds_to_own_front"] = seconds_to_reach(hf_timed, hf["hypervolume"], args.kappa)
         print(f"seed {seed} kd-search: {json.dumps(kd)}", flush=True)

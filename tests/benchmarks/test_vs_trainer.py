@@ -94,3 +94,21 @@ def test_a_resumed_run_reads_back_only_seeds_measured_with_the_same_settings(tmp
     (tmp_path / "per_seed.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     assert vs_trainer.finished_seeds(tmp_path / "per_seed.jsonl", settings) == {0: figures}
     assert vs_trainer.finished_seeds(tmp_path / "missing.jsonl", settings) == {}
+
+
+def test_confirmations_of_trials_outside_the_final_selection_are_counted_as_lost() -> None:
+    from kd_search.service.search.records import StudySummary, TrialRecord
+
+    def confirmed(seeds: int) -> list[dict]:
+        return [{"state": "COMPLETE", "seed": 1000 * (k + 1), "sigma": 0.05} for k in range(seeds)]
+
+    trials = [TrialRecord(0, "COMPLETE", 0.70, 0.05, 0.075, {}, {}, confirmations=confirmed(1)),  # passed later
+              TrialRecord(1, "COMPLETE", 0.80, 0.05, 0.075, {}, {}, confirmations=confirmed(2)),
+              TrialRecord(2, "COMPLETE", 0.75, 0.05, 0.075, {}, {}, confirmations=confirmed(1)),
+              TrialRecord(3, "COMPLETE", 0.90, 0.09, 0.075, {}, {})]  # infeasible: never confirmed
+    spend = vs_trainer.confirmation_spend(StudySummary("demo", "accuracy", trials), top=2)
+    assert spend == {"confirmations": 4, "confirmations_outside_final_top": 1}
+    older = vs_trainer.scores([(0.8, 0.05)], 0.075, 1.0)  # a seed measured before the figure existed
+    figures = vs_trainer.summarise([{"kd_search": older, "trainer": older},
+                                    {"kd_search": older | spend, "trainer": older}])
+    assert figures["kd_search_confirmations_outside_final_top_mean"] == 1  # a figure only a later seed has
