@@ -8,6 +8,8 @@ that multi-objective ASHA has rungs to judge at: epochs 1, 2, 4, ... below the t
 - ``fifo+default``: every trial to its end, the study's sampler;
 - ``mo_asha+default``: the study's sampler, trials stopped at the rungs (PRUNED).
 
+Every study runs without confirmation (``search.confirm.top: 0``): the benchmark compares
+the searches' compute, and confirmation would add the same duty to each.
 Each trial's epochs are what it trained before it finished or was stopped. After every
 finished trial, in the order they finished, the benchmark records (epochs consumed so far,
 hypervolume of the feasible front so far) against the reference point (0.5, kappa). It
@@ -33,7 +35,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from _common import format_mean_sd, json_line, mean_sd, study_copy  # noqa: E402
+from _common import format_mean_sd, json_line, mean_sd, search_only  # noqa: E402
 
 from kd_search.service.pareto import hypervolume  # noqa: E402
 from kd_search.service.search import Locations, launch, load_optuna_study  # noqa: E402
@@ -79,13 +81,16 @@ def main() -> None:
     parser.add_argument("--workdir", help="Keep the studies and the figure here (default: a temporary directory).")
     args = parser.parse_args()
     base = load_study(args.study)
-    kappa = float(base.objectives.confidence.kappa)
+    kappa = base.objectives.confidence.fixed_kappa
+    if kappa is None:
+        parser.error(f"{args.study}: objectives.confidence.kappa must be a number here (the hypervolume's reference)")
     curves: dict[str, list[Curve]] = {label: [] for label, _, _ in CONFIGURATIONS}
     with tempfile.TemporaryDirectory() as scratch:
         workdir = Path(args.workdir or scratch)
         for seed in range(args.seeds):
             for label, scheduler, sampler in CONFIGURATIONS:
-                study = study_copy(base, name=f"{base.name}-{label.replace('+', '-')}-seed{seed}", seed=seed,
+                # The search alone: what confirmation would add is the same for every configuration.
+                study = search_only(base, name=f"{base.name}-{label.replace('+', '-')}-seed{seed}", seed=seed,
                                    distillation__epochs_total=args.epochs, search__trials=args.trials,
                                    search__scheduler=scheduler, search__sampler=sampler or base.search.sampler)
                 locations = Locations.resolve(study, workdir)
