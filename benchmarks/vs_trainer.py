@@ -353,7 +353,8 @@ def main() -> None:
         hf = scores([(a, s) for _, a, s in hf_timed], args.kappa, hf_seconds,
                     [r["accuracy"] for r in confirmed if r["verdict"] == "certified"])
         kd |= confirmation_spend(summary, study.search.confirm.top)
-        hf |= {"confirmations": len(confirmed), "confirmations_outside_final_top": 0}
+        hf |= {"confirmations": len(confirmed) * study.search.confirm.seeds,  # trainings: it confirms its final top only
+               "confirmations_outside_final_top": 0}
         kd["seconds_to_match_trainer"] = seconds_to_reach(kd_timed, hf["hypervolume"], args.kappa)
         hf["seconds_to_own_front"] = seconds_to_reach(hf_timed, hf["hypervolume"], args.kappa)
         print(f"seed {seed} kd-search: {json.dumps(kd)}", flush=True)
