@@ -339,9 +339,10 @@ def main() -> None:
         started = time.time()
         launch(study, locations=locations)
         kd_seconds = time.time() - started
-        summary = summarize(load_optuna_study(study.name, locations.storage))
-        kd_timed = [(t.datetime_complete.timestamp() - started, *t.values) for t in load_optuna_study(
-            study.name, locations.storage).get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
+        optuna_study = load_optuna_study(study.name, locations.storage)
+        summary = summarize(optuna_study)
+        kd_timed = [(t.datetime_complete.timestamp() - started, *t.values) for t in optuna_study.get_trials(
+            deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
         kd = scores([(a, s) for _, a, s in kd_timed], args.kappa, kd_seconds,
                     [t.metric for t in summary.trials if t.certified])
         started = time.time()
