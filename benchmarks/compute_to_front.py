@@ -20,6 +20,10 @@ three), and draws the curves in ``<workdir>/compute_to_front.png``.
 
     python benchmarks/compute_to_front.py [--study smoke] [--trials 8] [--epochs 4] [--seeds 3] [--workdir DIR]
 
+Given a ``--workdir`` that already holds some of these studies (the same settings, fewer
+seeds), the run resumes: ``launch`` continues each stored study, so finished ones are read
+back in a second and only the missing seeds train.
+
 The last line is one JSON object (``_common.json_line``); the sd of a single seed is
 ``null`` (``_common.mean_sd``).
 """
