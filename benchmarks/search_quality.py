@@ -8,9 +8,14 @@ quarter of the budget as random start-up trials.
 Each is scored by the hypervolume of its feasible front (task metric up, sigma down,
 sigma <= kappa) against the reference point (0.5 = chance accuracy on a balanced binary
 task, kappa). Every study starts from the same enqueued trials (the study's defaults and
-``search.enqueue``), so the samplers differ in the trials they propose after those.
+``search.enqueue``), so the samplers differ in the trials they propose after those. The
+searches run alone (no ``search.confirm``): confirmation retrains students and adds
+nothing to the search's front.
 
-    python benchmarks/search_quality.py [--study smoke] [--trials 16] [--seeds 4] [--samplers tpe gp random]
+    python benchmarks/search_quality.py [--study smoke] [--trials 16] [--seeds 4] [--samplers tpe gp random] [--workdir DIR]
+
+Given a ``--workdir`` that already holds some of these studies (the same settings), the
+finished ones are read back, not trained again (``launch`` resumes a stored study).
 
 The last line is one JSON object: per sampler the mean and standard deviation of the
 hypervolume over the seeds (``null`` sd for one seed), its ratio to random search, how
@@ -23,8 +28,9 @@ import argparse
 import tempfile
 import time
 import typing
+from pathlib import Path
 
-from _common import format_mean_sd, json_line, mean_sd, study_copy
+from _common import format_mean_sd, json_line, mean_sd, search_only
 
 from kd_search.engine.search_settings import SearchSpec
 from kd_search.service.pareto import hypervolume
@@ -40,17 +46,20 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=16)
     parser.add_argument("--seeds", type=int, default=4)
     parser.add_argument("--samplers", nargs="+", default=["tpe", "gp", "random"], choices=SAMPLERS)
+    parser.add_argument("--workdir", help="Keep the studies here (default: a temporary directory).")
     args = parser.parse_args()
     base = load_study(args.study)
-    kappa = float(base.objectives.confidence.kappa)
+    kappa = base.objectives.confidence.fixed_kappa
+    if kappa is None:
+        parser.error(f"{args.study}: objectives.confidence.kappa must be a number here (the hypervolume's reference)")
     reference = (0.5, kappa)
     scores: dict[str, list[float]] = {sampler: [] for sampler in args.samplers}
-    with tempfile.TemporaryDirectory() as workdir:
-        locations = Locations.resolve(base, workdir)
+    with tempfile.TemporaryDirectory() as scratch:
+        locations = Locations.resolve(base, Path(args.workdir or scratch))
         for seed in range(args.seeds):
             for sampler in args.samplers:
-                study = study_copy(base, name=f"{base.name}-{sampler}-seed{seed}", seed=seed,
-                                   search__sampler=sampler, search__trials=args.trials)
+                study = search_only(base, name=f"{base.name}-{sampler}-seed{seed}", seed=seed,
+                                    search__sampler=sampler, search__trials=args.trials)
                 started = time.perf_counter()
                 summary = launch(study, locations=locations)
                 feasible = [(t.metric, t.sigma) for t in summary.trials if t.feasible]
