@@ -17,6 +17,7 @@ is on ``sys.path`` and it imports this module as ``_common``.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 from statistics import NormalDist
@@ -25,7 +26,8 @@ from typing import Any
 from kd_search.engine.spec import Study, merge_fields
 from kd_search.service.seed_stats import mean_sd
 
-__all__ = ["FRESH_SEED_OFFSET", "format_mean_sd", "fresh_seeds", "json_line", "mean_sd", "search_only", "study_copy", "strict_json", "wilson_interval"]
+__all__ = ["FRESH_SEED_OFFSET", "format_mean_sd", "fresh_seeds", "json_line", "mean_sd", "reference_kappa", "search_only",
+           "study_copy", "strict_json", "wilson_interval"]
 
 
 def format_mean_sd(mean: float | None, sd: float | None, digits: int = 4) -> str:
@@ -96,6 +98,21 @@ def study_copy(study: Study, **changes: Any) -> Study:
             node = node.setdefault(parent, {})
         node[leaf] = merge_fields(node[leaf], value) if isinstance(node.get(leaf), dict) else value
     return study.with_changes(**nested)
+
+
+def reference_kappa(parser: argparse.ArgumentParser, study: Study, name: str) -> float:
+    """The study's kappa, the hypervolume's reference sigma; ``parser``'s one-line usage
+    error (exit 2) naming the study ``name`` when kappa is not a number (``bound``).
+
+    Example:
+        >>> from kd_search.study_file import load_study
+        >>> reference_kappa(argparse.ArgumentParser(), load_study("demo"), "demo")
+        0.075
+    """
+    kappa = study.objectives.confidence.fixed_kappa
+    if kappa is None:
+        parser.error(f"{name}: objectives.confidence.kappa must be a number here (the hypervolume's reference)")
+    return kappa
 
 
 def search_only(study: Study, **changes: Any) -> Study:

@@ -39,7 +39,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from _common import format_mean_sd, json_line, mean_sd, search_only  # noqa: E402
+from _common import format_mean_sd, json_line, mean_sd, reference_kappa, search_only  # noqa: E402
 
 from kd_search.service.pareto import hypervolume  # noqa: E402
 from kd_search.service.search import Locations, launch, load_optuna_study  # noqa: E402
@@ -85,9 +85,7 @@ def main() -> None:
     parser.add_argument("--workdir", help="Keep the studies and the figure here (default: a temporary directory).")
     args = parser.parse_args()
     base = load_study(args.study)
-    kappa = base.objectives.confidence.fixed_kappa
-    if kappa is None:
-        parser.error(f"{args.study}: objectives.confidence.kappa must be a number here (the hypervolume's reference)")
+    kappa = reference_kappa(parser, base, args.study)
     curves: dict[str, list[Curve]] = {label: [] for label, _, _ in CONFIGURATIONS}
     with tempfile.TemporaryDirectory() as scratch:
         workdir = Path(args.workdir or scratch)

@@ -21,7 +21,7 @@ import argparse
 import tempfile
 import time
 
-from _common import json_line
+from _common import json_line, reference_kappa
 
 from kd_search.engine.setup import prepare
 from kd_search.engine.trial import run_trial
@@ -69,9 +69,7 @@ def main() -> None:
     parser.add_argument("--recipe", nargs="+", default=RECIPES, help="NAME:KEY=VALUE,... (default: the README's map)")
     args = parser.parse_args()
     study = load_study(args.study)
-    kappa = study.objectives.confidence.fixed_kappa
-    if kappa is None:
-        parser.error(f"{args.study}: objectives.confidence.kappa must be a number here (the hypervolume's reference)")
+    kappa = reference_kappa(parser, study, args.study)
     recipes = [parse_recipe(text) for text in args.recipe]
     rows = []
     with tempfile.TemporaryDirectory() as scratch:

@@ -30,7 +30,7 @@ import time
 import typing
 from pathlib import Path
 
-from _common import format_mean_sd, json_line, mean_sd, search_only
+from _common import format_mean_sd, json_line, mean_sd, reference_kappa, search_only
 
 from kd_search.engine.search_settings import SearchSpec
 from kd_search.service.pareto import hypervolume
@@ -49,9 +49,7 @@ def main() -> None:
     parser.add_argument("--workdir", help="Keep the studies here (default: a temporary directory).")
     args = parser.parse_args()
     base = load_study(args.study)
-    kappa = base.objectives.confidence.fixed_kappa
-    if kappa is None:
-        parser.error(f"{args.study}: objectives.confidence.kappa must be a number here (the hypervolume's reference)")
+    kappa = reference_kappa(parser, base, args.study)
     reference = (0.5, kappa)
     scores: dict[str, list[float]] = {sampler: [] for sampler in args.samplers}
     with tempfile.TemporaryDirectory() as scratch:

@@ -1,13 +1,14 @@
 """The benchmarks' shared helper: one mean ± sd rule (the package's), validated study copies,
 a strict JSON last line; and every benchmark uses it instead of its own copy."""
 
+import argparse
 import ast
 import json
 import math
 from pathlib import Path
 
 import pytest
-from _common import format_mean_sd, json_line, mean_sd, search_only, study_copy
+from _common import format_mean_sd, json_line, mean_sd, reference_kappa, search_only, study_copy
 
 from kd_search.errors import StudyFileError
 from kd_search.service.search.records import TrialRecord
@@ -55,3 +56,13 @@ def test_every_benchmark_uses_the_shared_helper_and_no_copy_of_its_rules():
                       and ast.unparse(node.func) == "print" and "json.dumps" in ast.unparse(node)
                       and not ast.unparse(node).startswith("print(f")]
         assert not last_print, f"{path.name} prints JSON without json_line"
+
+
+def test_the_hypervolume_reference_is_the_studys_kappa_and_a_bound_kappa_is_a_usage_error(capsys):
+    demo = load_study("demo")
+    assert reference_kappa(argparse.ArgumentParser(), demo, "demo") == 0.075
+    bound = study_copy(demo, objectives__confidence__kappa="bound")
+    with pytest.raises(SystemExit) as exit_info:
+        reference_kappa(argparse.ArgumentParser(prog="bench"), bound, "my.yaml")
+    assert exit_info.value.code == 2
+    assert "my.yaml: objectives.confidence.kappa must be a number here" in capsys.readouterr().err
