@@ -7,6 +7,8 @@
   one rule, :meth:`~kd_search.engine.spec.Study.with_changes` (mappings merged key by key,
   the copy validated again as a study file); ``search_only`` turns the confirmation off.
 - ``fresh_seeds``: the retraining seeds that neither the search nor confirmation uses.
+- ``reference_kappa``: the study's kappa, the hypervolume's reference sigma (a usage error
+  when kappa is ``bound``).
 - ``wilson_interval``: the 95% interval of a rate (how often a bound covers, a verdict holds).
 - ``json_line`` prints the last line a benchmark writes: one JSON object, strict JSON
   (NaN and infinities become ``null``), which the README's figures are read from.
