@@ -23,8 +23,12 @@ import time
 
 from _common import json_line, reference_kappa
 
+from kd_search.cli._options import parse_overrides
+from kd_search.engine.compatibility import check_models
+from kd_search.engine.hyperparameters import with_overrides
 from kd_search.engine.setup import prepare
 from kd_search.engine.trial import run_trial
+from kd_search.errors import StudyFileError
 from kd_search.service.pareto import hypervolume
 from kd_search.study_file import load_study
 
@@ -49,7 +53,8 @@ RECIPES = [
 
 
 def parse_recipe(text: str) -> tuple[str, dict[str, str]]:
-    """``NAME:KEY=VALUE,...`` as the name and its overrides (flat hyperparameter names).
+    """``NAME:KEY=VALUE,...`` as the name and its overrides (flat hyperparameter names, each
+    pair read by the rule of ``kd-search distill --set``).
 
     Example:
         >>> parse_recipe("hot:temperature=4,alpha=0.1")
@@ -58,8 +63,7 @@ def parse_recipe(text: str) -> tuple[str, dict[str, str]]:
         ('defaults', {})
     """
     name, _, pairs = text.partition(":")
-    overrides = dict(pair.split("=", 1) for pair in pairs.split(",") if pair)
-    return name, overrides
+    return name, parse_overrides(tuple(pair for pair in pairs.split(",") if pair))
 
 
 def main() -> None:
@@ -70,7 +74,14 @@ def main() -> None:
     args = parser.parse_args()
     study = load_study(args.study)
     kappa = reference_kappa(parser, study, args.study)
-    recipes = [parse_recipe(text) for text in args.recipe]
+    mapped_layers = len(check_models(study).pairs)
+    recipes = []
+    for text in args.recipe:  # every recipe checked against the study before the teacher's fine-tune
+        try:
+            recipes.append(parse_recipe(text))
+            with_overrides(study, mapped_layers, recipes[-1][1])
+        except StudyFileError as error:
+            parser.error(f"--recipe {text!r}: {error}")
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         setup = prepare(study, args.workdir or scratch)

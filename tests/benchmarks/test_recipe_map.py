@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from kd_search.engine.hyperparameters import with_overrides
-from kd_search.errors import StudyFileError
 from kd_search.study_file import load_study
 
 _PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "recipe_map.py"
@@ -31,6 +30,12 @@ def test_every_default_recipe_is_a_valid_demo_trial_and_the_names_are_distinct()
             assert params[key] == value if key == "prediction_loss" else float(params[key]) == float(value), name
 
 
-def test_a_misspelt_recipe_is_refused_by_the_engine():
-    with pytest.raises(StudyFileError, match="unknown hyperparameter 'temprature'"):
-        with_overrides(load_study("demo"), 3, recipe_map.parse_recipe("x:temprature=2")[1])
+def test_a_bad_recipe_is_a_one_line_usage_error_before_any_work(tmp_path, monkeypatch, capsys):
+    for recipe, message in [("x:temperature", "--set 'temperature': expected name=value"),
+                            ("x:temprature=2", "unknown hyperparameter 'temprature'")]:
+        monkeypatch.setattr("sys.argv", ["recipe_map.py", "--workdir", str(tmp_path), "--recipe", recipe])
+        with pytest.raises(SystemExit) as exit_info:
+            recipe_map.main()
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # no data read, no teacher fine-tuned
