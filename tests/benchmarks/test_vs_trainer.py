@@ -104,7 +104,8 @@ def test_confirmations_of_trials_outside_the_final_selection_are_counted_as_lost
 
     trials = [TrialRecord(0, "COMPLETE", 0.70, 0.05, 0.075, {}, {}, confirmations=confirmed(1)),  # passed later
               TrialRecord(1, "COMPLETE", 0.80, 0.05, 0.075, {}, {}, confirmations=confirmed(2)),
-              TrialRecord(2, "COMPLETE", 0.75, 0.05, 0.075, {}, {}, confirmations=confirmed(1)),
+              # Less accurate than trial 1 but surer: no certified trial dominates it.
+              TrialRecord(2, "COMPLETE", 0.75, 0.04, 0.075, {}, {}, confirmations=confirmed(1)),
               TrialRecord(3, "COMPLETE", 0.90, 0.09, 0.075, {}, {})]  # infeasible: never confirmed
     spend = vs_trainer.confirmation_spend(StudySummary("demo", "accuracy", trials), top=2)
     assert spend == {"confirmations": 4, "confirmations_outside_final_top": 1}

@@ -13,16 +13,17 @@ from kd_search.service.search.confirmation_queue import ConfirmationQueue, is_co
 KAPPA = 0.05
 
 
-def study_with(trials: list[tuple[float, float]], seeds: int = 3, decide_early: bool = True, top: int = 1,
+def study_with(trials: list[tuple[float, ...]], seeds: int = 3, decide_early: bool = True, top: int = 1,
                concurrency: int = 1):
     study = parse_study({"name": "q", "student": {"teacher_layers": [2]}, "objectives": {"confidence": {"kappa": KAPPA}},
                          "search": {"concurrency": concurrency,
                                     "confirm": {"top": top, "seeds": seeds, "decide_early": decide_early}}})
     optuna_study = optuna.create_study(directions=["maximize", "minimize"])
-    for accuracy, sigma in trials:
+    for accuracy, sigma, *interval in trials:  # (accuracy, sigma[, sigma_ci_low, sigma_ci_high])
+        ci = {"sigma_ci_low": interval[0], "sigma_ci_high": interval[1]} if interval else {}
         optuna_study.add_trial(create_trial(values=[accuracy, sigma], params={"alpha": 0.1},
                                             distributions={"alpha": FloatDistribution(0.0, 0.5)},
-                                            user_attrs={"kappa": KAPPA, "sigma_se": 0.001}))
+                                            user_attrs={"kappa": KAPPA, "sigma_se": 0.001, **ci}))
     return study, optuna_study, ConfirmationQueue(study, optuna_study, default_hyperparameters(study, 1))
 
 
@@ -68,3 +69,25 @@ def test_without_decide_early_every_seed_is_trained_and_a_failed_one_waits_for_t
     assert queue.next(front={0}, search_over=True) is None
     relaunch = ConfirmationQueue(study, optuna_study, default_hyperparameters(study, 1))
     assert relaunch.next(front={0}, search_over=True)["seed"] == 1000
+
+
+def test_at_the_end_each_trial_gets_its_next_seed_before_any_trial_gets_a_second():
+    # Two trials confirmed side by side: one seed each may decide both, where both seeds
+    # of the first would train its second even when the first decides.
+    study, optuna_study, queue = study_with([(0.80, 0.03), (0.78, 0.02)], top=2, concurrency=2)
+    first, second = (queue.next(front={0, 1}, search_over=True) for _ in range(2))
+    assert [(c["number"], c["seed"]) for c in (first, second)] == [(0, 1000), (1, 1000)]
+    assert (queue.next(front={0, 1}, search_over=True)["number"], queue.started) == (0, {(0, 1000), (1, 1000), (0, 2000)})
+
+
+def test_a_trial_that_a_certified_trial_dominates_is_not_confirmed():
+    # Trial 1 is less accurate and less sure than trial 0; trial 2 straddles kappa below trial 0.
+    study, optuna_study, queue = study_with([(0.80, 0.030), (0.75, 0.040), (0.70, 0.049, 0.045, 0.055)], top=2)
+    assert [record.number for record, _ in queue.pending(front={0, 1}, search_over=True)][:3] == [0, 1, 2]
+    record_confirmation(optuna_study, 0, 1000, {"state": "COMPLETE", "accuracy": 0.8, "sigma": 0.031,
+                                               "sigma_se": 0.001, "kappa": KAPPA})
+    queue.stale()
+    assert queue.record(0).certified
+    # Whatever their verdicts, trials 1 and 2 are off the front and less accurate than a
+    # certified trial: neither is trained again.
+    assert queue.next(front={0}, search_over=True) is None

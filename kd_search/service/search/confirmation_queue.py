@@ -7,7 +7,9 @@ straddles kappa, see ``trials_to_confirm``) gets its next confirmation seed, the
 accurate first and straddling ones last. A trial that fell off the front before its
 confirmation started is passed over; once the search's budget is spent and no search
 trial runs, the whole final selection is confirmed, as a confirmation after the search
-would.
+would, each trial's next seed before any trial's one after it. A trial that a certified
+trial dominates is not confirmed at all (its verdict could change neither the front nor
+the export).
 
 Confirmations take slots *beside* the search: while search trials wait for a slot,
 confirmations hold at most half of the ``concurrency`` slots (at least one). Confirming
@@ -36,6 +38,7 @@ import optuna
 from kd_search.engine.hyperparameters import training_params
 from kd_search.engine.measures import Verdict
 from kd_search.engine.spec import Study
+from kd_search.service.pareto import dominates
 from kd_search.service.search.records import (
     StudySummary,
     TrialRecord,
@@ -51,6 +54,12 @@ def trials_to_confirm(summary: StudySummary, top: int) -> list[TrialRecord]:
     trial, sigma 0.0727 at kappa 0.075, and ended undecided, while the next one was
     certified by its second).
 
+    A trial that a certified trial dominates (on the search seed's accuracy and sigma, the
+    values the front uses) is left out: whatever its verdict, it is neither on the front
+    nor the export (a more accurate trial is certified). The demo of 2026-11-22 spent two
+    of its six confirmation trainings on such a trial (0.757 / 0.0764, straddling kappa,
+    under the certified 0.764 / 0.0609).
+
     Example:
         >>> trials = [TrialRecord(0, "COMPLETE", 0.8, 0.02, 0.05, {}, {}),
         ...           TrialRecord(1, "COMPLETE", 0.9, 0.03, 0.05, {}, {}),
@@ -63,7 +72,9 @@ def trials_to_confirm(summary: StudySummary, top: int) -> list[TrialRecord]:
     top_numbers = {t.number for t in feasible}
     straddling = [t for t in summary.trials
                   if t.state == "COMPLETE" and _straddles_kappa(t) and t.number not in top_numbers]
-    return sorted(feasible, key=_straddles_kappa) + straddling
+    certified = [(t.metric, t.sigma) for t in summary.trials if t.certified]
+    return [t for t in sorted(feasible, key=_straddles_kappa) + straddling
+            if not any(dominates(point, (t.metric, t.sigma)) for point in certified)]
 
 
 def _straddles_kappa(trial: TrialRecord) -> bool:
@@ -147,10 +158,14 @@ class ConfirmationQueue:
 
     def pending(self, front: set[int], search_over: bool) -> Iterator[tuple[TrialRecord, int]]:
         """The (trial, seed) pairs to train, in order: only the front's while the search
-        goes on, the whole final selection once ``search_over``."""
+        goes on, the whole final selection once ``search_over``; each trial's next seed
+        before any trial's one after it, so that two trials confirmed side by side can
+        both be decided by one seed each (seeds of one trial side by side would train
+        the second even where the first decides)."""
         if self.top == 0:
             return
-        for record in trials_to_confirm(self._read(), self.top):
+        pairs: list[tuple[int, int, TrialRecord, int]] = []  # (the seed's rank in its trial, order, ...)
+        for order, record in enumerate(trials_to_confirm(self._read(), self.top)):
             if not search_over and record.number not in front:
                 continue
             if self.decide_early and verdict_decided(record):
@@ -160,9 +175,12 @@ class ConfirmationQueue:
             if self.decide_early and not search_over and self.running[record.number]:
                 continue
             done = {c.get("seed") for c in record.confirmations if c.get("state") == "COMPLETE"}
-            for seed in confirmation_seeds(self.study, self.seeds):
-                if seed not in done and (record.number, seed) not in self.started:
-                    yield record, seed
+            seeds = confirmation_seeds(self.study, self.seeds)
+            untrained = [seed for seed in seeds if seed not in done and (record.number, seed) not in self.started]
+            taken = len(seeds) - len(untrained)
+            pairs.extend((taken + k, order, record, seed) for k, seed in enumerate(untrained))
+        for _, _, record, seed in sorted(pairs, key=lambda pair: pair[:2]):
+            yield record, seed
 
     def next(self, front: set[int], search_over: bool, search_waits: bool = False) -> dict[str, Any] | None:
         """The next confirmation's Ray configuration (marked started), or None; None too
