@@ -82,8 +82,9 @@ def confirm(name: str, top: int | None, seeds: int | None, ray_address: str | No
             storage: str | None, tracking_uri: str | None, driver_grace: float | None = None) -> None:
     """Train a study's best trials again with further seeds: does sigma <= kappa hold on other seeds?
 
-    Also confirms every finished trial whose sigma interval straddles kappa. The study file
-    is the one stored with the study; confirmations already stored are kept.
+    Also confirms every finished trial whose sigma interval straddles kappa, but none that a
+    certified trial dominates. The study file is the one stored with the study;
+    confirmations already stored are kept.
     """
     from kd_search import api
     from kd_search.service import search

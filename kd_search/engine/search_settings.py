@@ -71,7 +71,8 @@ class ResourcesSpec(StrictModel):
 
 class ConfirmSpec(StrictModel):
     """Confirmation within the search: the ``top`` most accurate feasible trials (and any
-    trial whose sigma interval straddles kappa) trained again with ``seeds`` more seeds.
+    trial whose sigma interval straddles kappa) trained again with ``seeds`` more seeds,
+    none that a certified trial dominates.
 
     Example:
         >>> ConfirmSpec(top=3).seeds, ConfirmSpec(top=3).decide_early

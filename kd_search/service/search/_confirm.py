@@ -4,7 +4,8 @@ One seed decides whether a trial satisfies phi_cnf (sigma <= kappa), and another
 flip it. ``confirm`` retrains the ``top`` most accurate feasible trials, and every
 finished trial whose sigma interval straddles kappa, with ``seeds`` further training
 seeds (``confirmation_seeds``): the same hyperparameters, teacher and data, another
-``distillation.seed``.
+``distillation.seed``; a trial that a certified trial dominates is left out
+(``trials_to_confirm``).
 
 A launch with ``search.confirm.top`` confirms inside its own Ray Tune run
 (:mod:`~kd_search.service.search.confirmation_queue`); ``confirm`` is for a study that
