@@ -91,3 +91,16 @@ def test_a_trial_that_a_certified_trial_dominates_is_not_confirmed():
     # Whatever their verdicts, trials 1 and 2 are off the front and less accurate than a
     # certified trial: neither is trained again.
     assert queue.next(front={0}, search_over=True) is None
+
+
+def test_once_a_trial_is_certified_confirmations_wait_for_slots_no_search_trial_waits_for():
+    # The first certified student comes early; after it, a confirmation of a front member is
+    # a bet that it stays in the final selection, so the search settles the front first.
+    study, optuna_study, queue = study_with([(0.80, 0.030), (0.82, 0.035)], top=2, concurrency=2)
+    record_confirmation(optuna_study, 0, 1000, {"state": "COMPLETE", "accuracy": 0.8, "sigma": 0.031,
+                                               "sigma_se": 0.001, "kappa": KAPPA})
+    queue.stale()
+    assert queue.record(0).certified
+    assert queue.next(front={0, 1}, search_over=False, search_waits=True) is None
+    # The budget is spent while the last search trials run: the slot is free for trial 1.
+    assert (queue.next(front={0, 1}, search_over=False)["number"]) == 1
