@@ -59,7 +59,7 @@ def trials_to_confirm(summary: StudySummary, top: int) -> list[TrialRecord]:
 
     A trial that a certified trial dominates (on the search seed's accuracy and sigma, the
     values the front uses) is left out: whatever its verdict, it is neither on the front
-    nor the export (a more accurate trial is certified). The demo of 2026-11-22 spent two
+    nor the export (a trial at least as accurate and surer is certified). The demo of 2026-11-22 spent two
     of its six confirmation trainings on such a trial (0.757 / 0.0764, straddling kappa,
     under the certified 0.764 / 0.0609).
 
