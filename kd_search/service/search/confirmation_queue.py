@@ -59,9 +59,9 @@ def trials_to_confirm(summary: StudySummary, top: int) -> list[TrialRecord]:
 
     A trial that a certified trial dominates (on the search seed's accuracy and sigma, the
     values the front uses) is left out: whatever its verdict, it is neither on the front
-    nor the export (a trial at least as accurate and surer is certified). The demo of 2026-11-22 spent two
-    of its six confirmation trainings on such a trial (0.757 / 0.0764, straddling kappa,
-    under the certified 0.764 / 0.0609).
+    nor the export (a trial at least as accurate and surer is certified). The demo of
+    2026-11-22 spent two of its six confirmation trainings on such a trial (0.757 / 0.0764,
+    straddling kappa, under the certified 0.764 / 0.0609).
 
     Example:
         >>> trials = [TrialRecord(0, "COMPLETE", 0.8, 0.02, 0.05, {}, {}),
@@ -160,7 +160,7 @@ class ConfirmationQueue:
         return self._summary
 
     def _any_certified(self) -> bool:
-        return self.top > 0 and any(t.certified for t in self._read().trials)
+        return self.top > 0 and self._read().best_certified() is not None
 
     def pending(self, front: set[int], search_over: bool) -> Iterator[tuple[TrialRecord, int]]:
         """The (trial, seed) pairs to train, in order: only the front's while the search
@@ -170,6 +170,7 @@ class ConfirmationQueue:
         the second even where the first decides)."""
         if self.top == 0:
             return
+        seeds = confirmation_seeds(self.study, self.seeds)
         pairs: list[tuple[int, int, TrialRecord, int]] = []  # (the seed's rank in its trial, order, ...)
         for order, record in enumerate(trials_to_confirm(self._read(), self.top)):
             if not search_over and record.number not in front:
@@ -181,7 +182,6 @@ class ConfirmationQueue:
             if self.decide_early and not search_over and self.running[record.number]:
                 continue
             done = {c.get("seed") for c in record.confirmations if c.get("state") == "COMPLETE"}
-            seeds = confirmation_seeds(self.study, self.seeds)
             untrained = [seed for seed in seeds if seed not in done and (record.number, seed) not in self.started]
             taken = len(seeds) - len(untrained)
             pairs.extend((taken + k, order, record, seed) for k, seed in enumerate(untrained))
