@@ -35,6 +35,7 @@ from kd_search.service.search import (
     read_lease,
     summarize,
 )
+from kd_search.service.search.driver import Driver
 from kd_search.service.search.optuna_study import create_or_resume, make_sampler, startup_trials
 from kd_search.study_file import load_study, shipped_studies
 
@@ -103,13 +104,27 @@ class StopAndKill(FIFOScheduler):
 
 
 @pytest.mark.ray
-def test_killed_worker_is_retried_nan_fails_stopped_trial_is_pruned(tmp_path, ray_cluster):
-    study = parse_study(search_study(tmp_path, prediction_epochs=2))
+def test_killed_worker_is_retried_nan_fails_stopped_trial_is_pruned(tmp_path, ray_cluster, monkeypatch):
+    # mo_asha in the study file: the workers measure sigma after every epoch (the
+    # scheduler itself is StopAndKill), so every epoch has scores to store.
+    study = parse_study(search_study(tmp_path, prediction_epochs=2, scheduler="mo_asha"))
     locations = Locations.resolve(study, tmp_path / "work")
     optuna_study, resumed = create_or_resume(study, locations.storage, num_mapped_layers=1)
     assert not resumed
     optuna_study.enqueue_trial({"temperature": 1e-40})  # trial 1: the prediction loss overflows to NaN
 
+    # What storage holds when each checkpoint is recorded: a driver killed right after
+    # must find that checkpoint's epoch scored (a relaunch resumes after it).
+    at_checkpoint = []
+    record_checkpoint = Driver.on_checkpoint
+
+    def on_checkpoint(driver, ray_trial_id, path):
+        trial = driver.trials[ray_trial_id]
+        attrs = driver.optuna_study._storage.get_trial(trial._trial_id).user_attrs
+        at_checkpoint.append((trial.number, attrs.get("epoch"), [s["epoch"] for s in attrs.get("epoch_scores", [])]))
+        record_checkpoint(driver, ray_trial_id, path)
+
+    monkeypatch.setattr(Driver, "on_checkpoint", on_checkpoint)
     scheduler = StopAndKill()
     summary = launch(study, locations=locations, scheduler=scheduler)
 
@@ -121,6 +136,9 @@ def test_killed_worker_is_retried_nan_fails_stopped_trial_is_pruned(tmp_path, ra
     assert stored[0].user_attrs["epoch"] == 3
     assert "non-finite" in stored[1].user_attrs["failure"]
     assert stored[2].values is None and stored[2].user_attrs["epoch"] == 1
+    # The epoch a scheduler stops a trial at is stored before its checkpoint is.
+    assert (2, 1, [1]) in at_checkpoint and stored[2].user_attrs["epoch_scores"][-1]["epoch"] == 1
+    assert all(scored and scored[-1] == epoch for _, epoch, scored in at_checkpoint), at_checkpoint
     front = {t.number for t in summary.front}
     assert front and front <= {0, 3}
     for number in (0, 3):

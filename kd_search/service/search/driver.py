@@ -2,8 +2,8 @@
 
 One ``Driver`` holds the state of one launch. Ray calls it through
 ``ConstrainedOptunaSearcher`` (Optuna's ask/tell behind Ray's Searcher API) and
-``TrialEvents`` (trial starts and checkpoints); it is the only writer of the Optuna
-storage and of MLflow, so workers never contend for either.
+``TrialEvents`` (trial starts, epoch results and checkpoints); it is the only writer of
+the Optuna storage and of MLflow, so workers never contend for either.
 
 No student is trained twice: each new trial suggests only the parameters its recipe reads
 (:func:`kd_search.engine.hyperparameters.suggest`), and a proposal whose effective
@@ -32,6 +32,7 @@ from optuna.samplers import BaseSampler, RandomSampler
 from optuna.trial import FrozenTrial, TrialState
 from ray import tune
 from ray.tune.search import Searcher
+from ray.tune.utils import flatten_dict
 
 from kd_search.engine import analysis
 from kd_search.engine.hyperparameters import (
@@ -217,7 +218,7 @@ class Driver:
             return  # an epoch measured on the eval split only, or no epoch at all
         score = {name: float(result[name]) for name in (*names, RUNG_CLOCK) if result.get(name) is not None}
         if self.epoch_scores[trial.number][-1:] == [score]:
-            return  # the last epoch's result, seen by on_result, again in on_complete
+            return  # its last epoch measured again (resumed from the checkpoint after it): stored
         # A trial resumed from an earlier checkpoint reports its later epochs again: replace them.
         scores = [s for s in self.epoch_scores[trial.number] if s["epoch"] < score["epoch"]]
         scores.append(score)
@@ -242,8 +243,6 @@ class Driver:
         metrics = recorded_metrics(result)
         for name, value in metrics.items():
             trial.set_user_attr(name, value)
-        if result and not error:  # a scheduler's STOP delivers its epoch's result here only
-            self._store_epoch_scores(trial, result)
         if reason:
             trial.set_user_attr("failure", reason)
         if state != TrialState.COMPLETE and self.configs.get(self.config_of.get(trial.number)) == trial.number:
@@ -435,16 +434,19 @@ class ConstrainedOptunaSearcher(Searcher):
     def suggest(self, trial_id: str) -> dict[str, Any]:
         return self._driver.suggest(trial_id)
 
-    def on_trial_result(self, trial_id: str, result: dict) -> None:
-        self._driver.on_result(trial_id, result)
-
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         self._driver.on_complete(trial_id, result, error)
 
 
 class TrialEvents(tune.Callback):
-    """Remembers each Ray trial (for its error file) and its last checkpoint (to continue
-    it after a driver crash)."""
+    """Remembers each Ray trial (for its error file), its epochs' results and its last
+    checkpoint (to continue it after a driver crash).
+
+    Epoch results come here, not to the searcher: Ray hands a result that its scheduler
+    stops the trial at to callbacks but not to the searcher, and hands it over before it
+    saves that epoch's checkpoint. So a stored checkpoint's epoch always has its scores
+    stored, even where a driver dies between the two (a relaunch resumes after it).
+    """
 
     def __init__(self, driver: Driver):
         self._driver = driver
@@ -454,6 +456,9 @@ class TrialEvents(tune.Callback):
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self._driver.on_start(trial)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self._driver.on_result(trial.trial_id, flatten_dict(result))  # as the searcher would get it
 
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
         self._driver.on_checkpoint(trial.trial_id, checkpoint.path)
