@@ -192,7 +192,8 @@ def test_export_best_picks_the_most_accurate_certified_trial(stored, runner, tin
     assert result.exit_code == 0, result.output
     # Trial 1 is more accurate and feasible on its seed, but only trial 0 is certified.
     assert result.output.strip().splitlines()[-1] == (
-        f"exported trial 0 (accuracy 0.8000, sigma 0.0300 [0.0280, 0.0330], the most accurate certified trial) to {out}")
+        "exported trial 0 (accuracy 0.8000, sigma 0.0300 [0.0280, 0.0330], the most accurate certified trial: "
+        f"accuracy 0.8000 on average over its 3 seeds) to {out}")
     metrics = json.loads((out / "kd_search_metrics.json").read_text())
     assert (metrics["verdict"], metrics["verdict_text"], metrics["seeds"]) == ("certified", "certified", 3)
     assert [run["seed"] for run in metrics["per_seed"]] == [7, 1000, 2000]
@@ -309,10 +310,11 @@ def test_export_best_at_another_kappa_exports_the_best_certified_there(stored, r
     out = tmp_path / "student"
     result = runner.invoke(main, ["export", NAME, "--best", "--kappa", "0.1", "--out", str(out), *options])
     assert result.exit_code == 0, result.output
-    # At 0.1 trial 2 (mean accuracy 0.825 over two seeds) is certified and beats trial 0 (0.80).
+    # At 0.1 trial 2 (mean accuracy 0.825 over two seeds) is certified and beats trial 0 (0.80);
+    # the line gives the mean the rule ranks by beside the search seed's accuracy.
     assert result.output.strip().splitlines()[-1] == (
-        "exported trial 2 (accuracy 0.8300, sigma 0.0400 [0.0380, 0.0430], the most accurate certified trial, "
-        f"at kappa 0.1) to {out}")
+        "exported trial 2 (accuracy 0.8300, sigma 0.0400 [0.0380, 0.0430], the most accurate certified trial: "
+        f"accuracy 0.8250 on average over its 2 seeds, at kappa 0.1) to {out}")
     metrics = json.loads((out / "kd_search_metrics.json").read_text())
     assert (metrics["trial"], metrics["verdict"], metrics["kappa"]) == (2, "certified", 0.1)
     assert metrics["sigma_upper_bound"] <= 0.1
