@@ -151,6 +151,7 @@ def test_killed_worker_is_retried_nan_fails_stopped_trial_is_pruned(tmp_path, ra
     assert {n: r.info.status for n, r in by_number.items()} == {0: "FINISHED", 1: "FAILED", 2: "KILLED", 3: "FINISHED"}
     assert {n for n, r in by_number.items() if r.data.tags["pareto"] == "true"} == front
     assert "non-finite" in by_number[1].data.tags["error"]
+    assert by_number[2].data.metrics["epoch"] == 1  # the epoch it was stopped at is on its run too
     # Kept students: the front only (the default policy).
     kept = {int(p.parent.name) for p in locations.study_dir(study.name).glob("trials/*/student")}
     assert kept == front

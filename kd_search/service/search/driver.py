@@ -218,7 +218,7 @@ class Driver:
             return  # an epoch measured on the eval split only, or no epoch at all
         score = {name: float(result[name]) for name in (*names, RUNG_CLOCK) if result.get(name) is not None}
         if self.epoch_scores[trial.number][-1:] == [score]:
-            return  # its last epoch measured again (resumed from the checkpoint after it): stored
+            return  # the same epoch measured again (resumed from a checkpoint taken after it)
         # A trial resumed from an earlier checkpoint reports its later epochs again: replace them.
         scores = [s for s in self.epoch_scores[trial.number] if s["epoch"] < score["epoch"]]
         scores.append(score)
