@@ -11,12 +11,13 @@ from collections import Counter
 import pytest
 import sqlalchemy
 from mlflow import MlflowClient
+from optuna.trial import TrialState
 
 from kd_search.engine.hyperparameters import default_hyperparameters, search_distributions
 from kd_search.engine.spec import parse_study
 from kd_search.service.search.driver import Driver
 from kd_search.service.search.locations import Locations
-from kd_search.service.search.optuna_study import create_or_resume
+from kd_search.service.search.optuna_study import STOPPED_ATTR, create_or_resume
 from kd_search.service.tracking import StudyTracker
 
 KAPPA = 0.2
@@ -135,3 +136,45 @@ def test_a_confirmed_trial_keeps_its_student_after_it_leaves_the_front(tmp_path)
     assert set(driver.live.front) == {1}
     kept = {int(p.parent.name) for p in locations.study_dir(study.name).glob("trials/*/student")}
     assert kept == {0, 1}
+
+
+def test_an_adopted_trial_its_scheduler_had_stopped_is_pruned_not_trained_on(tmp_path):
+    # A driver killed after its scheduler stopped a trial, before the trial ended, leaves it
+    # RUNNING with the epoch it was stopped at; the next driver records it PRUNED.
+    study = parse_study({"name": "stopped", "student": {"teacher_layers": [2]},
+                         "objectives": {"confidence": {"kappa": KAPPA}},
+                         "search": {"sampler": "random", "trials": 2, "concurrency": 2, "enqueue_defaults": False,
+                                    "space": {"alpha": {"low": 0.0, "high": 0.5}}},
+                         "tracking": {"workdir": str(tmp_path / "work")}})
+    locations = Locations.resolve(study)
+    optuna_study, _ = create_or_resume(study, locations.storage, 1)
+
+    def driver(adopt: list, shown: list | None = None) -> Driver:
+        tracker = StudyTracker(locations.tracking_uri, locations.experiment, study.name)
+        return Driver(study, optuna_study, tracker, locations, search_distributions(study, 1),
+                      default_hyperparameters(study, 1), adopt, 2,
+                      None if shown is None else lambda message, done, _: shown.append(message))
+
+    first = driver([])
+    first.suggest("t0")
+    epoch = {"accuracy": 0.6, "sigma": 0.05, "kappa": KAPPA, "total_epochs": 3, "done": False}
+    first.on_result("t0", epoch | {"epoch": 1})
+    assert STOPPED_ATTR not in optuna_study.trials[0].user_attrs  # an epoch it goes on from
+    first.on_result("t0", epoch | {"epoch": 2, "done": True})  # Ray's mark: its scheduler stops it here
+    # ... and the driver dies before the trial ends.
+    stale = optuna_study.get_trials(states=(TrialState.RUNNING,))
+    assert [t.user_attrs[STOPPED_ATTR] for t in stale] == [2]
+
+    shown: list[str] = []
+    second = driver(stale, shown)
+    config = second.suggest("t1")
+    assert (config["number"], config["resume_from"]) == (1, None)  # a new trial; trial 0 is not continued
+    stopped = optuna_study.trials[0]
+    assert stopped.state == TrialState.PRUNED and stopped.values is None
+    assert [score["epoch"] for score in stopped.user_attrs["epoch_scores"]] == [1, 2]
+    assert second.live.budget_used == 1 and 0 not in second.live.front
+    assert shown[0] == ("trial 0 PRUNED: its scheduler stopped it at epoch 2 before the last driver died "
+                        "(not trained further)")
+    runs = MlflowClient(locations.tracking_uri).search_runs([second.tracker.experiment_id],
+                                                            "tags.optuna_trial_number = '0'")
+    assert [(r.info.status, r.data.tags["state"]) for r in runs] == [("KILLED", "PRUNED")]  # one run, closed

@@ -36,7 +36,12 @@ from kd_search.service.search import (
     summarize,
 )
 from kd_search.service.search.driver import Driver
-from kd_search.service.search.optuna_study import create_or_resume, make_sampler, startup_trials
+from kd_search.service.search.optuna_study import (
+    STOPPED_ATTR,
+    create_or_resume,
+    make_sampler,
+    startup_trials,
+)
 from kd_search.study_file import load_study, shipped_studies
 
 
@@ -138,6 +143,8 @@ def test_killed_worker_is_retried_nan_fails_stopped_trial_is_pruned(tmp_path, ra
     assert stored[2].values is None and stored[2].user_attrs["epoch"] == 1
     # The epoch a scheduler stops a trial at is stored before its checkpoint is.
     assert (2, 1, [1]) in at_checkpoint and stored[2].user_attrs["epoch_scores"][-1]["epoch"] == 1
+    # Ray marks only that result done: the stop is stored for a relaunch, and no other trial has one.
+    assert {n: t.user_attrs.get(STOPPED_ATTR) for n, t in stored.items()} == {0: None, 1: None, 2: 1, 3: None}
     assert all(scored and scored[-1] == epoch for _, epoch, scored in at_checkpoint), at_checkpoint
     front = {t.number for t in summary.front}
     assert front and front <= {0, 3}

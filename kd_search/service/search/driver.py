@@ -53,6 +53,7 @@ from kd_search.service.search.optuna_study import (
     EPOCH_SCORES_ATTR,
     FRONT_ATTR,
     REDRAWN_ATTR,
+    STOPPED_ATTR,
 )
 from kd_search.service.search.presenting import verdict_text
 from kd_search.service.search.records import StudySummary, TrialRecord, recorded_metrics, summarize
@@ -112,8 +113,8 @@ class Driver:
                                                search_waits=self._search_waits())
         if confirmation is not None:
             return confirmation
-        if self.adopt:
-            frozen = self.adopt.pop(0)
+        frozen = self._next_adopted()
+        if frozen is not None:
             trial = optuna.Trial(self.optuna_study, frozen._trial_id)
             resume_from = frozen.user_attrs.get("checkpoint")
             self.epoch_scores[trial.number] = list(frozen.user_attrs.get(EPOCH_SCORES_ATTR, []))
@@ -135,6 +136,31 @@ class Driver:
         self.tracker.start_trial(trial.number, params, ray_trial_id)
         self._show(f"trial {trial.number} started" + (" (resumed)" if resume_from else ""))
         return {"number": trial.number, "params": params, "resume_from": resume_from}
+
+    def _next_adopted(self) -> FrozenTrial | None:
+        """The next adopted trial to continue; those its scheduler had stopped are recorded
+        PRUNED on the way, never trained further."""
+        while self.adopt:
+            frozen = self.adopt.pop(0)
+            if STOPPED_ATTR not in frozen.user_attrs:
+                return frozen
+            self._record_stopped(frozen)
+        return None
+
+    def _record_stopped(self, frozen: FrozenTrial) -> None:
+        """End an adopted trial that its scheduler stopped before its driver died: PRUNED."""
+        trial = optuna.Trial(self.optuna_study, frozen._trial_id)
+        params = training_params(self.study, self.defaults, trial.params)
+        self.tracker.start_trial(trial.number, effective(self.study, params),  # re-opens its run
+                                 ray_trial_id=frozen.user_attrs.get("ray_trial_id", ""))
+        self.optuna_study.tell(trial, state=TrialState.PRUNED)
+        self.tracker.finish_trial(trial.number, "PRUNED", {})
+        if self.configs.get(self.config_of.get(trial.number)) == trial.number:
+            del self.configs[self.config_of[trial.number]]  # not trained to the end: may be proposed again
+        self._update_front(TrialRecord(trial.number, "PRUNED", None, None, None, params={}, attrs={},
+                                       metric_name=self.metric_name))
+        self._show(f"trial {trial.number} PRUNED: its scheduler stopped it at epoch "
+                   f"{frozen.user_attrs[STOPPED_ATTR]} before the last driver died (not trained further)")
 
     def has_work(self) -> bool:
         """Anything to train: search budget left, an adopted trial, or a confirmation."""
@@ -207,6 +233,8 @@ class Driver:
             self.nodes[trial.number].append(node)
             trial.set_user_attr("nodes", self.nodes[trial.number])
         self._store_epoch_scores(trial, result)
+        if result.get("done"):  # Ray marks the result its scheduler stops the trial at
+            trial.set_user_attr(STOPPED_ATTR, int(result["epoch"]))
         self.tracker.log_epoch(trial.number, epoch_metrics(result), step=int(result["epoch"]))
         self._show(f"trial {trial.number} epoch {result['epoch']}/{result.get('total_epochs')} on node {node}: "
                    f"{self.metric_name} {result.get(self.metric_name, float('nan')):.3f}, "

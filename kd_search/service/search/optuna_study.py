@@ -62,6 +62,10 @@ DUPLICATE_ATTR = "kd_search_duplicate_of"
 # A sampler proposal set aside because an earlier trial trains its student, and the sampler
 # asked again: told FAIL, never counted against the budget, never shown as a trial.
 REDRAWN_ATTR = "kd_search_redrawn"
+# The epoch a trial's scheduler stopped it at, stored before that epoch's checkpoint: a
+# relaunch that finds the trial RUNNING (its driver died before the trial ended) records it
+# PRUNED instead of training it on.
+STOPPED_ATTR = "kd_search_stopped_at_epoch"
 # Study-file fields that may change between launches of one study.
 RELAUNCH_MUTABLE = {("search", "trials"), ("search", "concurrency"), ("search", "max_failures"),
                     ("search", "resources"), ("search", "scheduler"), ("search", "confirm"), ("tracking",), ("description",),
