@@ -104,6 +104,11 @@ class Driver:
         self.configs.setdefault(key, number)
         self.config_of[number] = key
 
+    def _release_config(self, number: int) -> None:
+        """Trial ``number`` was not trained to the end: its student may be proposed again."""
+        if self.configs.get(self.config_of.get(number)) == number:
+            del self.configs[self.config_of[number]]
+
     def suggest(self, ray_trial_id: str) -> dict[str, Any] | str | None:
         """The next trial for Ray: a confirmation the queue holds (see
         ``confirmation_queue``), an adopted trial, or a new one whose student no trial has;
@@ -155,8 +160,7 @@ class Driver:
                                  ray_trial_id=frozen.user_attrs.get("ray_trial_id", ""))
         self.optuna_study.tell(trial, state=TrialState.PRUNED)
         self.tracker.finish_trial(trial.number, "PRUNED", {})
-        if self.configs.get(self.config_of.get(trial.number)) == trial.number:
-            del self.configs[self.config_of[trial.number]]  # not trained to the end: may be proposed again
+        self._release_config(trial.number)
         self._update_front(TrialRecord(trial.number, "PRUNED", None, None, None, params={}, attrs={},
                                        metric_name=self.metric_name))
         self._show(f"trial {trial.number} PRUNED: its scheduler stopped it at epoch "
@@ -273,8 +277,8 @@ class Driver:
             trial.set_user_attr(name, value)
         if reason:
             trial.set_user_attr("failure", reason)
-        if state != TrialState.COMPLETE and self.configs.get(self.config_of.get(trial.number)) == trial.number:
-            del self.configs[self.config_of[trial.number]]  # not trained to the end: may be proposed again
+        if state != TrialState.COMPLETE:
+            self._release_config(trial.number)
         if state == TrialState.COMPLETE:
             constraint = float(result["sigma"]) - float(result["kappa"])
             trial.set_constraint(CONSTRAINT, constraint)
