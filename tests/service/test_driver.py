@@ -17,7 +17,7 @@ from kd_search.engine.hyperparameters import default_hyperparameters, search_dis
 from kd_search.engine.spec import parse_study
 from kd_search.service.search.driver import Driver
 from kd_search.service.search.locations import Locations
-from kd_search.service.search.optuna_study import STOPPED_ATTR, create_or_resume
+from kd_search.service.search.optuna_study import DUPLICATE_ATTR, STOPPED_ATTR, create_or_resume
 from kd_search.service.tracking import StudyTracker
 
 KAPPA = 0.2
@@ -167,8 +167,10 @@ def test_an_adopted_trial_its_scheduler_had_stopped_is_pruned_not_trained_on(tmp
 
     shown: list[str] = []
     second = driver(stale, shown)
+    optuna_study.enqueue_trial(stale[0].params)  # its student, never trained to the end, asked for again
     config = second.suggest("t1")
     assert (config["number"], config["resume_from"]) == (1, None)  # a new trial; trial 0 is not continued
+    assert DUPLICATE_ATTR not in optuna_study.trials[1].user_attrs  # trained, not a duplicate of trial 0
     stopped = optuna_study.trials[0]
     assert stopped.state == TrialState.PRUNED and stopped.values is None
     assert [score["epoch"] for score in stopped.user_attrs["epoch_scores"]] == [1, 2]
