@@ -199,6 +199,31 @@ def test_undelivered_mlflow_writes_are_saved_and_replayed(tmp_path, monkeypatch)
         assert run.info.status == "FINISHED" and run.data.metrics["accuracy"] == 0.8
 
 
+def test_writes_wait_for_a_health_check_while_mlflow_is_down(tmp_path, monkeypatch):
+    # MLflow's retries (here a few seconds a request; about two minutes by default) are paid
+    # by the write that finds the outage, not by every write after it: the driver goes on.
+    from kd_search.service.tracking import StudyTracker
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    with mlflow_server(tmp_path / "mlflow") as server:
+        tracker = StudyTracker(server.url, "kd-search", "outage", notify=lambda m: None)
+        tracker.start_trial(0, {"alpha": 0.1}, ray_trial_id="r0")
+        server.stop()
+        started = time.monotonic()
+        tracker.log_epoch(0, {"sigma": 0.1}, step=1)  # finds the outage through MLflow's retries
+        found = time.monotonic() - started
+        started = time.monotonic()
+        for epoch in (2, 3, 4):
+            tracker.log_epoch(0, {"sigma": 0.1 / epoch}, step=epoch)
+        buffered = time.monotonic() - started
+        assert found > 1.0 and buffered < 1.0 and len(tracker.backlog) == 4, (found, buffered)
+        server.start()
+        assert tracker.close(grace_seconds=30) == 0  # delivered once a health check passes
+        history = tracker.client.get_metric_history(tracker.trial_run_id(0), "sigma")
+        assert [m.step for m in history] == [1, 2, 3, 4]
+
+
 def node_ids(address: str, env: dict[str, str]) -> dict[int, str]:
     """Node-manager port -> short node id, asked by a short-lived driver of its own."""
     code = ("import json, sys, ray; ray.init(address=sys.argv[1], logging_level='ERROR'); "

@@ -2,7 +2,10 @@
 
 A tracking server that is briefly unreachable does not stop a study. MLflow's client
 retries each request (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``, with backoff); a write that
-still fails is buffered, in order, and replayed before the next one. Writes still
+still fails is buffered, in order, and replayed before the next one. While the buffer
+waits, a write is tried again only once a quick health check passes (at most one every
+``PROBE_INTERVAL_SECONDS``): MLflow's retries take about two minutes a request by default,
+and the driver, with every trial's event behind it, would wait that long for each write. Writes still
 undelivered when the launch ends are saved to the study's ``mlflow-backlog.json``
 (versioned JSON, see ``kd_search.service.backlog``; never a pickle) and replayed by the
 next launch of the study, so no metric is lost.
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,11 +23,14 @@ from typing import Any
 
 from kd_search.errors import TrackingError
 from kd_search.service.backlog import Write, legacy_backlog, load_backlog, save_backlog
-from kd_search.service.tracking._reachability import is_unreachable
+from kd_search.service.tracking._reachability import check_tracking_uri, is_unreachable
 from kd_search.urls import display_url
 
 logger = logging.getLogger("kd_search")
 
+# While MLflow is out of reach: how often, and how long, the writer checks whether it is back.
+PROBE_INTERVAL_SECONDS = 10.0
+PROBE_TIMEOUT_SECONDS = 2.0
 # The names of the buffered writes: the only methods a saved backlog may name.
 BUFFERED_WRITES: set[str] = set()
 
@@ -65,6 +72,7 @@ class BufferedWriter:
         self.backlog_file = Path(backlog_file) if backlog_file is not None else None
         self.notify = notify or logger.warning
         self._unreachable_since: float | None = None
+        self._last_probe = -math.inf
 
     def _replay_saved(self) -> None:
         # Called once the writer can deliver: the file goes only when every write in it has.
@@ -77,6 +85,8 @@ class BufferedWriter:
 
     def flush(self) -> bool:
         """Deliver the buffered writes in order; False (and they stay buffered) while unreachable."""
+        if self.backlog and self._unreachable_since is not None and not self._back_again():
+            return False
         while self.backlog:
             name, args, kwargs = self.backlog[0]
             try:
@@ -96,6 +106,18 @@ class BufferedWriter:
             self.notify(f"MLflow at {display_url(self.tracking_uri)} reachable again after "
                         f"{time.monotonic() - self._unreachable_since:.0f} s; buffered writes delivered")
             self._unreachable_since = None
+        return True
+
+    def _back_again(self) -> bool:
+        """Whether the unreachable store answers a quick health check (never asked more often
+        than every ``PROBE_INTERVAL_SECONDS``)."""
+        if time.monotonic() - self._last_probe < PROBE_INTERVAL_SECONDS:
+            return False
+        self._last_probe = time.monotonic()
+        try:
+            check_tracking_uri(self.tracking_uri, timeout=PROBE_TIMEOUT_SECONDS)
+        except TrackingError:
+            return False
         return True
 
     def close(self, grace_seconds: float = 60.0) -> int:
