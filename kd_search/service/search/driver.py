@@ -158,11 +158,8 @@ class Driver:
         params = training_params(self.study, self.defaults, trial.params)
         self.tracker.start_trial(trial.number, effective(self.study, params),  # re-opens its run
                                  ray_trial_id=frozen.user_attrs.get("ray_trial_id", ""))
-        self.optuna_study.tell(trial, state=TrialState.PRUNED)
-        self.tracker.finish_trial(trial.number, "PRUNED", {})
         self._release_config(trial.number)
-        self._update_front(TrialRecord(trial.number, "PRUNED", None, None, None, params={}, attrs={},
-                                       metric_name=self.metric_name))
+        self._end_untrained(trial, {})
         self._show(f"trial {trial.number} PRUNED: its scheduler stopped it at epoch "
                    f"{frozen.user_attrs[STOPPED_ATTR]} before the last driver died (not trained further)")
 
@@ -218,12 +215,17 @@ class Driver:
         self.live.started(trial.number)
         self.tracker.start_trial(trial.number, effective(self.study, params), ray_trial_id="")
         self.tracker.mark_duplicate(trial.number, original)
-        self.optuna_study.tell(trial, state=TrialState.PRUNED)
-        self.tracker.finish_trial(trial.number, "PRUNED", {})
-        self._update_front(TrialRecord(trial.number, "PRUNED", None, None, None, params={},
-                                       attrs={DUPLICATE_ATTR: original}, metric_name=self.metric_name))
+        self._end_untrained(trial, {DUPLICATE_ATTR: original})
         self._show(f"trial {trial.number} is trial {original}'s student again (same effective configuration): "
                    "not trained")
+
+    def _end_untrained(self, trial: optuna.Trial, attrs: dict[str, Any]) -> None:
+        """Tell ``trial``, whose run is open, PRUNED without (further) training: storage,
+        its MLflow run and the front."""
+        self.optuna_study.tell(trial, state=TrialState.PRUNED)
+        self.tracker.finish_trial(trial.number, "PRUNED", {})
+        self._update_front(TrialRecord(trial.number, "PRUNED", None, None, None, params={}, attrs=attrs,
+                                       metric_name=self.metric_name))
 
     def on_result(self, ray_trial_id: str, result: dict[str, Any]) -> None:
         trial = self.trials.get(ray_trial_id)
@@ -277,14 +279,14 @@ class Driver:
             trial.set_user_attr(name, value)
         if reason:
             trial.set_user_attr("failure", reason)
-        if state != TrialState.COMPLETE:
-            self._release_config(trial.number)
         if state == TrialState.COMPLETE:
             constraint = float(result["sigma"]) - float(result["kappa"])
             trial.set_constraint(CONSTRAINT, constraint)
             trial.set_user_attr(CONSTRAINT, constraint)  # for readers of user attributes only
             for name, value in self._trial_outputs(trial.number, result, with_figures=False)[1].items():
                 trial.set_user_attr(name, value)
+        else:
+            self._release_config(trial.number)
         self.optuna_study.tell(trial, values=values, state=state)
         pictures, extra = self._trial_outputs(trial.number, result) if state == TrialState.COMPLETE else ({}, {})
         # Per-epoch metrics are already on the run; only what the trial measured after its

@@ -5,8 +5,8 @@ retries each request (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``, with backoff); a writ
 still fails is buffered, in order, and replayed before the next one. While the buffer
 waits, a write is tried again only once a quick health check passes (at most one every
 ``PROBE_INTERVAL_SECONDS``): MLflow's retries take about two minutes a request by default,
-and the driver, with every trial's event behind it, would wait that long for each write. Writes still
-undelivered when the launch ends are saved to the study's ``mlflow-backlog.json``
+and the driver, with every trial's event behind it, would wait that long for each write.
+Writes still undelivered when the launch ends are saved to the study's ``mlflow-backlog.json``
 (versioned JSON, see ``kd_search.service.backlog``; never a pickle) and replayed by the
 next launch of the study, so no metric is lost.
 """
